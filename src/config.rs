@@ -1,0 +1,547 @@
+//! Typed configuration: the TOML file parsed once with serde, validated, and resolved
+//! (relative paths against the config file's directory, env overrides applied).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+/// Everything that can be wrong with a configuration, each in one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub accounts: Vec<AccountConfig>,
+    pub upstream: UpstreamConfig,
+    pub cache: CacheConfig,
+    pub notify: NotifyConfig,
+    /// Limits on what clients may send.
+    pub limits: LimitsConfig,
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls_listen: Option<SocketAddr>,
+    pub imap_listen: Option<SocketAddr>,
+    pub imaps_listen: Option<SocketAddr>,
+    pub smtp_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub certs_dir: PathBuf,
+    /// Public base URL shown on the status page and used in absolute links
+    /// (defaults to `http://<listen>`).
+    pub public_url: Option<Url>,
+}
+
+#[derive(Clone)]
+pub struct AccountConfig {
+    pub name: String,
+    pub apple_id: String,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<String>,
+}
+
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("name", &self.name)
+            .field("apple_id", &self.apple_id)
+            .field("password_file", &self.password_file)
+            .field(
+                "password_command",
+                &self.password_command.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// Which kind of server sits upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// iCloud (or its stand-in): app-specific password rules, partition hosts.
+    #[default]
+    Icloud,
+    /// Any standards-following DAV server (Radicale, Nextcloud, ...).
+    Generic,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub kind: UpstreamKind,
+    pub caldav: Url,
+    pub carddav: Url,
+    pub imap: Url,
+    pub smtp: Url,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+    pub auth_probe_secs: u64,
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_bytes: u64,
+    pub fresh_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub webhook: Option<Url>,
+    pub min_secs: u64,
+    pub warn_after_days: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest request body accepted from a client (bytes); larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+// ----- raw serde shapes -----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    account: Vec<RawAccount>,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    notify: RawNotify,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    tls_listen: Option<String>,
+    imap_listen: Option<String>,
+    imaps_listen: Option<String>,
+    smtp_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    certs_dir: Option<PathBuf>,
+    public_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    apple_id: String,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    kind: Option<UpstreamKind>,
+    caldav: Option<String>,
+    carddav: Option<String>,
+    imap: Option<String>,
+    smtp: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout_secs: Option<u64>,
+    auth_probe_secs: Option<u64>,
+    max_concurrent: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_bytes: Option<u64>,
+    fresh_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook: Option<String>,
+    min_secs: Option<u64>,
+    warn_after_days: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8008";
+pub const DEFAULT_CALDAV: &str = "https://caldav.icloud.com/";
+pub const DEFAULT_CARDDAV: &str = "https://contacts.icloud.com/";
+pub const DEFAULT_IMAP: &str = "imaps://imap.mail.me.com:993";
+pub const DEFAULT_SMTP: &str = "smtp://smtp.mail.me.com:587";
+
+impl Config {
+    /// Built-in defaults: no file at all.
+    pub fn defaults() -> Config {
+        // The raw defaults always validate; fall back to an explicit panic-free path.
+        match Self::from_raw(RawConfig::default(), None) {
+            Ok(c) => c,
+            Err(e) => unreachable!("built-in defaults are valid: {e}"),
+        }
+    }
+
+    /// Parse TOML text; `path` names the file in errors and anchors relative paths.
+    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.map(Path::to_path_buf).unwrap_or_else(|| "<config>".into()),
+            message: describe_toml_error(text, &e),
+        })?;
+        Self::from_raw(raw, path)
+    }
+
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, Some(path))
+    }
+
+    /// Resolve which file to use: explicit path, `$ICLOUD_BRIDGE_CONFIG`,
+    /// `config/icloud-bridge.toml` if present, else built-in defaults; then apply the
+    /// `ICLOUD_BRIDGE_LISTEN` and `ICLOUD_BRIDGE_DATA_DIR` overrides.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os("ICLOUD_BRIDGE_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let mut cfg = if let Some(p) = explicit.map(Path::to_path_buf).or(env_path) {
+            Self::load(&p)?
+        } else {
+            let default = Path::new("config/icloud-bridge.toml");
+            if default.exists() {
+                Self::load(default)?
+            } else {
+                Self::defaults()
+            }
+        };
+        if let Ok(v) = std::env::var("ICLOUD_BRIDGE_LISTEN") {
+            if !v.is_empty() {
+                cfg.server.listen = parse_addr("ICLOUD_BRIDGE_LISTEN", &v)?;
+            }
+        }
+        if let Some(v) = std::env::var_os("ICLOUD_BRIDGE_DATA_DIR") {
+            if !v.is_empty() {
+                cfg.server.data_dir = PathBuf::from(v);
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let base = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let s = raw.server;
+        let opt_addr = |key: &str, v: Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+            v.map(|v| parse_addr(key, &v)).transpose()
+        };
+        let server = ServerConfig {
+            listen: parse_addr(
+                "server.listen",
+                s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            )?,
+            tls_listen: opt_addr("server.tls_listen", s.tls_listen)?,
+            imap_listen: opt_addr("server.imap_listen", s.imap_listen)?,
+            imaps_listen: opt_addr("server.imaps_listen", s.imaps_listen)?,
+            smtp_listen: opt_addr("server.smtp_listen", s.smtp_listen)?,
+            data_dir: rel(s.data_dir.unwrap_or_else(|| "data".into())),
+            certs_dir: rel(s.certs_dir.unwrap_or_else(|| "certs".into())),
+            public_url: s
+                .public_url
+                .map(|u| parse_url("server.public_url", &u, &["http", "https"]))
+                .transpose()?,
+        };
+
+        let mut accounts = Vec::new();
+        for (i, a) in raw.account.into_iter().enumerate() {
+            let key = format!("account[{i}]");
+            if !valid_account_name(&a.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a valid account name (use 1-64 letters, digits, '-', '_' or '.')",
+                        a.name
+                    ),
+                ));
+            }
+            if accounts.iter().any(|x: &AccountConfig| x.name == a.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("account name {:?} is used twice", a.name),
+                ));
+            }
+            let apple_id = a.apple_id.trim().to_string();
+            if apple_id.is_empty() || apple_id.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    format!("{key}.apple_id"),
+                    "must be the Apple ID (an e-mail address) without spaces",
+                ));
+            }
+            let password_file = a.password_file.map(&rel);
+            if let Some(pf) = &password_file {
+                if !pf.is_file() {
+                    return Err(invalid(
+                        format!("{key}.password_file"),
+                        format!("{} is not a readable file", pf.display()),
+                    ));
+                }
+            }
+            accounts.push(AccountConfig {
+                name: a.name,
+                apple_id,
+                password_file,
+                password_command: a.password_command.filter(|c| !c.trim().is_empty()),
+            });
+        }
+
+        let u = raw.upstream;
+        let upstream = UpstreamConfig {
+            kind: u.kind.unwrap_or_default(),
+            caldav: parse_url(
+                "upstream.caldav",
+                u.caldav.as_deref().unwrap_or(DEFAULT_CALDAV),
+                &["http", "https"],
+            )?,
+            carddav: parse_url(
+                "upstream.carddav",
+                u.carddav.as_deref().unwrap_or(DEFAULT_CARDDAV),
+                &["http", "https"],
+            )?,
+            imap: parse_url(
+                "upstream.imap",
+                u.imap.as_deref().unwrap_or(DEFAULT_IMAP),
+                &["imap", "imaps"],
+            )?,
+            smtp: parse_url(
+                "upstream.smtp",
+                u.smtp.as_deref().unwrap_or(DEFAULT_SMTP),
+                &["smtp", "smtps"],
+            )?,
+            ca_file: u.ca_file.map(&rel),
+            timeout_secs: positive("upstream.timeout_secs", u.timeout_secs.unwrap_or(30))?,
+            auth_probe_secs: positive("upstream.auth_probe_secs", u.auth_probe_secs.unwrap_or(900))?,
+            max_concurrent: positive("upstream.max_concurrent", u.max_concurrent.unwrap_or(8) as u64)?
+                as usize,
+        };
+        if let Some(ca) = &upstream.ca_file {
+            if !ca.is_file() {
+                return Err(invalid(
+                    "upstream.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+        }
+
+        let cache = CacheConfig {
+            max_bytes: raw.cache.max_bytes.unwrap_or(64 * 1024 * 1024),
+            fresh_secs: raw.cache.fresh_secs.unwrap_or(30),
+        };
+        let notify = NotifyConfig {
+            webhook: raw
+                .notify
+                .webhook
+                .map(|w| parse_url("notify.webhook", &w, &["http", "https"]))
+                .transpose()?,
+            min_secs: raw.notify.min_secs.unwrap_or(300),
+            warn_after_days: raw.notify.warn_after_days,
+        };
+        let limits = LimitsConfig {
+            max_body_bytes: positive(
+                "limits.max_body_bytes",
+                raw.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024) as u64,
+            )? as usize,
+        };
+        Ok(Config {
+            server,
+            accounts,
+            upstream,
+            cache,
+            notify,
+            limits,
+            source: path.map(Path::to_path_buf),
+        })
+    }
+
+    /// The account with this name.
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The base URL clients use to reach the HTTP listener.
+    pub fn public_base(&self) -> String {
+        match &self.server.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.server.listen),
+        }
+    }
+}
+
+/// Account names become URL path segments.
+pub fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != ".."
+}
+
+fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.trim().parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{v:?} is not an address of the form IP:PORT (for example 127.0.0.1:8008)"),
+        )
+    })
+}
+
+fn parse_url(key: &str, v: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+    let u = Url::parse(v.trim())
+        .map_err(|e| invalid(key, format!("{v:?} is not a valid URL ({e})")))?;
+    if !schemes.contains(&u.scheme()) {
+        return Err(invalid(
+            key,
+            format!(
+                "{v:?} has scheme {:?}; expected one of {}",
+                u.scheme(),
+                schemes.join(", ")
+            ),
+        ));
+    }
+    if u.host_str().is_none() {
+        return Err(invalid(key, format!("{v:?} has no host")));
+    }
+    Ok(u)
+}
+
+/// Turn a toml error into one sentence naming the key and line.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::defaults();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8008");
+        assert_eq!(c.upstream.caldav.as_str(), DEFAULT_CALDAV);
+        assert_eq!(c.upstream.auth_probe_secs, 900);
+        assert_eq!(c.upstream.max_concurrent, 8);
+        assert_eq!(c.cache.fresh_secs, 30);
+        assert!(c.accounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_addr = 3\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let err = Config::from_toml("[server]\nlisten = \"localhost\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_url_scheme_is_refused() {
+        let err = Config::from_toml("[upstream]\ncaldav = \"ftp://x/\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.caldav"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let c = Config::from_toml(
+            "[server]\ndata_dir = \"state\"\n",
+            Some(Path::new("/etc/ib/icloud-bridge.toml")),
+        )
+        .unwrap();
+        assert_eq!(c.server.data_dir, PathBuf::from("/etc/ib/state"));
+    }
+
+    #[test]
+    fn missing_password_file_is_named() {
+        let err = Config::from_toml(
+            "[[account]]\nname = \"a\"\napple_id = \"a@icloud.com\"\npassword_file = \"/nonexistent/x\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("account[0].password_file"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_account_is_refused() {
+        let err = Config::from_toml(
+            "[[account]]\nname = \"a\"\napple_id = \"a@icloud.com\"\n[[account]]\nname = \"a\"\napple_id = \"b@icloud.com\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("used twice"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! icloud-bridge: a local CalDAV/CardDAV (and IMAP/SMTP) server that forwards to iCloud with
+//! one centrally held app-specific password.
+//!
+//! # Layout
+//!
+//! Data flows one way: listener → local auth → router → upstream client → iCloud, and the
+//! response back through the href rewriter.
+//!
+//! - [`config`]: typed, validated configuration.
+//! - [`server`]: HTTP listener, local logins, status pages.
+//! - [`dav`]: routing, local discovery, href mapping, streaming XML rewriting, proxying,
+//!   explaining iCloud's refusals.
+//! - [`upstream`]: the iCloud HTTP client, credential sources and vault, account state.
+//! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
+//! - [`shutdown`]: signal handling and cancellation.
+
+pub mod config;
+pub mod dav;
+pub mod server;
+pub mod shutdown;
+pub mod standin;
+pub mod upstream;

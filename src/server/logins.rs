@@ -1,0 +1,1 @@
+//! Local client logins: argon2id hashes under data_dir.

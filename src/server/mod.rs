@@ -1,0 +1,3 @@
+//! HTTP listener, local logins and the operator's pages.
+
+pub mod logins;

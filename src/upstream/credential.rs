@@ -1,0 +1,1 @@
+//! Where the app-specific password comes from, and its normalisation.

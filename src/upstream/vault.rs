@@ -1,0 +1,1 @@
+//! The credential vault in data_dir: atomic, mode 0600.
