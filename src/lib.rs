@@ -18,5 +18,7 @@ pub mod config;
 pub mod dav;
 pub mod server;
 pub mod shutdown;
-pub mod standin;
 pub mod upstream;
+
+/// The iCloud stand-in (a workspace crate), re-exported for `demo` and the tests.
+pub use icloud_standin as standin;
