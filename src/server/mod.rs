@@ -1,3 +1,4 @@
 //! HTTP listener, local logins and the operator's pages.
 
 pub mod logins;
+pub mod throttle;

@@ -1,0 +1,155 @@
+//! Href rewriting of whole DAV documents, in memory or streaming, with normalised output.
+//!
+//! Output rules (both entry points): `<?xml version="1.0" encoding="utf-8"?>`, the six
+//! [known namespaces](super::names::KNOWN) declared on the root with their preferred prefixes,
+//! other namespaces under generated prefixes `x0`, `x1`… declared where first needed, no default
+//! namespace, double-quoted attributes, whitespace-only text between elements dropped, CDATA
+//! turned into escaped text, comments and processing instructions dropped, DOCTYPE rejected.
+//! `DAV:href` text goes through [`HrefMap::href`], `CALDAV:calendar-data` and
+//! `CARDDAV:address-data` text through [`HrefMap::body_text`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use quick_xml::NsReader;
+use tokio_util::io::StreamReader;
+
+use super::engine::{Engine, Flow};
+use super::error::XmlError;
+
+/// Output is handed to the stream in chunks of about this size.
+pub const CHUNK_SIZE: usize = 32 * 1024;
+
+/// How hrefs (and bodies) are translated while rewriting.
+pub trait HrefMap: Send + Sync {
+    /// Map the (XML-unescaped, whitespace-trimmed) text of a DAV:href element.
+    /// `None` = leave unchanged.
+    fn href(&self, href: &str) -> Option<String>;
+
+    /// Rewrite the text of CALDAV:calendar-data / CARDDAV:address-data (e.g. upstream photo
+    /// URLs inside a vCard). `None` = unchanged. Default: `None`.
+    fn body_text(&self, _text: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Leaves everything unchanged (normalisation only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity;
+
+impl HrefMap for Identity {
+    fn href(&self, _href: &str) -> Option<String> {
+        None
+    }
+}
+
+impl<F> HrefMap for F
+where
+    F: Fn(&str) -> Option<String> + Send + Sync,
+{
+    fn href(&self, href: &str) -> Option<String> {
+        self(href)
+    }
+}
+
+/// Rewrite a whole document in memory (request bodies, tests).
+pub fn rewrite_to_vec(input: &[u8], map: &dyn HrefMap) -> Result<Vec<u8>, XmlError> {
+    let mut reader = NsReader::from_reader(input);
+    let mut engine = Engine::new(input.len() + input.len() / 4 + 256);
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlError::from_quick(e, reader.error_position()))?;
+        if engine.handle(&reader, event, map)? == Flow::Done {
+            return Ok(engine.out);
+        }
+    }
+}
+
+/// Streaming rewrite: bytes in, bytes out, bounded memory. Output comes in chunks of about
+/// [`CHUNK_SIZE`]. If the input is malformed, truncated or fails, the stream yields the bytes
+/// produced so far and then one `Err` as its last item; a stream that ends without `Err` carried
+/// a complete document.
+///
+/// Feed a `reqwest` body with `resp.bytes_stream().map_err(std::io::Error::other)`.
+pub fn rewrite_stream<S, E>(
+    input: S,
+    map: Arc<dyn HrefMap>,
+) -> impl Stream<Item = Result<Bytes, XmlError>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<std::io::Error>,
+{
+    let inner = Inner {
+        reader: NsReader::from_reader(StreamReader::new(input)),
+        engine: Engine::new(CHUNK_SIZE + CHUNK_SIZE / 2),
+        buf: Vec::with_capacity(8 * 1024),
+        map,
+    };
+    futures_util::stream::unfold(State::Running(Box::new(inner)), |state| async move {
+        match state {
+            State::Done => None,
+            State::Failed(err) => Some((Err(err), State::Done)),
+            State::Running(mut inner) => match inner.fill().await {
+                Ok(Flow::Continue) => {
+                    let chunk = inner.take();
+                    Some((Ok(chunk), State::Running(inner)))
+                }
+                Ok(Flow::Done) => {
+                    let chunk = inner.take();
+                    (!chunk.is_empty()).then_some((Ok(chunk), State::Done))
+                }
+                Err(err) => {
+                    let chunk = inner.take();
+                    if chunk.is_empty() {
+                        Some((Err(err), State::Done))
+                    } else {
+                        Some((Ok(chunk), State::Failed(err)))
+                    }
+                }
+            },
+        }
+    })
+}
+
+enum State<S> {
+    Running(Box<Inner<S>>),
+    Failed(XmlError),
+    Done,
+}
+
+struct Inner<S> {
+    reader: NsReader<StreamReader<S, Bytes>>,
+    engine: Engine,
+    buf: Vec<u8>,
+    map: Arc<dyn HrefMap>,
+}
+
+impl<S, E> Inner<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<std::io::Error>,
+{
+    /// Reads events until at least a chunk of output is ready or the document ends.
+    async fn fill(&mut self) -> Result<Flow, XmlError> {
+        loop {
+            self.buf.clear();
+            let event = match self.reader.read_event_into_async(&mut self.buf).await {
+                Ok(event) => event,
+                Err(e) => return Err(XmlError::from_quick(e, self.reader.error_position())),
+            };
+            let flow = self.engine.handle(&self.reader, event, &*self.map)?;
+            if flow == Flow::Done || self.engine.out.len() >= CHUNK_SIZE {
+                return Ok(flow);
+            }
+        }
+    }
+}
+
+impl<S> Inner<S> {
+    fn take(&mut self) -> Bytes {
+        let fresh = Vec::with_capacity(CHUNK_SIZE + CHUNK_SIZE / 2);
+        Bytes::from(std::mem::replace(&mut self.engine.out, fresh))
+    }
+}

@@ -1,0 +1,242 @@
+//! The upstream HTTP client: sends one request to iCloud with the stored credential,
+//! classifies what comes back, follows partition moves and falls back to the front host
+//! when a partition host stops answering.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use url::Url;
+
+use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::upstream::error::{clamp_retry_after, Unreachable, UpstreamError};
+use crate::upstream::state::{Account, Service};
+
+/// How many redirects to trusted upstream hosts are followed for one request.
+const MAX_REDIRECTS: usize = 3;
+
+/// The shared HTTP client towards iCloud (or a generic DAV server).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    http: reqwest::Client,
+    pub config: UpstreamConfig,
+}
+
+/// One request towards upstream. The body is small (bounded by the client body limit).
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(config.timeout_secs.min(10)))
+            .read_timeout(Duration::from_secs(config.timeout_secs))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .user_agent(concat!("icloud-bridge/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read upstream.ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!("upstream.ca_file {} is not PEM certificates: {e}", ca.display())
+            })?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
+        Ok(Upstream {
+            http,
+            config: config.clone(),
+        })
+    }
+
+    /// The configured front URL of a DAV service.
+    pub fn front(&self, service: Service) -> &Url {
+        match service {
+            Service::Carddav => &self.config.carddav,
+            _ => &self.config.caldav,
+        }
+    }
+
+    /// May the credential be sent to this URL? Only to configured or learned upstream
+    /// hosts (and, for iCloud, Apple's own domains).
+    pub fn trusted(&self, account: &Account, url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        if self.config.kind == UpstreamKind::Icloud
+            && (host.ends_with(".icloud.com") || host.ends_with(".icloud.com.cn"))
+            && url.scheme() == "https"
+        {
+            return true;
+        }
+        let mut known = vec![self.config.caldav.clone(), self.config.carddav.clone()];
+        if let Some(l) = account.learned() {
+            known.extend([
+                l.cal_home.clone(),
+                l.card_home.clone(),
+                l.cal_principal.clone(),
+                l.card_principal.clone(),
+            ]);
+        }
+        known
+            .iter()
+            .any(|k| k.host_str().map(|h| h.eq_ignore_ascii_case(&host)) == Some(true))
+    }
+
+    /// Send `req` for `account`'s `service`. Apple's 401, 429 and 503 become errors (and
+    /// account state); any other status is returned for the caller to interpret.
+    pub async fn send(
+        &self,
+        account: &Account,
+        service: Service,
+        mut req: UpstreamRequest,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let secret = account.gate(service)?;
+        let _permit = account.limiter.acquire().await.map_err(|_| {
+            UpstreamError::Unreachable {
+                kind: Unreachable::Protocol,
+                detail: "the bridge is shutting down".into(),
+            }
+        })?;
+        let mut redirects = 0;
+        let mut tried_front = false;
+        loop {
+            let result = self
+                .http
+                .request(req.method.clone(), req.url.clone())
+                .headers(req.headers.clone())
+                .basic_auth(account.apple_id(), Some(secret.expose()))
+                .body(req.body.clone())
+                .send()
+                .await;
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    // A partition host that refuses connections: the front host serves the
+                    // same account paths (nothing was sent, so any method may be retried).
+                    if e.is_connect() && !tried_front {
+                        if let Some(front_url) = self.on_front(service, &req.url) {
+                            tracing::warn!(
+                                account = account.name(),
+                                service = service.as_str(),
+                                "partition host refused the connection; using the front host"
+                            );
+                            tried_front = true;
+                            req.url = front_url;
+                            continue;
+                        }
+                    }
+                    let err = classify_error(&e);
+                    account.record_failure(service, &err, None);
+                    return Err(err);
+                }
+            };
+            let status = resp.status();
+            match status {
+                StatusCode::UNAUTHORIZED => {
+                    let err = account.record_auth_rejected(service);
+                    tracing::warn!(
+                        account = account.name(),
+                        service = service.as_str(),
+                        "iCloud rejected the app-specific password (401)"
+                    );
+                    return Err(err);
+                }
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    let ra = resp
+                        .headers()
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok());
+                    let err = UpstreamError::RateLimited {
+                        status: status.as_u16(),
+                        retry_after: clamp_retry_after(ra),
+                    };
+                    account.record_failure(service, &err, Some(status.as_u16()));
+                    return Err(err);
+                }
+                StatusCode::MOVED_PERMANENTLY
+                | StatusCode::FOUND
+                | StatusCode::TEMPORARY_REDIRECT
+                | StatusCode::PERMANENT_REDIRECT
+                    if redirects < MAX_REDIRECTS =>
+                {
+                    let target = resp
+                        .headers()
+                        .get(http::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|l| req.url.join(l).ok());
+                    match target {
+                        Some(t) if self.trusted(account, &t) && t != req.url => {
+                            tracing::info!(
+                                account = account.name(),
+                                service = service.as_str(),
+                                "upstream moved the resource to another host; following"
+                            );
+                            redirects += 1;
+                            req.url = t;
+                            continue;
+                        }
+                        _ => {
+                            account.record_success(service, status.as_u16());
+                            return Ok(resp);
+                        }
+                    }
+                }
+                _ => {
+                    account.record_success(service, status.as_u16());
+                    return Ok(resp);
+                }
+            }
+        }
+    }
+
+    /// The same path on the service's front host, if `url` is on another host.
+    fn on_front(&self, service: Service, url: &Url) -> Option<Url> {
+        let front = self.front(service);
+        if front.host_str() == url.host_str() && front.port_or_known_default() == url.port_or_known_default() {
+            return None;
+        }
+        let mut u = front.clone();
+        u.set_path(url.path());
+        u.set_query(url.query());
+        Some(u)
+    }
+}
+
+/// Map a transport error to the unreachable kinds of the design's table.
+fn classify_error(e: &reqwest::Error) -> UpstreamError {
+    let kind = if e.is_timeout() {
+        Unreachable::Timeout
+    } else if e.is_connect() {
+        let text = format!("{e:?}").to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") {
+            Unreachable::Tls
+        } else {
+            Unreachable::Connect
+        }
+    } else {
+        Unreachable::Protocol
+    };
+    let detail = match kind {
+        Unreachable::Timeout => "no answer in time".to_string(),
+        Unreachable::Connect => "connection failed".to_string(),
+        Unreachable::Tls => "TLS handshake failed".to_string(),
+        Unreachable::Protocol => "the connection broke".to_string(),
+    };
+    // The upstream host stays in the log; clients never see it.
+    tracing::debug!(host = e.url().and_then(|u| u.host_str()).unwrap_or("?"), %detail, "upstream transport error");
+    UpstreamError::Unreachable { kind, detail }
+}

@@ -1,0 +1,164 @@
+//! The upstream layer's one error type: what went wrong talking to iCloud, and the
+//! sentence that explains it to a person.
+
+use std::time::Duration;
+
+/// Why the stored app-specific password is not usable (design: "When Apple says no").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthReason {
+    /// The stored value does not look like `xxxx-xxxx-xxxx-xxxx` (checked before calling Apple).
+    NotAppPassword,
+    /// Apple has never accepted it since it was stored.
+    NeverAccepted,
+    /// Apple accepted it before and rejects it now: usually revoked by a password change.
+    Revoked,
+}
+
+/// Which kind of network trouble made iCloud unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    Connect,
+    Timeout,
+    Tls,
+    Protocol,
+}
+
+/// Everything that can go wrong between the bridge and iCloud.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no app-specific password is stored for account {account}; run `icloud-bridge reconnect --account {account}` or use the status page")]
+    Unconfigured { account: String },
+    #[error("{}", auth_sentence(*.reason, .apple_id))]
+    AuthRejected { reason: AuthReason, apple_id: String },
+    #[error("iCloud could not be reached ({detail}); the bridge will keep trying")]
+    Unreachable { kind: Unreachable, detail: String },
+    #[error("iCloud is limiting requests (it answered {status}); try again in {} s", .retry_after.as_secs())]
+    RateLimited { status: u16, retry_after: Duration },
+    #[error("iCloud sent a response the bridge cannot use: {detail}")]
+    BadResponse { detail: String },
+}
+
+/// The sentence for each auth reason; each names the app-specific password and the fix.
+pub fn auth_sentence(reason: AuthReason, apple_id: &str) -> String {
+    match reason {
+        AuthReason::NotAppPassword => format!(
+            "The stored password for {apple_id} looks like the Apple ID password, not an app-specific password; make one at appleid.apple.com (Sign-In and Security, App-Specific Passwords), then run `icloud-bridge reconnect` or use the status page."
+        ),
+        AuthReason::NeverAccepted => format!(
+            "iCloud refused the app-specific password for {apple_id}: wrong Apple ID or password, or two-factor authentication is off; check the Apple ID, make a new app-specific password at appleid.apple.com, then run `icloud-bridge reconnect` or use the status page."
+        ),
+        AuthReason::Revoked => format!(
+            "iCloud no longer accepts the app-specific password for {apple_id}, usually because the Apple ID password was changed; make a new app-specific password at appleid.apple.com, then run `icloud-bridge reconnect` or use the status page."
+        ),
+    }
+}
+
+impl UpstreamError {
+    /// The HTTP status a DAV client gets for this error (never 401: that would prompt the user).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            UpstreamError::Unconfigured { .. } => 503,
+            UpstreamError::AuthRejected { .. } => 503,
+            UpstreamError::Unreachable { kind, .. } => match kind {
+                Unreachable::Timeout => 504,
+                _ => 502,
+            },
+            UpstreamError::RateLimited { .. } => 503,
+            UpstreamError::BadResponse { .. } => 502,
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, if the client should retry later.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            UpstreamError::Unconfigured { .. } | UpstreamError::AuthRejected { .. } => Some(60),
+            UpstreamError::RateLimited { retry_after, .. } => Some(retry_after.as_secs()),
+            UpstreamError::Unreachable { .. } => Some(30),
+            UpstreamError::BadResponse { .. } => None,
+        }
+    }
+
+    /// A short form for the HTTP reason phrase (some clients show nothing else).
+    pub fn short(&self) -> &'static str {
+        match self {
+            UpstreamError::Unconfigured { .. } => "iCloud app-specific password not set",
+            UpstreamError::AuthRejected { reason, .. } => match reason {
+                AuthReason::NotAppPassword => "Not an app-specific password; see bridge status page",
+                AuthReason::NeverAccepted => "iCloud refused the app-specific password; see bridge status page",
+                AuthReason::Revoked => "iCloud app-specific password revoked; run icloud-bridge reconnect",
+            },
+            UpstreamError::Unreachable { kind: Unreachable::Timeout, .. } => "iCloud timed out",
+            UpstreamError::Unreachable { .. } => "iCloud unreachable",
+            UpstreamError::RateLimited { .. } => "iCloud is rate limiting; retry later",
+            UpstreamError::BadResponse { .. } => "Bad response from iCloud",
+        }
+    }
+
+    /// The account state this error puts a service in.
+    pub fn state(&self) -> crate::upstream::state::ServiceState {
+        use crate::upstream::state::ServiceState;
+        match self {
+            UpstreamError::Unconfigured { .. } => ServiceState::Unconfigured,
+            UpstreamError::AuthRejected { .. } => ServiceState::AuthRejected,
+            UpstreamError::Unreachable { .. } => ServiceState::Unreachable,
+            UpstreamError::RateLimited { .. } => ServiceState::RateLimited,
+            UpstreamError::BadResponse { .. } => ServiceState::Unknown,
+        }
+    }
+}
+
+/// Clamp Apple's `Retry-After` to 60–3600 s (60 when absent or unparseable).
+pub fn clamp_retry_after(header: Option<&str>) -> Duration {
+    let secs = header
+        .and_then(|v| {
+            let v = v.trim();
+            v.parse::<u64>().ok().or_else(|| {
+                httpdate::parse_http_date(v).ok().map(|t| {
+                    t.duration_since(std::time::SystemTime::now())
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                })
+            })
+        })
+        .unwrap_or(60);
+    Duration::from_secs(secs.clamp(60, 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_clamped() {
+        assert_eq!(clamp_retry_after(None).as_secs(), 60);
+        assert_eq!(clamp_retry_after(Some("5")).as_secs(), 60);
+        assert_eq!(clamp_retry_after(Some("120")).as_secs(), 120);
+        assert_eq!(clamp_retry_after(Some("99999")).as_secs(), 3600);
+        assert_eq!(clamp_retry_after(Some("soon")).as_secs(), 60);
+    }
+
+    #[test]
+    fn sentences_name_the_app_specific_password_and_the_fix() {
+        for r in [
+            AuthReason::NotAppPassword,
+            AuthReason::NeverAccepted,
+            AuthReason::Revoked,
+        ] {
+            let s = auth_sentence(r, "a@icloud.com");
+            assert!(s.contains("app-specific password"), "{s}");
+            assert!(s.contains("appleid.apple.com"), "{s}");
+            assert!(s.contains("a@icloud.com"), "{s}");
+        }
+    }
+
+    #[test]
+    fn auth_errors_never_map_to_401() {
+        let e = UpstreamError::AuthRejected {
+            reason: AuthReason::Revoked,
+            apple_id: "a@icloud.com".into(),
+        };
+        assert_eq!(e.http_status(), 503);
+        assert_eq!(e.retry_after(), Some(60));
+    }
+}
