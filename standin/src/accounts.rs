@@ -177,7 +177,12 @@ pub struct Accounts {
 impl Accounts {
     pub fn new(specs: &[AccountSpec]) -> Accounts {
         Accounts {
-            list: RwLock::new(specs.iter().map(|s| Arc::new(Account::from_spec(s))).collect()),
+            list: RwLock::new(
+                specs
+                    .iter()
+                    .map(|s| Arc::new(Account::from_spec(s)))
+                    .collect(),
+            ),
         }
     }
 
@@ -190,10 +195,6 @@ impl Accounts {
             .iter()
             .find(|a| a.apple_id.eq_ignore_ascii_case(id))
             .cloned()
-    }
-
-    pub fn by_dsid(&self, dsid: &str) -> Option<Arc<Account>> {
-        read(&self.list).iter().find(|a| a.dsid == dsid).cloned()
     }
 
     pub fn partitions(&self) -> Vec<u32> {
@@ -213,9 +214,13 @@ mod tests {
         let spec = crate::config::StandinConfig::empty().accounts.remove(0);
         let acc = Account::from_spec(&spec);
         let mut a = lock(&acc.auth);
-        assert!(a.check(Service::Calendar, crate::config::DEMO_APP_PASSWORD).is_ok());
+        assert!(a
+            .check(Service::Calendar, crate::config::DEMO_APP_PASSWORD)
+            .is_ok());
         assert!(a.check(Service::Calendar, &spec.primary_password).is_err());
-        assert!(a.check(Service::Calendar, crate::config::DEMO_REVOKED_APP_PASSWORD).is_err());
+        assert!(a
+            .check(Service::Calendar, crate::config::DEMO_REVOKED_APP_PASSWORD)
+            .is_err());
         for _ in 0..24 {
             a.generate("x").unwrap();
         }

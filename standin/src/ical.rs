@@ -158,8 +158,8 @@ pub fn index(text: &str) -> IcalMeta {
     let mut meta = IcalMeta::default();
     let first = lines.first().map(|l| l.trim().to_ascii_uppercase());
     let last = lines.last().map(|l| l.trim().to_ascii_uppercase());
-    meta.well_formed = first.as_deref() == Some("BEGIN:VCALENDAR")
-        && last.as_deref() == Some("END:VCALENDAR");
+    meta.well_formed =
+        first.as_deref() == Some("BEGIN:VCALENDAR") && last.as_deref() == Some("END:VCALENDAR");
     let mut depth = 0usize;
     let mut cur: Option<CompMeta> = None;
     for raw in &lines {

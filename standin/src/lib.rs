@@ -1,2 +1,184 @@
 //! A faithful local stand-in for iCloud's CalDAV and CardDAV servers (front and partition
 //! roles on separate loopback ports), with switches for every known quirk and fault.
+//!
+//! Follows `reference/icloud-protocol.md` section C (C1–C8, C11). IMAP and SMTP (C9, C10) are a
+//! later task: they will get their own roles in [`state::Role`], listeners in `server.rs` and
+//! modules `imap.rs`/`smtp.rs`, reusing the account model in `accounts.rs`.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use icloud_standin::{Standin, StandinConfig};
+//! let standin = Standin::start(StandinConfig::demo()).await?;
+//! println!("CalDAV at {}", standin.caldav_url());
+//! standin.control().set_switch("rate.limit_after", "100").ok();
+//! standin.stop().await;
+//! # Ok(()) }
+//! ```
+
+// Handlers return the finished iCloud-style refusal as their error value; that is the point of
+// these `Result`s, so the size of `http::Response` in the error variant is accepted.
+#![allow(clippy::result_large_err)]
+
+mod accounts;
+mod auth;
+mod body;
+mod collections;
+mod config;
+mod control;
+mod ctx;
+mod faults;
+mod filters;
+mod ical;
+mod objects;
+mod objprops;
+mod paths;
+mod propfind;
+mod props;
+mod recur;
+mod report;
+mod respond;
+mod router;
+mod seed;
+mod server;
+mod state;
+mod store;
+mod switch_names;
+mod switches;
+mod vcard;
+mod xml_in;
+mod xml_out;
+
+pub use config::{
+    AccountSpec, AccountState, CalendarSpec, ObjectSpec, Ports, Service, Services, StandinConfig,
+    DEMO_APPLE_ID, DEMO_APP_PASSWORD, DEMO_DSID, DEMO_HEX_CALENDAR, DEMO_PARTITION,
+    DEMO_PRIMARY_PASSWORD, DEMO_REVOKED_APP_PASSWORD, DEMO_UUID_CALENDAR,
+};
+pub use control::Control;
+pub use seed::DEMO_JPEG;
+pub use state::LoggedRequest;
+pub use switches::{
+    CtagStyle, DtendRule, InvalidTokenStyle, MovedResponse, OptionsDavHeader, PhotoStyle, Switches,
+    WellKnownMode, WwwAuthStyle,
+};
+
+use accounts::{lock, read, write, Accounts};
+use rand::Rng;
+use state::{Listeners, RateWindow, Role, Shared};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// A running stand-in.
+pub struct Standin {
+    shared: Arc<Shared>,
+}
+
+fn random_hex(n: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
+        .collect()
+}
+
+impl Standin {
+    /// Bind every role on 127.0.0.1 (front-cal, front-card, and part-cal/part-card for each
+    /// partition in use) and start serving. Must be called inside a tokio runtime (an error
+    /// otherwise).
+    pub async fn start(cfg: StandinConfig) -> std::io::Result<Standin> {
+        let bind_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (unreachable, _) = watch::channel(cfg.switches.partition_unreachable);
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            accounts: Accounts::new(&cfg.accounts),
+            switches: RwLock::new(cfg.switches.clone()),
+            server_hash: cfg.server_hash.clone().unwrap_or_else(|| random_hex(12)),
+            instance_hex: random_hex(10),
+            log: Mutex::new(VecDeque::new()),
+            rate: Mutex::new(RateWindow {
+                started: Instant::now(),
+                count: 0,
+            }),
+            listeners: RwLock::new(Listeners::default()),
+            unreachable,
+            shutdown,
+            runtime: tokio::runtime::Handle::try_current()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            tasks: Mutex::new(Vec::new()),
+            bind_ip,
+        });
+        let cal = server::bind_role(
+            &shared,
+            Role::FrontCal,
+            SocketAddr::new(bind_ip, cfg.ports.front_cal),
+        )?;
+        let card = server::bind_role(
+            &shared,
+            Role::FrontCard,
+            SocketAddr::new(bind_ip, cfg.ports.front_card),
+        )?;
+        {
+            let mut l = write(&shared.listeners);
+            l.front_cal = Some(cal);
+            l.front_card = Some(card);
+        }
+        for p in shared.accounts.partitions() {
+            server::ensure_partition(&shared, p)?;
+        }
+        tracing::info!(caldav = %cal, carddav = %card, "iCloud stand-in listening");
+        Ok(Standin { shared })
+    }
+
+    fn front(&self, cal: bool) -> String {
+        let l = read(&self.shared.listeners);
+        match if cal { l.front_cal } else { l.front_card } {
+            Some(a) => format!("http://{a}/"),
+            None => String::new(),
+        }
+    }
+
+    /// Front CalDAV URL, e.g. `http://127.0.0.1:41001/`.
+    pub fn caldav_url(&self) -> String {
+        self.front(true)
+    }
+
+    /// Front CardDAV URL.
+    pub fn carddav_url(&self) -> String {
+        self.front(false)
+    }
+
+    /// `http://127.0.0.1:<port>/` of a partition's CalDAV host.
+    pub fn partition_caldav_url(&self, partition: u32) -> Option<String> {
+        self.shared
+            .partition_addrs(partition)
+            .map(|(c, _)| format!("http://{c}/"))
+    }
+
+    /// `http://127.0.0.1:<port>/` of a partition's CardDAV host.
+    pub fn partition_carddav_url(&self, partition: u32) -> Option<String> {
+        self.shared
+            .partition_addrs(partition)
+            .map(|(_, c)| format!("http://{c}/"))
+    }
+
+    /// The `AppleHttpServer/<hash>` token of this run.
+    pub fn server_hash(&self) -> &str {
+        &self.shared.server_hash
+    }
+
+    pub fn control(&self) -> Control {
+        Control {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stop every listener and open connection.
+    pub async fn stop(self) {
+        let _ = self.shared.shutdown.send(true);
+        let tasks: Vec<_> = lock(&self.shared.tasks).drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -50,10 +50,19 @@ pub struct ObjRender {
     /// `http://127.0.0.1:<part-card>` for photo URIs.
     pub card_base: String,
     pub dsid: String,
+    /// Partial address-data (`<address-data><prop name=…/>`), honoured only when
+    /// `ignore_partial_props` is off.
+    pub partial: Option<Vec<String>>,
 }
 
 impl ObjRender {
-    pub fn new(sw: &Switches, req: PropRequest, is_card: bool, card_base: String, dsid: &str) -> Self {
+    pub fn new(
+        sw: &Switches,
+        req: PropRequest,
+        is_card: bool,
+        card_base: String,
+        dsid: &str,
+    ) -> Self {
         ObjRender {
             req,
             is_card,
@@ -63,12 +72,16 @@ impl ObjRender {
             photo_style: sw.photo_style,
             card_base,
             dsid: dsid.to_string(),
+            partial: None,
         }
     }
 
     /// The body as served (duplicate DTSTAMP, the PHOTO line).
     pub fn served<'a>(&self, s: &'a ObjSnap) -> Cow<'a, str> {
         let text = String::from_utf8_lossy(&s.body);
+        if let (true, Some(keep)) = (self.is_card, &self.partial) {
+            return Cow::Owned(partial_card(&text, keep));
+        }
         if self.is_card {
             let Some((hash, bytes)) = &s.photo else {
                 return text;
@@ -97,7 +110,8 @@ impl ObjRender {
 
     fn content_type(&self) -> Option<&'static str> {
         if self.is_card {
-            self.card_getcontenttype.then_some("text/vcard; charset=utf-8")
+            self.card_getcontenttype
+                .then_some("text/vcard; charset=utf-8")
         } else {
             Some("text/calendar; charset=utf-8")
         }
@@ -107,7 +121,9 @@ impl ObjRender {
         Some(match (p.ns.as_str(), p.name.as_str()) {
             (DAV, "getetag") => el_text(DAV, "getetag", &s.etag),
             (DAV, "getcontenttype") => el_text(DAV, "getcontenttype", self.content_type()?),
-            (DAV, "getcontentlength") => el_text(DAV, "getcontentlength", &s.body.len().to_string()),
+            (DAV, "getcontentlength") => {
+                el_text(DAV, "getcontentlength", &s.body.len().to_string())
+            }
             (DAV, "getlastmodified") => el_text(DAV, "getlastmodified", &http_date(s.modified)),
             (DAV, "resourcetype") => empty(DAV, "resourcetype"),
             (DAV, "current-user-principal") => el(
@@ -147,6 +163,22 @@ impl ObjRender {
         ]);
         crate::props::split(&self.req, &defaults, |p| self.prop(s, p))
     }
+}
+
+/// Keep only BEGIN/END/VERSION/UID and the named properties of a card.
+fn partial_card(text: &str, keep: &[String]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in ical::unfold(text) {
+        let Some(l) = ical::parse_line(&line) else {
+            continue;
+        };
+        let always = ["BEGIN", "END", "VERSION", "UID"].contains(&l.name.as_str());
+        if always || keep.iter().any(|k| k.eq_ignore_ascii_case(&l.name)) {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+    }
+    out
 }
 
 /// Snapshot every object of a collection, in name order (bodies are shared, not copied).

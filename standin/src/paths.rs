@@ -30,9 +30,19 @@ pub enum Target {
     CalHome(String),
     CardHome(String),
     /// `coll` is `calendars/<id>` or `carddavhome/<id>` (decoded id).
-    Collection { dsid: String, coll: String },
-    Object { dsid: String, coll: String, name: String },
-    Photo { dsid: String, hash: String },
+    Collection {
+        dsid: String,
+        coll: String,
+    },
+    Object {
+        dsid: String,
+        coll: String,
+        name: String,
+    },
+    Photo {
+        dsid: String,
+        hash: String,
+    },
     Unknown,
 }
 

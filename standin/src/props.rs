@@ -80,7 +80,9 @@ pub fn principal_prop(c: &PropCtx, p: &PropName) -> Option<String> {
         (DAV, "principal-URL", _) => el(DAV, "principal-URL", &href(&c.principal_path())),
         (DAV, "resourcetype", _) => el(DAV, "resourcetype", "<collection/><principal/>"),
         (DAV, "displayname", _) => el_text(DAV, "displayname", c.display_name),
-        (CALDAV, "calendar-home-set", true) => el(CALDAV, "calendar-home-set", &href(&c.cal_home_url)),
+        (CALDAV, "calendar-home-set", true) => {
+            el(CALDAV, "calendar-home-set", &href(&c.cal_home_url))
+        }
         (CALDAV, "calendar-user-address-set", true) => el(
             CALDAV,
             "calendar-user-address-set",
@@ -90,12 +92,16 @@ pub fn principal_prop(c: &PropCtx, p: &PropName) -> Option<String> {
                 href(&format!("/{d}/principal/"))
             ),
         ),
-        (CALDAV, "schedule-inbox-URL", true) => {
-            el(CALDAV, "schedule-inbox-URL", &href(&format!("/{d}/calendars/inbox/")))
-        }
-        (CALDAV, "schedule-outbox-URL", true) => {
-            el(CALDAV, "schedule-outbox-URL", &href(&format!("/{d}/calendars/outbox/")))
-        }
+        (CALDAV, "schedule-inbox-URL", true) => el(
+            CALDAV,
+            "schedule-inbox-URL",
+            &href(&format!("/{d}/calendars/inbox/")),
+        ),
+        (CALDAV, "schedule-outbox-URL", true) => el(
+            CALDAV,
+            "schedule-outbox-URL",
+            &href(&format!("/{d}/calendars/outbox/")),
+        ),
         (CS, "notification-URL", true) => el(
             CS,
             "notification-URL",
@@ -129,7 +135,7 @@ pub fn principal_defaults(is_cal: bool) -> Vec<PropName> {
     v
 }
 
-fn ctag(c: &PropCtx, value: &str) -> String {
+fn ctag(value: &str) -> String {
     el_text(CS, "getctag", value)
 }
 
@@ -144,7 +150,7 @@ pub fn cal_home_prop(c: &PropCtx, p: &PropName) -> Option<String> {
             "supported-calendar-component-set",
             &comps(&["VEVENT", "VTODO", "VFREEBUSY"]),
         ),
-        (CS, "getctag") => ctag(c, &c.home_token),
+        (CS, "getctag") => ctag(&c.home_token),
         (DAV, "current-user-privilege-set") => privileges(&CollKind::AddressBook),
         _ => return None,
     })
@@ -155,7 +161,7 @@ pub fn card_home_prop(c: &PropCtx, p: &PropName) -> Option<String> {
     Some(match (p.ns.as_str(), p.name.as_str()) {
         (DAV, "resourcetype") => el(DAV, "resourcetype", "<collection/>"),
         (DAV, "current-user-principal") => c.cup(),
-        (CS, "getctag") => ctag(c, &c.home_token),
+        (CS, "getctag") => ctag(&c.home_token),
         (DAV, "current-user-privilege-set") => privileges(&CollKind::AddressBook),
         _ => return None,
     })
@@ -213,7 +219,12 @@ fn privileges(kind: &CollKind) -> String {
 fn report_set(reports: &[(&str, &str)]) -> String {
     let inner: String = reports
         .iter()
-        .map(|(ns, n)| format!("<supported-report><report>{}</report></supported-report>", empty(ns, n)))
+        .map(|(ns, n)| {
+            format!(
+                "<supported-report><report>{}</report></supported-report>",
+                empty(ns, n)
+            )
+        })
         .collect();
     el(DAV, "supported-report-set", &inner)
 }
@@ -257,7 +268,7 @@ pub fn collection_prop(c: &PropCtx, col: &Collection, p: &PropName) -> Option<St
             },
         ),
         (CS, "getctag") if syncable || *kind == CollKind::Inbox => {
-            ctag(c, &col.ctag(c.sw.ctag_style))
+            ctag(&col.ctag(c.sw.ctag_style))
         }
         (DAV, "sync-token") if syncable => el_text(DAV, "sync-token", &col.sync_token()),
         (DAV, "getetag") if syncable => el_text(DAV, "getetag", &col.etag()),

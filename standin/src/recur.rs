@@ -281,7 +281,7 @@ mod tests {
         let (t, d) = parse_datetime("20260110T100000Z").unwrap();
         assert!(!d);
         assert_eq!(t, days_from_civil(2026, 1, 10) * 86400 + 36000);
-        assert_eq!(parse_datetime("20260110").unwrap().1, true);
+        assert!(parse_datetime("20260110").unwrap().1);
         assert_eq!(parse_duration("PT1H30M"), Some(5400));
         assert_eq!(parse_duration("-P1W"), Some(-604800));
     }
@@ -295,9 +295,23 @@ mod tests {
         let rs = parse_datetime("20260119T000000Z").unwrap().0;
         assert!(any_instance_overlaps(start, 1800, &rule, &[], rs, rs + day));
         let rs4 = parse_datetime("20260126T000000Z").unwrap().0;
-        assert!(!any_instance_overlaps(start, 1800, &rule, &[], rs4, rs4 + day));
+        assert!(!any_instance_overlaps(
+            start,
+            1800,
+            &rule,
+            &[],
+            rs4,
+            rs4 + day
+        ));
         let yearly = parse_rrule("FREQ=YEARLY").unwrap();
         let rs30 = parse_datetime("20300105T000000Z").unwrap().0;
-        assert!(any_instance_overlaps(start, 1800, &yearly, &[], rs30, rs30 + day));
+        assert!(any_instance_overlaps(
+            start,
+            1800,
+            &yearly,
+            &[],
+            rs30,
+            rs30 + day
+        ));
     }
 }

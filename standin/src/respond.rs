@@ -110,13 +110,18 @@ pub fn add_common(
     user_partition: Option<u32>,
     elapsed_ms: u128,
 ) {
-    set(r, "server", format!("AppleHttpServer/{}", shared.server_hash));
+    set(
+        r,
+        "server",
+        format!("AppleHttpServer/{}", shared.server_hash),
+    );
     set(
         r,
         "x-apple-request-uuid",
         uuid::Uuid::new_v4().hyphenated().to_string(),
     );
-    let p = user_partition.or(role.partition()).unwrap_or(44);
+    // The instance depends on the host only, so it never tells known and unknown users apart.
+    let p = role.partition().unwrap_or(44);
     let kind = if role.is_cal() { "caldavj" } else { "carddavj" };
     set(
         r,

@@ -99,6 +99,10 @@ pub struct Shared {
     /// Set to true on stop.
     pub shutdown: watch::Sender<bool>,
     pub runtime: tokio::runtime::Handle,
+    /// Accept-loop tasks, awaited on stop.
+    pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Address the listeners bind to (127.0.0.1).
+    pub bind_ip: std::net::IpAddr,
 }
 
 impl Shared {

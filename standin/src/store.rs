@@ -172,6 +172,8 @@ pub struct AccountData {
 /// How an object is being written.
 pub struct WriteOpts {
     pub visible_at: Option<Instant>,
+    /// Photo blob to keep when the body itself carries none (MOVE/COPY of a card).
+    pub photo: Option<String>,
 }
 
 impl AccountData {
@@ -243,7 +245,7 @@ impl AccountData {
             let hash = match p {
                 Some(PhotoRef::Inline(bytes)) => Some(self.add_photo(bytes)),
                 Some(PhotoRef::Hash(h)) => Some(h),
-                None => None,
+                None => opts.photo.clone(),
             };
             (rest, hash)
         } else {
@@ -310,7 +312,15 @@ impl AccountData {
                     self.add_calendar(&CalendarSpec::new(id, id, "VEVENT"));
                 }
             }
-            let _ = self.write(&coll, &o.name, o.body.clone(), WriteOpts { visible_at: None });
+            let _ = self.write(
+                &coll,
+                &o.name,
+                o.body.clone(),
+                WriteOpts {
+                    visible_at: None,
+                    photo: None,
+                },
+            );
         }
     }
 }
@@ -332,12 +342,17 @@ mod tests {
                 "calendars/home",
                 "a.ics",
                 "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n".into(),
-                WriteOpts { visible_at: None },
+                WriteOpts {
+                    visible_at: None,
+                    photo: None,
+                },
             )
             .unwrap();
         assert!(created && e.len() == 10 && e.starts_with('"'));
         assert!(d.delete("calendars/home", "a.ics"));
-        assert!(d.collections["calendars/home"].tombstones.contains_key("a.ics"));
+        assert!(d.collections["calendars/home"]
+            .tombstones
+            .contains_key("a.ics"));
         assert_ne!(d.collections["calendars/home"].sync_token(), t0);
     }
 }

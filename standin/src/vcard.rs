@@ -20,15 +20,6 @@ pub fn has_n(text: &str) -> bool {
         .any(|l| l.name == "N")
 }
 
-/// The card's UID, if any.
-pub fn uid(text: &str) -> Option<String> {
-    unfold(text)
-        .iter()
-        .filter_map(|l| parse_line(l))
-        .find(|l| l.name == "UID")
-        .map(|l| l.value.trim().to_string())
-}
-
 /// A photo found in an incoming card.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PhotoRef {
@@ -43,7 +34,10 @@ fn own_blob_hash(uri: &str) -> Option<String> {
         .rsplit_once("/wcs/")
         .or_else(|| uri.rsplit_once("/ck/card/"))?
         .1;
-    let hash: String = tail.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let hash: String = tail
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
     (!hash.is_empty()).then_some(hash)
 }
 

@@ -9,7 +9,6 @@ pub const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
 pub const CARDDAV: &str = "urn:ietf:params:xml:ns:carddav";
 pub const CS: &str = "http://calendarserver.org/ns/";
 pub const ICAL: &str = "http://apple.com/ns/ical/";
-pub const ME: &str = "http://me.com/_namespace/";
 
 /// A resolved element.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,14 +42,6 @@ impl Elem {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-    }
-
-    /// Depth-first search for the first descendant (or self) with this name.
-    pub fn find(&self, ns: &str, name: &str) -> Option<&Elem> {
-        if self.is(ns, name) {
-            return Some(self);
-        }
-        self.children.iter().find_map(|c| c.find(ns, name))
     }
 }
 

@@ -5,10 +5,12 @@ use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
 use super::error::XmlError;
-use super::escape::{is_ncname, is_ws, push_raw_attr, push_raw_text, push_text, resolve_ref};
+use super::escape::{is_ncname, push_raw_attr};
 use super::names::{self, CALDAV, CARDDAV, DAV};
 use super::rewrite::HrefMap;
 use super::MAX_DEPTH;
+
+mod text;
 
 /// The declaration every output document starts with.
 pub(super) const OUTPUT_DECL: &[u8] = b"<?xml version=\"1.0\" encoding=\"utf-8\"?>";
@@ -54,7 +56,8 @@ pub(super) struct Engine {
     prolog_used: bool,
     root_seen: bool,
     root_done: bool,
-    /// Whitespace-only text of the current run, kept until we know whether it matters.
+    /// Output bytes of the current run while it is whitespace-only (literal whitespace, CDATA
+    /// whitespace, whitespace character references), kept until we know whether it matters.
     pending_ws: Vec<u8>,
     /// The current text run has non-whitespace content and is being written through.
     significant: bool,
@@ -289,8 +292,13 @@ impl Engine {
         depth: usize,
         pos: u64,
     ) -> Result<(), XmlError> {
+        if !e.attributes_raw().contains(&b'=') {
+            return Ok(());
+        }
         let mut seen: Vec<(Option<&[u8]>, &[u8])> = Vec::new();
-        for attr in e.attributes() {
+        // Raw-name duplicate checks are skipped: expanded names are checked below, and
+        // duplicate namespace declarations are dropped from the output anyway.
+        for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
             if attr.key.as_namespace_binding().is_some() {
                 continue;
@@ -359,138 +367,6 @@ impl Engine {
         if self.open.is_empty() {
             self.root_done = true;
         }
-        Ok(())
-    }
-
-    fn finish_href(&mut self, map: &dyn HrefMap) {
-        let mut text = std::mem::take(&mut self.cap_text);
-        let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
-        match map.href(trimmed) {
-            Some(mapped) => push_text(&mut self.out, &mapped, self.cap_cr_ref),
-            None => push_text(&mut self.out, trimmed, self.cap_cr_ref),
-        }
-        text.clear();
-        self.cap_text = text;
-        self.end_capture();
-    }
-
-    fn finish_body(&mut self, map: &dyn HrefMap) {
-        let mut text = std::mem::take(&mut self.cap_text);
-        match map.body_text(&text) {
-            Some(mapped) => push_text(&mut self.out, &mapped, self.cap_cr_ref),
-            None => push_text(&mut self.out, &text, self.cap_cr_ref),
-        }
-        text.clear();
-        self.cap_text = text;
-        self.end_capture();
-    }
-
-    /// A child element appeared inside a mapped element (e.g. `calendar-data` in a REPORT
-    /// request): write the collected text unmapped and continue normally.
-    fn abort_capture(&mut self) {
-        if !is_ws(self.cap_text.as_bytes()) {
-            push_text(&mut self.out, &self.cap_text, self.cap_cr_ref);
-        }
-        self.cap_text.clear();
-        self.end_capture();
-    }
-
-    fn end_capture(&mut self) {
-        self.capture = Capture::None;
-        self.cap_cr_ref = false;
-    }
-
-    /// Adds decoded text to the capture, enforcing the size limits.
-    fn capture_text(&mut self, s: &str, pos: u64) -> Result<(), XmlError> {
-        let limit = if self.capture == Capture::Href {
-            HREF_LIMIT
-        } else {
-            BODY_LIMIT
-        };
-        if self.cap_text.len() + s.len() <= limit {
-            self.cap_text.push_str(s);
-            return Ok(());
-        }
-        if self.capture == Capture::Href {
-            return Err(XmlError::TooLarge { position: pos });
-        }
-        // Too big to buffer: pass the rest of this body through unmapped.
-        tracing::debug!(position = pos, "calendar/address data too large to map; passing through");
-        push_text(&mut self.out, &self.cap_text, self.cap_cr_ref);
-        push_text(&mut self.out, s, self.cap_cr_ref);
-        self.cap_text.clear();
-        self.end_capture();
-        self.significant = true;
-        Ok(())
-    }
-
-    /// Starts writing significant text in the current run (flushing held whitespace).
-    fn begin_significant(&mut self) {
-        if !self.significant {
-            self.out.extend_from_slice(&self.pending_ws);
-            self.pending_ws.clear();
-            self.significant = true;
-        }
-    }
-
-    fn outside_root(&self, pos: u64, what: &str) -> XmlError {
-        let place = if self.root_done { "after" } else { "before" };
-        malformed(pos, format!("{what} {place} the root element"))
-    }
-
-    fn text(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
-        if self.open.is_empty() {
-            if is_ws(raw) {
-                return Ok(());
-            }
-            return Err(self.outside_root(pos, "text"));
-        }
-        let s = utf8(raw, pos)?;
-        if self.capture != Capture::None {
-            return self.capture_text(s, pos);
-        }
-        if !self.significant && is_ws(raw) {
-            self.pending_ws.extend_from_slice(raw);
-        } else {
-            self.begin_significant();
-            push_raw_text(&mut self.out, raw);
-        }
-        Ok(())
-    }
-
-    fn cdata(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
-        if self.open.is_empty() {
-            return Err(self.outside_root(pos, "CDATA section"));
-        }
-        let s = utf8(raw, pos)?;
-        if self.capture != Capture::None {
-            return self.capture_text(s, pos);
-        }
-        self.begin_significant();
-        push_text(&mut self.out, s, false);
-        Ok(())
-    }
-
-    fn general_ref(&mut self, name: &[u8], pos: u64) -> Result<(), XmlError> {
-        if self.open.is_empty() {
-            return Err(self.outside_root(pos, "character reference"));
-        }
-        let Some(c) = resolve_ref(name) else {
-            return Err(malformed(
-                pos,
-                format!("undefined entity or invalid character reference '&{};'", String::from_utf8_lossy(name)),
-            ));
-        };
-        if self.capture != Capture::None {
-            if c == '\r' {
-                self.cap_cr_ref = true;
-            }
-            return self.capture_text(c.encode_utf8(&mut [0; 4]), pos);
-        }
-        self.begin_significant();
-        self.out.push(b'&');
-        self.out.extend_from_slice(name);
-        self.out.push(b';');
         Ok(())
     }
 

@@ -33,6 +33,18 @@ fn entity(b: u8) -> &'static [u8] {
     }
 }
 
+/// Byte classes for fast scanning: bit 0 = text special (`&<>`), bit 1 = CR,
+/// bit 2 = attribute special (`"`).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'&' as usize] = 1;
+    t[b'<' as usize] = 1;
+    t[b'>' as usize] = 1;
+    t[b'\r' as usize] = 2;
+    t[b'"' as usize] = 4;
+    t
+};
+
 #[inline]
 fn push_escaped(out: &mut Vec<u8>, mut s: &[u8], special: impl Fn(u8) -> bool) {
     while let Some(i) = s.iter().position(|&b| special(b)) {
@@ -47,11 +59,8 @@ fn push_escaped(out: &mut Vec<u8>, mut s: &[u8], special: impl Fn(u8) -> bool) {
 /// `&#13;` (so that a CR that arrived as a character reference survives the reader's end-of-line
 /// normalisation).
 pub(crate) fn push_text(out: &mut Vec<u8>, s: &str, escape_cr: bool) {
-    if escape_cr {
-        push_escaped(out, s.as_bytes(), |b| matches!(b, b'&' | b'<' | b'>' | b'\r'));
-    } else {
-        push_escaped(out, s.as_bytes(), |b| matches!(b, b'&' | b'<' | b'>'));
-    }
+    let mask = if escape_cr { 3 } else { 1 };
+    push_escaped(out, s.as_bytes(), |b| CLASS[b as usize] & mask != 0);
 }
 
 /// Appends raw text from a quick-xml `Text` event (which never contains `&` or `<`); only `>` is

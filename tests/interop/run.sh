@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Real third-party clients through the bridge, on loopback only.
+#
+#   tests/interop/run.sh
+#
+# Sets up a throwaway Python venv with pinned python-caldav, vdirsyncer and
+# Radicale (under $INTEROP_DIR/venv, default target/interop/venv; reused when
+# the pins match), builds the bridge if needed, then runs:
+#   (a) `icloud-bridge demo` (the built-in iCloud stand-in):
+#       python-caldav from the ROOT url on the `home` calendar, and vdirsyncer
+#       two-way sync of 200 events (`work`) and 200 vCards (`card`);
+#   (b) Radicale as a generic upstream behind `icloud-bridge serve`:
+#       the same two clients through the bridge.
+# Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 if any
+# check failed. Every process it starts is stopped on exit.
+#
+# Env: INTEROP_DIR (state, logs; default target/interop)
+#      ICLOUD_BRIDGE_BIN (use this binary instead of `cargo build`)
+#      PYTHON (python used to create the venv; default python3)
+#      INTEROP_N (items per collection for vdirsyncer; default 200)
+#      INTEROP_CALDAV_N (events for python-caldav; default 20)
+#      INTEROP_BASELINE=1 (also run both clients directly against Radicale)
+#      INTEROP_WAIT (seconds to wait for a server; default 30)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+INTEROP_DIR="${INTEROP_DIR:-target/interop}"
+mkdir -p "$INTEROP_DIR"
+INTEROP_DIR="$(cd "$INTEROP_DIR" && pwd)"
+VENV="$INTEROP_DIR/venv"
+PY="$VENV/bin/python"
+PIP_PKGS=(caldav==3.6.0 vdirsyncer==0.21.0 radicale==3.9.0)
+N="${INTEROP_N:-200}"
+CALDAV_N="${INTEROP_CALDAV_N:-20}"
+HOST="$INTEROP_HOST"
+
+PASSED=0
+FAILED=0
+CONTEXT_LOGS=()   # logs shown when a check fails
+
+on_exit() {
+  local rc=$?
+  stop_all
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# check NAME SECONDS CMD...: run CMD with a time limit, print PASS/FAIL.
+check() {
+  local name="$1" secs="$2"; shift 2
+  local n=$((PASSED + FAILED + 1)) t0=$SECONDS rc=0
+  local logf="$RUN_DIR/check-$n.log"
+  if [ "$(type -t "$1")" = function ]; then
+    timeout --kill-after=10 "$secs" bash -c '"$@"' _ "$@" >"$logf" 2>&1 || rc=$?
+  else
+    timeout --kill-after=10 "$secs" "$@" >"$logf" 2>&1 || rc=$?
+  fi
+  if [ "$rc" -eq 0 ]; then
+    PASSED=$((PASSED + 1))
+    echo "PASS  $name ($((SECONDS - t0)) s)"
+  else
+    FAILED=$((FAILED + 1))
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+      echo "FAIL  $name (timed out after ${secs} s; log $logf)"
+    else
+      echo "FAIL  $name (exit $rc after $((SECONDS - t0)) s; log $logf)"
+    fi
+    tail -n 40 "$logf" | sed 's/^/  | /'
+    local f
+    for f in "${CONTEXT_LOGS[@]}"; do show_log "$f" 15 2>&1; done
+  fi
+}
+
+# fail_check NAME REASON: count a check that could not run.
+fail_check() {
+  FAILED=$((FAILED + 1))
+  echo "FAIL  $1 ($2)"
+}
+
+pass_check() {
+  PASSED=$((PASSED + 1))
+  echo "PASS  $1"
+}
+
+setup_venv() {
+  local want have
+  want="${PIP_PKGS[*]}"
+  have="$(cat "$VENV/.interop-pins" 2>/dev/null || true)"
+  if [ -x "$PY" ] && [ "$want" = "$have" ] \
+      && "$PY" -c 'import caldav, vdirsyncer, radicale' 2>/dev/null; then
+    return 0
+  fi
+  ilog "setting up venv $VENV (${PIP_PKGS[*]})"
+  if [ ! -x "$PY" ]; then
+    "${PYTHON:-python3}" -m venv "$VENV" \
+      || idie "'${PYTHON:-python3} -m venv' failed (on Debian: apt-get install python3-venv)"
+  fi
+  "$PY" -m pip install -q --disable-pip-version-check "${PIP_PKGS[@]}" \
+    || idie "pip install ${PIP_PKGS[*]} failed"
+  echo "$want" >"$VENV/.interop-pins"
+}
+
+build_bridge() {
+  if [ -n "${ICLOUD_BRIDGE_BIN:-}" ]; then
+    BIN="$ICLOUD_BRIDGE_BIN"
+  else
+    ilog "cargo build --bin icloud-bridge"
+    cargo build --quiet --bin icloud-bridge || idie "cargo build failed"
+    local tdir
+    tdir="$(cargo metadata --format-version 1 --no-deps \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    BIN="$tdir/debug/icloud-bridge"
+  fi
+  [ -x "$BIN" ] || idie "bridge binary $BIN missing"
+}
+
+caldav_client() {  # caldav_client URL USER PASS CALENDAR
+  "$PY" "$HERE/caldav-client.py" "$1" --user "$2" --password "$3" --n "$CALDAV_N" --calendar "$4"
+}
+
+vdirsyncer_roundtrip() {  # vdirsyncer_roundtrip CAL_URL BOOK_URL USER PASS WORKDIR
+  "$PY" "$HERE/vdirsyncer-roundtrip.py" --caldav "$1" --carddav "$2" --user "$3" \
+    --password "$4" --n "$N" --work "$5" --clean --timeout 200
+}
+
+# no_leak URL USER PASS NEEDLE: PROPFIND Depth 1 on URL; NEEDLE must not appear
+# in the body or the headers.
+no_leak() {
+  local out
+  out="$(curl -sS -i --max-time 20 -u "$2:$3" -X PROPFIND -H 'Depth: 1' \
+    -H 'Content-Type: application/xml; charset=utf-8' \
+    --data-binary '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:allprop/></d:propfind>' \
+    "$1")"
+  echo "$out" | head -n 30
+  echo "$out" | grep -q '^HTTP/1.1 207' || { echo "expected 207"; return 1; }
+  if echo "$out" | grep -n -F -- "$4"; then
+    echo "upstream address $4 leaked into the response"
+    return 1
+  fi
+}
+
+export -f caldav_client vdirsyncer_roundtrip no_leak
+export PY HERE N CALDAV_N
+
+# ---------------------------------------------------------------------------
+setup_venv
+build_bridge
+rm -rf "$INTEROP_DIR"/run.*
+RUN_DIR="$(mktemp -d "$INTEROP_DIR/run.XXXXXX")"
+ilog "binary $BIN; logs in $RUN_DIR"
+
+# (a) demo: the built-in iCloud stand-in ---------------------------------------
+DEMO_OUT="$RUN_DIR/demo.out"
+DEMO_LOG="$RUN_DIR/demo.log"
+spawn_split demo "$DEMO_OUT" "$DEMO_LOG" "$BIN" demo --listen "$HOST:0"
+DEMO_PID="$SPAWN_PID"
+demo_ok=0
+if wait_lines "$DEMO_PID" "$DEMO_OUT" 3; then
+  DEMO_URL="$(field "$DEMO_OUT" url)"
+  DEMO_USER="$(field "$DEMO_OUT" user)"
+  DEMO_PASS="$(field "$DEMO_OUT" password)"
+  if [[ "$DEMO_URL" == http://"$HOST":*/ ]] && [ -n "$DEMO_USER" ] && [ -n "$DEMO_PASS" ] \
+      && wait_http "$DEMO_PID" "${DEMO_URL}healthz"; then
+    demo_ok=1
+  fi
+fi
+D_CALDAV="demo: python-caldav from the root URL, n=$CALDAV_N on 'home'"
+D_VDIR="demo: vdirsyncer two-way sync, $N events (work) + $N vCards (card)"
+if [ "$demo_ok" = 1 ]; then
+  pass_check "demo: starts and prints url/user/password ($DEMO_URL)"
+  CONTEXT_LOGS=("$DEMO_LOG")
+  check "$D_CALDAV" 120 caldav_client "$DEMO_URL" "$DEMO_USER" "$DEMO_PASS" home
+  check "$D_VDIR" 280 vdirsyncer_roundtrip "${DEMO_URL}dav/alice/calendars/work/" \
+    "${DEMO_URL}dav/alice/contacts/card/" "$DEMO_USER" "$DEMO_PASS" "$RUN_DIR/vd-demo"
+else
+  fail_check "demo: starts and prints url/user/password" "see below"
+  echo "  stdout:"; sed 's/^/  | /' "$DEMO_OUT" 2>/dev/null || true
+  show_log "$DEMO_LOG" 30 2>&1
+  fail_check "$D_CALDAV" "not run: demo did not start"
+  fail_check "$D_VDIR" "not run: demo did not start"
+fi
+stop_pid "$DEMO_PID"
+CONTEXT_LOGS=()
+
+# (b) Radicale as a generic upstream --------------------------------------------
+RAD_USER="test"
+RAD_PASS=testpass
+RAD_PORT="$(free_port)"
+RAD_DIR="$RUN_DIR/radicale"
+RAD_URL="http://$HOST:$RAD_PORT/"
+R_CALDAV="radicale: python-caldav through the bridge from the root URL, n=$CALDAV_N"
+R_VDIR="radicale: vdirsyncer two-way sync through the bridge, $N events + $N vCards"
+R_LEAK="radicale: no upstream host:port in a PROPFIND through the bridge"
+rad_ok=0
+if start_radicale "$RAD_DIR" "$RAD_PORT" "$RAD_USER" "$RAD_PASS" 2>"$RUN_DIR/radicale-start.log"; then
+  rad_ok=1
+  pass_check "radicale: upstream on $RAD_URL with /$RAD_USER/calendar/ and /$RAD_USER/contacts/"
+else
+  fail_check "radicale: upstream starts" "see below"
+  show_log "$RUN_DIR/radicale-start.log" 10 2>&1
+  show_log "$RAD_DIR/radicale.log" 20 2>&1
+fi
+
+if [ "$rad_ok" = 1 ] && [ "${INTEROP_BASELINE:-0}" = 1 ]; then
+  check "baseline: python-caldav directly against Radicale" 120 \
+    caldav_client "$RAD_URL" "$RAD_USER" "$RAD_PASS" calendar
+  check "baseline: vdirsyncer directly against Radicale" 280 \
+    vdirsyncer_roundtrip "${RAD_URL}$RAD_USER/calendar/" "${RAD_URL}$RAD_USER/contacts/" \
+    "$RAD_USER" "$RAD_PASS" "$RUN_DIR/vd-baseline"
+fi
+
+bridge_ok=0
+if [ "$rad_ok" = 1 ]; then
+  BR_DIR="$RUN_DIR/bridge"
+  mkdir -p "$BR_DIR"
+  BR_PORT="$(free_port)"
+  BR_CFG="$BR_DIR/icloud-bridge.toml"
+  printf '%s\n' "$RAD_PASS" >"$BR_DIR/upstream-password"
+  chmod 600 "$BR_DIR/upstream-password"
+  cat >"$BR_CFG" <<CONF
+[server]
+listen = "$HOST:$BR_PORT"
+data_dir = "data"
+
+[[account]]
+name = "$RAD_USER"
+apple_id = "$RAD_USER"
+password_file = "upstream-password"
+
+[upstream]
+kind = "generic"
+caldav = "$RAD_URL"
+carddav = "$RAD_URL"
+CONF
+  BR_USER=interop
+  BR_PASS=""
+  if BR_PASS="$("$BIN" --config "$BR_CFG" client add "$BR_USER" 2>"$BR_DIR/client-add.log")" \
+      && [ -n "$BR_PASS" ]; then
+    spawn bridge "$BR_DIR/bridge.log" "$BIN" --config "$BR_CFG" serve
+    BR_PID="$SPAWN_PID"
+    BR_URL="http://$HOST:$BR_PORT/"
+    if wait_http "$BR_PID" "${BR_URL}healthz" 2>"$BR_DIR/wait.log"; then
+      bridge_ok=1
+      pass_check "radicale: bridge serve with a generic upstream and a 'client add' login"
+    else
+      fail_check "radicale: bridge serve starts" "see below"
+      show_log "$BR_DIR/wait.log" 5 2>&1
+      show_log "$BR_DIR/bridge.log" 30 2>&1
+    fi
+  else
+    fail_check "radicale: client add" "see below"
+    show_log "$BR_DIR/client-add.log" 20 2>&1
+  fi
+fi
+
+if [ "$bridge_ok" = 1 ]; then
+  CONTEXT_LOGS=("$BR_DIR/bridge.log" "$RAD_DIR/radicale.log")
+  check "$R_CALDAV" 120 caldav_client "$BR_URL" "$BR_USER" "$BR_PASS" calendar
+  check "$R_VDIR" 280 vdirsyncer_roundtrip "${BR_URL}dav/$RAD_USER/calendars/calendar/" \
+    "${BR_URL}dav/$RAD_USER/contacts/contacts/" "$BR_USER" "$BR_PASS" "$RUN_DIR/vd-radicale"
+  check "$R_LEAK" 30 no_leak "${BR_URL}dav/$RAD_USER/calendars/" "$BR_USER" "$BR_PASS" \
+    "$HOST:$RAD_PORT"
+  CONTEXT_LOGS=()
+else
+  fail_check "$R_CALDAV" "not run: bridge did not start"
+  fail_check "$R_VDIR" "not run: bridge did not start"
+  fail_check "$R_LEAK" "not run: bridge did not start"
+fi
+
+stop_all
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
