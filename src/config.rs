@@ -217,7 +217,9 @@ impl Config {
     /// Parse TOML text; `path` names the file in errors and anchors relative paths.
     pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.map(Path::to_path_buf).unwrap_or_else(|| "<config>".into()),
+            path: path
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| "<config>".into()),
             message: describe_toml_error(text, &e),
         })?;
         Self::from_raw(raw, path)
@@ -357,9 +359,14 @@ impl Config {
             )?,
             ca_file: u.ca_file.map(&rel),
             timeout_secs: positive("upstream.timeout_secs", u.timeout_secs.unwrap_or(30))?,
-            auth_probe_secs: positive("upstream.auth_probe_secs", u.auth_probe_secs.unwrap_or(900))?,
-            max_concurrent: positive("upstream.max_concurrent", u.max_concurrent.unwrap_or(8) as u64)?
-                as usize,
+            auth_probe_secs: positive(
+                "upstream.auth_probe_secs",
+                u.auth_probe_secs.unwrap_or(900),
+            )?,
+            max_concurrent: positive(
+                "upstream.max_concurrent",
+                u.max_concurrent.unwrap_or(8) as u64,
+            )? as usize,
         };
         if let Some(ca) = &upstream.ca_file {
             if !ca.is_file() {
@@ -490,9 +497,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_addr = 3\n", None)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisten_addr = 3\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("listen_addr"), "{err}");
     }
@@ -532,6 +542,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("account[0].password_file"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_matches_the_defaults() {
+        let text = include_str!("../config/icloud-bridge.example.toml");
+        let c = Config::from_toml(text, None).unwrap();
+        let d = Config::defaults();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.upstream.caldav, d.upstream.caldav);
+        assert_eq!(c.upstream.timeout_secs, d.upstream.timeout_secs);
+        assert_eq!(c.cache.max_bytes, d.cache.max_bytes);
+        assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
     }
 
     #[test]

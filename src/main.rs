@@ -1,1 +1,380 @@
-fn main() {}
+//! The `icloud-bridge` command line: parses arguments and calls into the library.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
+use icloud_bridge::server::listener;
+use icloud_bridge::server::logins::LoginStore;
+use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
+use icloud_bridge::upstream::credential::{self, Secret};
+use icloud_bridge::upstream::vault::Vault;
+
+#[derive(Parser)]
+#[command(
+    name = "icloud-bridge",
+    version,
+    about = "Use iCloud calendars and contacts from any CalDAV/CardDAV client"
+)]
+struct Cli {
+    /// Config file (default: $ICLOUD_BRIDGE_CONFIG, else config/icloud-bridge.toml if present, else built-in defaults)
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge.
+    Serve,
+    /// Run the bridge against the built-in iCloud stand-in with seeded data.
+    Demo {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8008")]
+        listen: String,
+    },
+    /// Validate the config and test the stored credential against each upstream.
+    Check,
+    /// Manage local client logins.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+    },
+    /// Replace the stored app-specific password (tested against iCloud first).
+    Reconnect {
+        #[arg(long)]
+        account: Option<String>,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print the running server's status (as /status.json).
+    Status,
+    /// Run only the iCloud stand-in (for benchmarks); prints its URLs as JSON.
+    #[command(hide = true)]
+    Standin {
+        /// Seed the demo data.
+        #[arg(long)]
+        seed: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Create a login for one device; prints the generated password.
+    Add {
+        name: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List logins.
+    List,
+    /// Remove a login (takes effect in a running server at once).
+    Remove { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => fail(&msg),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("icloud-bridge: {msg}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ICLOUD_BRIDGE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve => {
+            let cfg = load(&cli.config)?;
+            serve(cfg).await
+        }
+        Command::Demo { listen } => demo(&listen).await,
+        Command::Check => check(load(&cli.config)?).await,
+        Command::Client { action } => client(load(&cli.config)?, action),
+        Command::Reconnect {
+            account,
+            password_stdin,
+        } => reconnect(load(&cli.config)?, account, password_stdin).await,
+        Command::Status => status(load(&cli.config)?).await,
+        Command::Standin { seed } => standin(seed).await,
+    }
+}
+
+fn load(path: &Option<PathBuf>) -> Result<Config, String> {
+    Config::resolve(path.as_deref()).map_err(|e| e.to_string())
+}
+
+async fn serve(cfg: Config) -> Result<(), String> {
+    let running = listener::start(cfg).await?;
+    if running.app.logins.is_empty() {
+        tracing::warn!(
+            "no client login exists yet; create one with `icloud-bridge client add NAME`"
+        );
+    }
+    let token = running.token();
+    tokio::spawn(async move {
+        icloud_bridge::shutdown::signal().await;
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn demo(listen: &str) -> Result<(), String> {
+    let listen = listen
+        .parse()
+        .map_err(|_| format!("--listen {listen:?} is not an address of the form IP:PORT"))?;
+    let standin = Standin::start(StandinConfig::demo())
+        .await
+        .map_err(|e| format!("cannot start the iCloud stand-in: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("icloud-bridge-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = Config::defaults();
+    cfg.server.listen = listen;
+    cfg.server.data_dir = dir.clone();
+    cfg.upstream.kind = UpstreamKind::Icloud;
+    cfg.upstream.caldav = standin
+        .caldav_url()
+        .parse()
+        .map_err(|_| "bad stand-in URL")?;
+    cfg.upstream.carddav = standin
+        .carddav_url()
+        .parse()
+        .map_err(|_| "bad stand-in URL")?;
+    cfg.accounts = vec![AccountConfig {
+        name: "alice".into(),
+        apple_id: DEMO_APPLE_ID.into(),
+        password_file: None,
+        password_command: None,
+    }];
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Vault::open(&dir)
+        .set("alice", &Secret::new(DEMO_APP_PASSWORD.into()))
+        .map_err(|e| e.to_string())?;
+    let logins = LoginStore::open(&dir).map_err(|e| e.to_string())?;
+    let password = logins
+        .add("demo", "alice", true, None)
+        .map_err(|e| e.to_string())?;
+    let running = listener::start(cfg).await?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "url: http://{}/", running.addr);
+    let _ = writeln!(out, "user: demo");
+    let _ = writeln!(out, "password: {password}");
+    let _ = out.flush();
+    drop(out);
+    let token = running.token();
+    tokio::spawn(async move {
+        icloud_bridge::shutdown::signal().await;
+        token.cancel();
+    });
+    running.wait().await;
+    standin.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn standin(seed: bool) -> Result<(), String> {
+    let cfg = if seed {
+        StandinConfig::demo()
+    } else {
+        StandinConfig::empty()
+    };
+    let s = Standin::start(cfg)
+        .await
+        .map_err(|e| format!("cannot start the iCloud stand-in: {e}"))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "caldav": s.caldav_url(),
+            "carddav": s.carddav_url(),
+            "apple_id": DEMO_APPLE_ID,
+            "password": DEMO_APP_PASSWORD,
+        })
+    );
+    icloud_bridge::shutdown::signal().await;
+    s.stop().await;
+    Ok(())
+}
+
+fn pick_account(cfg: &Config, account: Option<String>) -> Result<String, String> {
+    match account {
+        Some(a) => cfg
+            .account(&a)
+            .map(|a| a.name.clone())
+            .ok_or_else(|| format!("no account named {a:?} in the configuration")),
+        None => match cfg.accounts.as_slice() {
+            [one] => Ok(one.name.clone()),
+            [] => Err("no [[account]] is configured; add one to the config file first".into()),
+            _ => Err("several accounts are configured; say which with --account".into()),
+        },
+    }
+}
+
+fn read_stdin_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.server.data_dir).map_err(|e| {
+        format!(
+            "cannot create data_dir {}: {e}",
+            cfg.server.data_dir.display()
+        )
+    })?;
+    let store = LoginStore::open(&cfg.server.data_dir).map_err(|e| e.to_string())?;
+    match action {
+        ClientAction::Add {
+            name,
+            account,
+            admin,
+            password_stdin,
+        } => {
+            let account = pick_account(&cfg, account)?;
+            let chosen = if password_stdin {
+                Some(read_stdin_line()?)
+            } else {
+                None
+            };
+            let pw = store
+                .add(&name, &account, admin, chosen.as_deref())
+                .map_err(|e| e.to_string())?;
+            println!("{pw}");
+            Ok(())
+        }
+        ClientAction::List => {
+            for l in store.list().map_err(|e| e.to_string())? {
+                println!(
+                    "{}\t{}{}",
+                    l.name,
+                    l.account,
+                    if l.admin { "\tadmin" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        ClientAction::Remove { name } => {
+            if store.remove(&name).map_err(|e| e.to_string())? {
+                Ok(())
+            } else {
+                Err(format!("no login named {name:?}"))
+            }
+        }
+    }
+}
+
+async fn check(cfg: Config) -> Result<(), String> {
+    use icloud_bridge::server::app::App;
+    let app = App::new(cfg)?;
+    if app.accounts.is_empty() {
+        println!("config ok; no account is configured");
+        return Ok(());
+    }
+    let mut bad = false;
+    for acc in app.accounts.values() {
+        match icloud_bridge::dav::proxy::ensure_learned(&app, acc).await {
+            Ok(_) => {
+                println!("{} caldav ok", acc.name());
+                println!("{} carddav ok", acc.name());
+            }
+            Err(e) => {
+                bad = true;
+                println!("{} dav {}: {e}", acc.name(), e.state().as_str());
+            }
+        }
+    }
+    if bad {
+        Err("at least one upstream check failed".into())
+    } else {
+        Ok(())
+    }
+}
+
+async fn reconnect(
+    cfg: Config,
+    account: Option<String>,
+    password_stdin: bool,
+) -> Result<(), String> {
+    use icloud_bridge::server::app::App;
+    use icloud_bridge::upstream::credential::{Credential, CredentialSource};
+    let name = pick_account(&cfg, account)?;
+    if !password_stdin {
+        eprint!("New app-specific password for {name}: ");
+    }
+    let raw = read_stdin_line()?;
+    let pw = credential::normalise(&raw);
+    if cfg.upstream.kind == UpstreamKind::Icloud && !credential::looks_like_app_password(&pw) {
+        return Err(icloud_bridge::upstream::error::auth_sentence(
+            icloud_bridge::upstream::error::AuthReason::NotAppPassword,
+            cfg.account(&name)
+                .map(|a| a.apple_id.as_str())
+                .unwrap_or("?"),
+        ));
+    }
+    let app = App::new(cfg)?;
+    let acc = app
+        .account(&name)
+        .ok_or_else(|| format!("no account named {name:?}"))?
+        .clone();
+    let secret = Secret::new(pw);
+    acc.set_credential(Some(Credential {
+        secret: secret.clone(),
+        source: CredentialSource::Vault,
+        set_at: None,
+    }));
+    let learned = icloud_bridge::upstream::discover::learn(&app.upstream, &acc)
+        .await
+        .map_err(|e| format!("the new password was not stored: {e}"))?;
+    drop(learned);
+    app.vault.set(&name, &secret).map_err(|e| e.to_string())?;
+    println!("stored; the running bridge uses it within a second");
+    Ok(())
+}
+
+async fn status(cfg: Config) -> Result<(), String> {
+    let url = format!("http://{}/status.json", cfg.server.listen);
+    let resp = reqwest::get(&url)
+        .await
+        .map_err(|_| format!("no bridge answers at {url}; is `icloud-bridge serve` running?"))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("cannot read the status: {e}"))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,4 +1,185 @@
 //! The DAV side of the bridge: routing, local discovery, href mapping, proxying and
 //! explanation of iCloud's refusals.
 
+pub mod discovery;
+pub mod explain;
+pub mod paths;
+pub mod proxy;
+pub mod respond;
 pub mod xml;
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+
+use crate::dav::discovery::Resource;
+use crate::dav::paths::{url_from_key, Local};
+use crate::dav::respond::{Body, BoxError, DavError};
+use crate::dav::xml::inspect::{inspect, PropRequest};
+use crate::server::app::App;
+use crate::upstream::client::UpstreamRequest;
+use crate::upstream::state::{Account, Service};
+
+/// Route an authenticated DAV request. `public_origin` is how the client reaches us.
+pub async fn handle(
+    app: &App,
+    account: &Arc<Account>,
+    req: Request<Incoming>,
+    public_origin: &str,
+) -> Response<Body> {
+    match route(app, account, req, public_origin).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_account(account: &Account, named: &str) -> Result<(), DavError> {
+    if account.name() == named {
+        Ok(())
+    } else {
+        Err(DavError::Forbidden(format!(
+            "this login belongs to account {:?}, not {named:?}",
+            account.name()
+        )))
+    }
+}
+
+async fn route(
+    app: &App,
+    account: &Arc<Account>,
+    req: Request<Incoming>,
+    public_origin: &str,
+) -> Result<Response<Body>, DavError> {
+    let path = req.uri().path().to_string();
+    let local = paths::parse(&path);
+    let resource = match &local {
+        Local::Root | Local::WellKnown(_) | Local::DavRoot(None) => Some(Resource::Root),
+        Local::DavRoot(Some(a)) => {
+            check_account(account, a)?;
+            Some(Resource::Root)
+        }
+        Local::Principal(a) => {
+            check_account(account, a)?;
+            Some(Resource::Principal)
+        }
+        _ => None,
+    };
+    if let Some(resource) = resource {
+        return local_resource(app, account, resource, &path, req).await;
+    }
+    match local {
+        Local::Home {
+            account: a,
+            service,
+            rest,
+        } => {
+            check_account(account, a)?;
+            if req.method() == Method::OPTIONS && rest.is_empty() {
+                return Ok(discovery::options(true));
+            }
+            let rest = rest.to_string();
+            proxy::forward(app, account, service, &rest, req, public_origin).await
+        }
+        Local::Upstream { account: a, key } => {
+            check_account(account, a)?;
+            fetch_upstream_url(app, account, key, req).await
+        }
+        _ => Err(DavError::NotFound(format!(
+            "{path} is not part of the bridge; calendars are under /dav/{0}/calendars/ and contacts under /dav/{0}/contacts/",
+            account.name()
+        ))),
+    }
+}
+
+async fn local_resource(
+    app: &App,
+    account: &Arc<Account>,
+    resource: Resource,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DavError> {
+    match req.method().as_str() {
+        "OPTIONS" => Ok(discovery::options(false)),
+        "PROPFIND" => {
+            let depth1 = req
+                .headers()
+                .get("depth")
+                .and_then(|v| v.to_str().ok())
+                .map(|d| d.trim() == "1")
+                .unwrap_or(false);
+            let body = proxy::read_body(req.into_body(), app.config.limits.max_body_bytes).await?;
+            let props = if body.iter().all(u8::is_ascii_whitespace) {
+                PropRequest::AllProp
+            } else {
+                inspect(&body)
+                    .map_err(|e| {
+                        DavError::BadRequest(format!(
+                            "the request body is not well-formed XML: {e}"
+                        ))
+                    })?
+                    .props
+            };
+            Ok(discovery::propfind(account, resource, path, &props, depth1))
+        }
+        m => Err(DavError::MethodNotAllowed(m.to_string())),
+    }
+}
+
+/// GET on `/dav/<account>/_up/<key>`: a contact photo or attachment, fetched with
+/// the stored credential from a trusted upstream host only.
+async fn fetch_upstream_url(
+    app: &App,
+    account: &Arc<Account>,
+    key: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DavError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(DavError::MethodNotAllowed(req.method().to_string()));
+    }
+    let url = url_from_key(key)
+        .filter(|u| app.upstream.trusted(account, u))
+        .ok_or_else(|| DavError::NotFound("unknown upstream resource".into()))?;
+    let service = if app
+        .upstream
+        .front(Service::Carddav)
+        .host_str()
+        .zip(url.host_str())
+        .map(|(a, b)| a == b)
+        .unwrap_or(false)
+        || url
+            .host_str()
+            .map(|h| h.contains("contacts"))
+            .unwrap_or(false)
+    {
+        Service::Carddav
+    } else {
+        Service::Caldav
+    };
+    let resp = app
+        .upstream
+        .send(
+            account,
+            service,
+            UpstreamRequest {
+                method: req.method().clone(),
+                url,
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::new(),
+            },
+        )
+        .await?;
+    let mut out = Response::builder().status(resp.status().as_u16());
+    for name in ["content-type", "etag", "last-modified", "content-length"] {
+        if let Some(v) = resp.headers().get(name) {
+            out = out.header(name, v.clone());
+        }
+    }
+    use futures_util::StreamExt;
+    let s = resp
+        .bytes_stream()
+        .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+    out.body(BodyExt::boxed(http_body_util::StreamBody::new(s)))
+        .map_err(|_| DavError::BadRequest("could not build the response".into()))
+}

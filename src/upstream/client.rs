@@ -46,7 +46,10 @@ impl Upstream {
             let pem = std::fs::read(ca)
                 .map_err(|e| format!("cannot read upstream.ca_file {}: {e}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("upstream.ca_file {} is not PEM certificates: {e}", ca.display())
+                format!(
+                    "upstream.ca_file {} is not PEM certificates: {e}",
+                    ca.display()
+                )
             })?;
             for c in certs {
                 b = b.add_root_certificate(c);
@@ -105,12 +108,14 @@ impl Upstream {
         mut req: UpstreamRequest,
     ) -> Result<reqwest::Response, UpstreamError> {
         let secret = account.gate(service)?;
-        let _permit = account.limiter.acquire().await.map_err(|_| {
-            UpstreamError::Unreachable {
+        let _permit = account
+            .limiter
+            .acquire()
+            .await
+            .map_err(|_| UpstreamError::Unreachable {
                 kind: Unreachable::Protocol,
                 detail: "the bridge is shutting down".into(),
-            }
-        })?;
+            })?;
         let mut redirects = 0;
         let mut tried_front = false;
         loop {
@@ -206,7 +211,9 @@ impl Upstream {
     /// The same path on the service's front host, if `url` is on another host.
     fn on_front(&self, service: Service, url: &Url) -> Option<Url> {
         let front = self.front(service);
-        if front.host_str() == url.host_str() && front.port_or_known_default() == url.port_or_known_default() {
+        if front.host_str() == url.host_str()
+            && front.port_or_known_default() == url.port_or_known_default()
+        {
             return None;
         }
         let mut u = front.clone();

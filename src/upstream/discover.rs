@@ -188,7 +188,9 @@ pub fn hrefs_under(xml: &[u8], ns: &[u8], local: &[u8]) -> Vec<String> {
 
 /// The first `DAV:href` inside (`ns`, `local`), if any.
 pub fn first_href_under(xml: &[u8], ns: &[u8], local: &[u8]) -> Option<String> {
-    hrefs_under(xml, ns, local).into_iter().find(|h| !h.is_empty())
+    hrefs_under(xml, ns, local)
+        .into_iter()
+        .find(|h| !h.is_empty())
 }
 
 /// The text of the first element (`ns`, `local`).

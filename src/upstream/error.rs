@@ -30,7 +30,10 @@ pub enum UpstreamError {
     #[error("no app-specific password is stored for account {account}; run `icloud-bridge reconnect --account {account}` or use the status page")]
     Unconfigured { account: String },
     #[error("{}", auth_sentence(*.reason, .apple_id))]
-    AuthRejected { reason: AuthReason, apple_id: String },
+    AuthRejected {
+        reason: AuthReason,
+        apple_id: String,
+    },
     #[error("iCloud could not be reached ({detail}); the bridge will keep trying")]
     Unreachable { kind: Unreachable, detail: String },
     #[error("iCloud is limiting requests (it answered {status}); try again in {} s", .retry_after.as_secs())]
@@ -84,11 +87,20 @@ impl UpstreamError {
         match self {
             UpstreamError::Unconfigured { .. } => "iCloud app-specific password not set",
             UpstreamError::AuthRejected { reason, .. } => match reason {
-                AuthReason::NotAppPassword => "Not an app-specific password; see bridge status page",
-                AuthReason::NeverAccepted => "iCloud refused the app-specific password; see bridge status page",
-                AuthReason::Revoked => "iCloud app-specific password revoked; run icloud-bridge reconnect",
+                AuthReason::NotAppPassword => {
+                    "Not an app-specific password; see bridge status page"
+                }
+                AuthReason::NeverAccepted => {
+                    "iCloud refused the app-specific password; see bridge status page"
+                }
+                AuthReason::Revoked => {
+                    "iCloud app-specific password revoked; run icloud-bridge reconnect"
+                }
             },
-            UpstreamError::Unreachable { kind: Unreachable::Timeout, .. } => "iCloud timed out",
+            UpstreamError::Unreachable {
+                kind: Unreachable::Timeout,
+                ..
+            } => "iCloud timed out",
             UpstreamError::Unreachable { .. } => "iCloud unreachable",
             UpstreamError::RateLimited { .. } => "iCloud is rate limiting; retry later",
             UpstreamError::BadResponse { .. } => "Bad response from iCloud",

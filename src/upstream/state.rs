@@ -108,6 +108,8 @@ pub struct Account {
     inner: Mutex<Inner>,
     /// Upstream requests in flight for this account.
     pub limiter: tokio::sync::Semaphore,
+    /// Serialises discovery so concurrent first requests share one.
+    pub learn_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Account {
@@ -137,6 +139,7 @@ impl Account {
                 learned: None,
             }),
             limiter: tokio::sync::Semaphore::new(max_concurrent),
+            learn_lock: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -12,7 +12,8 @@ use futures_util::StreamExt;
 use super::rewrite::{rewrite_stream, rewrite_to_vec};
 use super::testutil::{icloud_response, TestMap};
 
-const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<multistatus xmlns=\"DAV:\">\n";
+const HEAD: &str =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<multistatus xmlns=\"DAV:\">\n";
 const TAIL: &str = "\n <sync-token>HwoQEgw...==</sync-token>\n</multistatus>\n";
 
 fn target_bytes() -> usize {
@@ -40,7 +41,12 @@ fn thread_cpu_secs() -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -61,27 +67,32 @@ fn measure<T>(label: &str, bytes: usize, f: impl FnOnce() -> T) -> T {
 }
 
 /// Produces the document lazily in ~64 KiB pieces, never holding all of it.
-fn lazy_doc(target: usize) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+fn lazy_doc(
+    target: usize,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
     let state = (0usize, 0usize, false); // (next response, bytes so far, tail sent)
-    Box::pin(futures_util::stream::unfold(state, move |(mut i, mut total, done)| async move {
-        if done {
-            return None;
-        }
-        let mut piece = String::with_capacity(70 * 1024);
-        if i == 0 {
-            piece.push_str(HEAD);
-        }
-        while piece.len() < 64 * 1024 && total + piece.len() < target {
-            icloud_response(&mut piece, i);
-            i += 1;
-        }
-        total += piece.len();
-        let finished = total >= target;
-        if finished {
-            piece.push_str(TAIL);
-        }
-        Some((Ok(Bytes::from(piece)), (i, total, finished)))
-    }))
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut i, mut total, done)| async move {
+            if done {
+                return None;
+            }
+            let mut piece = String::with_capacity(70 * 1024);
+            if i == 0 {
+                piece.push_str(HEAD);
+            }
+            while piece.len() < 64 * 1024 && total + piece.len() < target {
+                icloud_response(&mut piece, i);
+                i += 1;
+            }
+            total += piece.len();
+            let finished = total >= target;
+            if finished {
+                piece.push_str(TAIL);
+            }
+            Some((Ok(Bytes::from(piece)), (i, total, finished)))
+        },
+    ))
 }
 
 async fn drain(
@@ -106,12 +117,16 @@ async fn drain(
 #[ignore = "benchmark; run with --release -- --ignored --nocapture"]
 fn xml_rewrite_throughput() {
     let target = target_bytes();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
 
     // 1. Streaming a lazily generated body (generation included): memory must stay flat.
-    let (_, growth_kb) = measure("rewrite_stream, lazy input incl. generation", target, || {
-        rt.block_on(drain(rewrite_stream(lazy_doc(target), Arc::new(TestMap))))
-    });
+    let (_, growth_kb) = measure(
+        "rewrite_stream, lazy input incl. generation",
+        target,
+        || rt.block_on(drain(rewrite_stream(lazy_doc(target), Arc::new(TestMap)))),
+    );
     let growth_mb = growth_kb as f64 / 1024.0;
     println!("xml-rewrite rewrite_stream RSS growth: {growth_mb:.1} MB");
     assert!(growth_mb < 32.0, "memory grew by {growth_mb:.1} MB");
@@ -129,7 +144,9 @@ fn xml_rewrite_throughput() {
     println!("xml-rewrite input: {} bytes, {i} responses", doc.len());
 
     for _ in 0..2 {
-        let out = measure("rewrite_to_vec", doc.len(), || rewrite_to_vec(&doc, &TestMap).unwrap());
+        let out = measure("rewrite_to_vec", doc.len(), || {
+            rewrite_to_vec(&doc, &TestMap).unwrap()
+        });
         assert!(out.len() > doc.len() / 2);
     }
     for _ in 0..2 {

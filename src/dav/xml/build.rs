@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-pub use super::escape::{escape_attr, escape_text};
 use super::escape::is_ncname;
+pub use super::escape::{escape_attr, escape_text};
 use super::names::{self, BRIDGE, BRIDGE_PREFIX, DAV};
 
 const DECL: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>";
@@ -72,7 +72,12 @@ impl MultistatusBuilder {
     /// (e.g. `"<d:href>/dav/alice/</d:href>"`) or empty for an empty element, and missing props
     /// `(ns, local)` that go into a `404` propstat. With neither, an empty `200` propstat is
     /// written so the response stays valid.
-    pub fn response(&mut self, href: &str, found: &[(&str, &str, String)], missing: &[(&str, &str)]) {
+    pub fn response(
+        &mut self,
+        href: &str,
+        found: &[(&str, &str, String)],
+        missing: &[(&str, &str)],
+    ) {
         let out = &mut self.out;
         let _ = write!(out, "<d:response><d:href>{}</d:href>", escape_text(href));
         if !found.is_empty() || missing.is_empty() {
@@ -106,7 +111,11 @@ impl MultistatusBuilder {
 
     /// The `DAV:sync-token` of a sync-collection report (call after the last response).
     pub fn sync_token(&mut self, token: &str) {
-        let _ = write!(self.out, "<d:sync-token>{}</d:sync-token>", escape_text(token));
+        let _ = write!(
+            self.out,
+            "<d:sync-token>{}</d:sync-token>",
+            escape_text(token)
+        );
     }
 
     /// Closes the document.
@@ -153,7 +162,11 @@ mod tests {
         b.response(
             "/dav/alice/a&b <c>/",
             &[
-                (DAV, "current-user-principal", "<d:href>/dav/alice/</d:href>".into()),
+                (
+                    DAV,
+                    "current-user-principal",
+                    "<d:href>/dav/alice/</d:href>".into(),
+                ),
                 (DAV, "resourcetype", String::new()),
                 ("urn:other", "thing", "x &amp; y".into()),
             ],
@@ -167,7 +180,9 @@ mod tests {
 <d:current-user-principal><d:href>/dav/alice/</d:href></d:current-user-principal><d:resourcetype/>\
 <x0:thing xmlns:x0=\"urn:other\">x &amp; y</x0:thing></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat>\
 <d:propstat><d:prop><cs:getctag/><plain/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response>"), "{xml}");
-        assert!(xml.contains("<d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:sync-token>"));
+        assert!(
+            xml.contains("<d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:sync-token>")
+        );
         // Well-formed, and already in normalised form.
         let again = rewrite_to_vec(xml.as_bytes(), &Identity).unwrap();
         assert_eq!(String::from_utf8(again).unwrap(), xml);
@@ -193,7 +208,10 @@ xmlns:cal=\"urn:ietf:params:xml:ns:caldav\"><cal:valid-calendar-object-resource/
         let body = error_body(Some(("urn:z", "weird")), "x");
         assert!(body.contains("<x0:weird xmlns:x0=\"urn:z\"/>"));
         for b in [body, error_body(None, "y")] {
-            assert_eq!(inspect(b.as_bytes()).unwrap().root, (DAV.to_string(), "error".to_string()));
+            assert_eq!(
+                inspect(b.as_bytes()).unwrap().root,
+                (DAV.to_string(), "error".to_string())
+            );
         }
     }
 }

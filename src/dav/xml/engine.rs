@@ -1,8 +1,8 @@
 //! The event-by-event core of the href rewriter, shared by the in-memory and streaming drivers.
 
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesDecl, BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::name::{PrefixDeclaration, QName};
 
 use super::error::XmlError;
 use super::escape::{is_ncname, push_raw_attr};
@@ -10,7 +10,10 @@ use super::names::{self, CALDAV, CARDDAV, DAV};
 use super::rewrite::HrefMap;
 use super::MAX_DEPTH;
 
+mod ns;
 mod text;
+
+use ns::{Generated, Prefix, Scopes};
 
 /// The declaration every output document starts with.
 pub(super) const OUTPUT_DECL: &[u8] = b"<?xml version=\"1.0\" encoding=\"utf-8\"?>";
@@ -35,23 +38,16 @@ enum Capture {
     Body,
 }
 
-/// How an element or attribute name is prefixed in the output.
-enum Prefix {
-    None,
-    Fixed(&'static str),
-    /// Generated `x{index}`; `fresh` means it must be declared on this element.
-    Generated { index: usize, fresh: bool },
-}
-
 /// Rewriter state; output accumulates in `out`, which the driver drains.
 pub(super) struct Engine {
     pub(super) out: Vec<u8>,
     /// Start offsets into `names` of each open element's output qname.
     open: Vec<usize>,
     names: Vec<u8>,
-    /// Generated prefix bindings in scope: (start, end) in `gen_ns`, depth declared at.
-    generated: Vec<(usize, usize, usize)>,
-    gen_ns: Vec<u8>,
+    /// Namespace declarations of the input in scope.
+    scopes: Scopes,
+    /// Generated output prefixes in scope.
+    generated: Generated,
     /// Something other than whitespace (declaration, comment, PI, root) has been seen.
     prolog_used: bool,
     root_seen: bool,
@@ -77,16 +73,21 @@ fn utf8(raw: &[u8], position: u64) -> Result<&str, XmlError> {
     std::str::from_utf8(raw).map_err(|_| malformed(position, "text is not valid UTF-8"))
 }
 
-fn resolved<'r>(res: ResolveResult<'r>, position: u64) -> Result<Option<&'r [u8]>, XmlError> {
-    match res {
-        ResolveResult::Unbound => Ok(None),
-        ResolveResult::Bound(ns) if ns.0.is_empty() => Ok(None),
-        ResolveResult::Bound(ns) => Ok(Some(ns.0)),
-        ResolveResult::Unknown(p) => Err(malformed(
-            position,
-            format!("undefined namespace prefix '{}'", String::from_utf8_lossy(&p)),
-        )),
+/// The namespace of a (possibly prefixed) name; unprefixed attributes have none.
+fn resolve<'s>(
+    scopes: &'s Scopes,
+    name: QName<'_>,
+    attribute: bool,
+    position: u64,
+) -> Result<Option<&'s [u8]>, XmlError> {
+    let prefix = name.prefix().map(|p| p.into_inner());
+    if attribute && prefix.is_none() {
+        return Ok(None);
     }
+    scopes.resolve(prefix).map_err(|()| {
+        let prefix = String::from_utf8_lossy(prefix.unwrap_or_default());
+        malformed(position, format!("undefined namespace prefix '{prefix}'"))
+    })
 }
 
 impl Engine {
@@ -95,8 +96,8 @@ impl Engine {
             out: Vec::with_capacity(capacity),
             open: Vec::new(),
             names: Vec::new(),
-            generated: Vec::new(),
-            gen_ns: Vec::new(),
+            scopes: Scopes::default(),
+            generated: Generated::default(),
             prolog_used: false,
             root_seen: false,
             root_done: false,
@@ -109,17 +110,16 @@ impl Engine {
         }
     }
 
-    /// Processes one event. `reader` must be the reader that produced it (for name resolution).
-    pub(super) fn handle<R>(
+    /// Processes one event that ended at input byte `pos`.
+    pub(super) fn handle(
         &mut self,
-        reader: &NsReader<R>,
         event: Event<'_>,
         map: &dyn HrefMap,
+        pos: u64,
     ) -> Result<Flow, XmlError> {
-        let pos = reader.buffer_position();
         match event {
-            Event::Start(e) => self.start(reader, &e, false, pos)?,
-            Event::Empty(e) => self.start(reader, &e, true, pos)?,
+            Event::Start(e) => self.start(&e, false, pos)?,
+            Event::Empty(e) => self.start(&e, true, pos)?,
             Event::End(_) => self.end(map, pos)?,
             Event::Text(t) => self.text(&t, pos)?,
             Event::CData(c) => self.cdata(&c, pos)?,
@@ -139,7 +139,10 @@ impl Engine {
 
     fn decl(&mut self, d: &BytesDecl<'_>, pos: u64) -> Result<(), XmlError> {
         if self.prolog_used || self.root_seen {
-            return Err(malformed(pos, "XML declaration is only allowed at the start of the document"));
+            return Err(malformed(
+                pos,
+                "XML declaration is only allowed at the start of the document",
+            ));
         }
         self.prolog_used = true;
         if let Some(enc) = d.encoding() {
@@ -148,36 +151,14 @@ impl Engine {
             if !matches!(enc.as_slice(), b"utf-8" | b"utf8" | b"us-ascii" | b"ascii") {
                 return Err(malformed(
                     pos,
-                    format!("unsupported encoding '{}' (only UTF-8 is accepted)", String::from_utf8_lossy(&enc)),
+                    format!(
+                        "unsupported encoding '{}' (only UTF-8 is accepted)",
+                        String::from_utf8_lossy(&enc)
+                    ),
                 ));
             }
         }
         Ok(())
-    }
-
-    /// The output prefix for namespace `ns` of a name on an element at `depth`.
-    fn prefix(&mut self, ns: Option<&[u8]>, depth: usize) -> Prefix {
-        let Some(ns) = ns else { return Prefix::None };
-        if let Some(p) = names::known_prefix(ns) {
-            return Prefix::Fixed(p);
-        }
-        if ns == names::XML.as_bytes() {
-            return Prefix::Fixed("xml");
-        }
-        let found = self
-            .generated
-            .iter()
-            .rposition(|&(s, e, _)| &self.gen_ns[s..e] == ns);
-        if let Some(index) = found {
-            return Prefix::Generated { index, fresh: false };
-        }
-        let start = self.gen_ns.len();
-        self.gen_ns.extend_from_slice(ns);
-        self.generated.push((start, self.gen_ns.len(), depth));
-        Prefix::Generated {
-            index: self.generated.len() - 1,
-            fresh: true,
-        }
     }
 
     /// Writes `prefix:local` into `names` (element) or `out` (attribute), returning whether a
@@ -201,27 +182,27 @@ impl Engine {
         fresh
     }
 
-    fn declare(&mut self, index: usize, pos: u64) -> Result<(), XmlError> {
-        let Some(&(s, e, _)) = self.generated.get(index) else {
-            return Ok(());
-        };
-        self.out.extend_from_slice(b" xmlns:x");
-        self.out.extend_from_slice(index.to_string().as_bytes());
-        self.out.extend_from_slice(b"=\"");
-        push_raw_attr(&mut self.out, &self.gen_ns[s..e]).map_err(|m| malformed(pos, m))?;
-        self.out.push(b'"');
+    /// Writes the declaration of generated prefix `index`.
+    fn declare(
+        out: &mut Vec<u8>,
+        generated: &Generated,
+        index: usize,
+        pos: u64,
+    ) -> Result<(), XmlError> {
+        out.extend_from_slice(b" xmlns:x");
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.extend_from_slice(b"=\"");
+        push_raw_attr(out, generated.namespace(index)).map_err(|m| malformed(pos, m))?;
+        out.push(b'"');
         Ok(())
     }
 
-    fn start<R>(
-        &mut self,
-        reader: &NsReader<R>,
-        e: &BytesStart<'_>,
-        empty: bool,
-        pos: u64,
-    ) -> Result<(), XmlError> {
+    fn start(&mut self, e: &BytesStart<'_>, empty: bool, pos: u64) -> Result<(), XmlError> {
         if self.root_done {
-            return Err(malformed(pos, "content after the end of the root element (more than one root?)"));
+            return Err(malformed(
+                pos,
+                "content after the end of the root element (more than one root?)",
+            ));
         }
         let depth = self.open.len() + 1;
         if depth > MAX_DEPTH {
@@ -236,9 +217,30 @@ impl Engine {
         self.pending_ws.clear();
         self.significant = false;
 
-        let (res, local) = reader.resolve_element(e.name());
-        let ns = resolved(res, pos)?;
-        let local = local.into_inner();
+        // One pass over the attributes: record namespace declarations, keep the rest.
+        let mut attrs: Vec<Attribute<'_>> = Vec::new();
+        if e.attributes_raw().contains(&b'=') {
+            // Raw-name duplicates are caught by the expanded-name check in `attributes`;
+            // duplicate namespace declarations are dropped from the output anyway.
+            for attr in e.attributes().with_checks(false) {
+                let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
+                let prefix: &[u8] = match attr.key.as_namespace_binding() {
+                    None => {
+                        attrs.push(attr);
+                        continue;
+                    }
+                    Some(PrefixDeclaration::Default) => b"",
+                    Some(PrefixDeclaration::Named(p)) => p,
+                };
+                self.scopes
+                    .declare(prefix, &attr.value, depth)
+                    .map_err(|m| malformed(pos, m))?;
+            }
+        }
+
+        let name = e.name();
+        let ns = resolve(&self.scopes, name, false, pos)?;
+        let local = name.local_name().into_inner();
         if !is_ncname(local) {
             return Err(malformed(
                 pos,
@@ -250,7 +252,7 @@ impl Engine {
             self.prolog_used = true;
             self.out.extend_from_slice(OUTPUT_DECL);
         }
-        let prefix = self.prefix(ns, depth);
+        let prefix = self.generated.prefix(ns, depth);
         let name_start = self.names.len();
         let fresh = Self::push_qname(&mut self.names, &prefix, local);
         self.out.push(b'<');
@@ -259,14 +261,25 @@ impl Engine {
             self.out.extend_from_slice(names::KNOWN_DECLS.as_bytes());
         }
         if let Some(index) = fresh {
-            self.declare(index, pos)?;
+            Self::declare(&mut self.out, &self.generated, index, pos)?;
         }
-        self.attributes(reader, e, depth, pos)?;
+        let mapped = if ns == Some(DAV.as_bytes()) && local == b"href" {
+            Capture::Href
+        } else if (ns == Some(CALDAV.as_bytes()) && local == b"calendar-data")
+            || (ns == Some(CARDDAV.as_bytes()) && local == b"address-data")
+        {
+            Capture::Body
+        } else {
+            Capture::None
+        };
+        if !attrs.is_empty() {
+            self.attributes(&attrs, depth, pos)?;
+        }
 
         if empty {
             self.out.extend_from_slice(b"/>");
             self.names.truncate(name_start);
-            self.pop_generated(depth);
+            self.pop_scopes(depth);
             self.leaf = false;
             if depth == 1 {
                 self.root_done = true;
@@ -275,41 +288,28 @@ impl Engine {
             self.out.push(b'>');
             self.open.push(name_start);
             self.leaf = true;
-            let is = |uri: &str, name: &[u8]| ns == Some(uri.as_bytes()) && local == name;
-            if is(DAV, b"href") {
-                self.capture = Capture::Href;
-            } else if is(CALDAV, b"calendar-data") || is(CARDDAV, b"address-data") {
-                self.capture = Capture::Body;
-            }
+            self.capture = mapped;
         }
         Ok(())
     }
 
-    fn attributes<R>(
+    fn attributes(
         &mut self,
-        reader: &NsReader<R>,
-        e: &BytesStart<'_>,
+        attrs: &[Attribute<'_>],
         depth: usize,
         pos: u64,
     ) -> Result<(), XmlError> {
-        if !e.attributes_raw().contains(&b'=') {
-            return Ok(());
-        }
-        let mut seen: Vec<(Option<&[u8]>, &[u8])> = Vec::new();
-        // Raw-name duplicate checks are skipped: expanded names are checked below, and
-        // duplicate namespace declarations are dropped from the output anyway.
-        for attr in e.attributes().with_checks(false) {
-            let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
-            if attr.key.as_namespace_binding().is_some() {
-                continue;
-            }
-            let (res, local) = reader.resolve_attribute(attr.key);
-            let ns = resolved(res, pos)?;
-            let local = local.into_inner();
+        let mut seen: Vec<(Option<&[u8]>, &[u8])> = Vec::with_capacity(attrs.len());
+        for attr in attrs {
+            let ns = resolve(&self.scopes, attr.key, true, pos)?;
+            let local = attr.key.local_name().into_inner();
             if !is_ncname(local) {
                 return Err(malformed(
                     pos,
-                    format!("invalid attribute name '{}'", String::from_utf8_lossy(local)),
+                    format!(
+                        "invalid attribute name '{}'",
+                        String::from_utf8_lossy(local)
+                    ),
                 ));
             }
             if seen.contains(&(ns, local)) {
@@ -319,9 +319,9 @@ impl Engine {
                 ));
             }
             seen.push((ns, local));
-            let prefix = self.prefix(ns, depth);
+            let prefix = self.generated.prefix(ns, depth);
             if let Prefix::Generated { index, fresh: true } = prefix {
-                self.declare(index, pos)?;
+                Self::declare(&mut self.out, &self.generated, index, pos)?;
             }
             self.out.push(b' ');
             Self::push_qname(&mut self.out, &prefix, local);
@@ -332,14 +332,10 @@ impl Engine {
         Ok(())
     }
 
-    fn pop_generated(&mut self, depth: usize) {
-        while let Some(&(s, _, d)) = self.generated.last() {
-            if d < depth {
-                break;
-            }
-            self.generated.pop();
-            self.gen_ns.truncate(s);
-        }
+    /// Leaves the scope of an element at `depth`.
+    fn pop_scopes(&mut self, depth: usize) {
+        self.scopes.pop(depth);
+        self.generated.pop(depth);
     }
 
     fn end(&mut self, map: &dyn HrefMap, pos: u64) -> Result<(), XmlError> {
@@ -363,7 +359,7 @@ impl Engine {
         self.out.extend_from_slice(&self.names[name_start..]);
         self.out.push(b'>');
         self.names.truncate(name_start);
-        self.pop_generated(depth);
+        self.pop_scopes(depth);
         if self.open.is_empty() {
             self.root_done = true;
         }

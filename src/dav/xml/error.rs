@@ -54,7 +54,8 @@ impl XmlError {
     pub(crate) fn from_quick(err: quick_xml::Error, position: u64) -> Self {
         match err {
             quick_xml::Error::Io(io) => XmlError::Io(
-                Arc::try_unwrap(io).unwrap_or_else(|io| std::io::Error::new(io.kind(), io.to_string())),
+                Arc::try_unwrap(io)
+                    .unwrap_or_else(|io| std::io::Error::new(io.kind(), io.to_string())),
             ),
             other => XmlError::malformed(position, other.to_string()),
         }
@@ -68,7 +69,10 @@ mod tests {
     #[test]
     fn messages() {
         let e = XmlError::malformed(12, "mismatched end tag");
-        assert_eq!(e.to_string(), "malformed XML at byte 12: mismatched end tag");
+        assert_eq!(
+            e.to_string(),
+            "malformed XML at byte 12: mismatched end tag"
+        );
         let io = quick_xml::Error::Io(Arc::new(std::io::Error::other("boom")));
         assert!(matches!(XmlError::from_quick(io, 0), XmlError::Io(_)));
     }

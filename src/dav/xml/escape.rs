@@ -132,7 +132,8 @@ fn parse_code(digits: &[u8], radix: u32) -> Option<char> {
     let text = std::str::from_utf8(digits).ok()?;
     let code = u32::from_str_radix(text, radix).ok()?;
     let c = char::from_u32(code)?;
-    let allowed = matches!(code, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF);
+    let allowed =
+        matches!(code, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF);
     allowed.then_some(c)
 }
 
@@ -144,6 +145,24 @@ pub(crate) fn is_ws(bytes: &[u8]) -> bool {
         .all(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
+/// Name character classes: 1 = ASCII name character, 2 = non-ASCII (UTF-8 checked separately).
+const NAME: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.' {
+            1
+        } else if c >= 0x80 {
+            2
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
 /// A conservative check that `name` is an XML NCName (no prefix): ASCII letters, digits, `-`,
 /// `_`, `.` and any non-ASCII UTF-8; it must not start with a digit, `-` or `.`.
 pub(crate) fn is_ncname(name: &[u8]) -> bool {
@@ -153,10 +172,15 @@ pub(crate) fn is_ncname(name: &[u8]) -> bool {
     if first.is_ascii_digit() || first == b'-' || first == b'.' {
         return false;
     }
-    std::str::from_utf8(name).is_ok()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') || b >= 0x80)
+    let mut classes = 0u8;
+    for &b in name {
+        let class = NAME[b as usize];
+        if class == 0 {
+            return false;
+        }
+        classes |= class;
+    }
+    classes & 2 == 0 || std::str::from_utf8(name).is_ok()
 }
 
 #[cfg(test)]
@@ -167,7 +191,10 @@ mod tests {
     fn escapes() {
         assert!(matches!(escape_text("plain"), Cow::Borrowed("plain")));
         assert_eq!(escape_text("a<b & c>d\""), "a&lt;b &amp; c&gt;d\"");
-        assert_eq!(escape_attr("say \"hi\" & <go>"), "say &quot;hi&quot; &amp; &lt;go&gt;");
+        assert_eq!(
+            escape_attr("say \"hi\" & <go>"),
+            "say &quot;hi&quot; &amp; &lt;go&gt;"
+        );
         let mut out = Vec::new();
         push_text(&mut out, "a\r\nb&", true);
         assert_eq!(out, b"a&#13;\nb&amp;");

@@ -121,12 +121,17 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, XmlError> {
                 }
             }
             Event::GeneralRef(r) => {
-                let c = resolve_ref(&r).filter(|_| !stack.is_empty()).ok_or_else(|| {
-                    XmlError::malformed(
-                        pos,
-                        format!("undefined or misplaced reference '&{};'", String::from_utf8_lossy(&r)),
-                    )
-                })?;
+                let c = resolve_ref(&r)
+                    .filter(|_| !stack.is_empty())
+                    .ok_or_else(|| {
+                        XmlError::malformed(
+                            pos,
+                            format!(
+                                "undefined or misplaced reference '&{};'",
+                                String::from_utf8_lossy(&r)
+                            ),
+                        )
+                    })?;
                 if let Some((_, _, text)) = capture.as_mut() {
                     text.push(c);
                 }
@@ -136,7 +141,10 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, XmlError> {
             }
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => prolog_used = true,
             Event::DocType(_) => {
-                return Err(XmlError::malformed(pos, "DOCTYPE declarations are not allowed"));
+                return Err(XmlError::malformed(
+                    pos,
+                    "DOCTYPE declarations are not allowed",
+                ));
             }
             Event::Eof => {
                 if let Some((_, local)) = stack.last() {
@@ -165,7 +173,10 @@ fn namespace(res: ResolveResult<'_>, pos: u64) -> Result<String, XmlError> {
             .map_err(|_| XmlError::malformed(pos, "namespace is not valid UTF-8")),
         ResolveResult::Unknown(p) => Err(XmlError::malformed(
             pos,
-            format!("undefined namespace prefix '{}'", String::from_utf8_lossy(&p)),
+            format!(
+                "undefined namespace prefix '{}'",
+                String::from_utf8_lossy(&p)
+            ),
         )),
     }
 }
@@ -228,7 +239,7 @@ fn decode_attr(raw: &str) -> Option<String> {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         let end = rest[i..].find(';')? + i;
-        out.push(resolve_ref(rest[i + 1..end].as_bytes())?);
+        out.push(resolve_ref(&rest.as_bytes()[i + 1..end])?);
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
@@ -243,7 +254,9 @@ fn finish(info: &mut RequestInfo, capture: &mut Option<(usize, Target, String)>,
     if at != depth {
         return;
     }
-    let text = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n')).to_string();
+    let text = text
+        .trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+        .to_string();
     match target {
         Target::Href => info.hrefs.push(text),
         Target::SyncToken => info.sync_token = Some(text),

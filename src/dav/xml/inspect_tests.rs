@@ -32,7 +32,8 @@ fn propfind_props() {
 
 #[test]
 fn allprop_propname_and_empty_prop() {
-    let info = inspect(b"<propfind xmlns='DAV:'><allprop/><include><x/></include></propfind>").unwrap();
+    let info =
+        inspect(b"<propfind xmlns='DAV:'><allprop/><include><x/></include></propfind>").unwrap();
     assert_eq!(info.props, PropRequest::AllProp);
     let info = inspect(b"<propfind xmlns='DAV:'><propname/></propfind>").unwrap();
     assert_eq!(info.props, PropRequest::PropName);
@@ -67,7 +68,10 @@ fn multiget_hrefs() {
             ""
         ]
     );
-    assert!(info.components.is_empty(), "comp outside a component set is not a component");
+    assert!(
+        info.components.is_empty(),
+        "comp outside a component set is not a component"
+    );
 }
 
 #[test]
@@ -82,7 +86,8 @@ fn sync_collection() {
     assert_eq!(info.sync_level.as_deref(), Some("1"));
     assert_eq!(info.props, PropRequest::Props(vec![pair(DAV, "getetag")]));
     for body in [
-        &b"<sync-collection xmlns='DAV:'><sync-token/><sync-level>1</sync-level></sync-collection>"[..],
+        &b"<sync-collection xmlns='DAV:'><sync-token/><sync-level>1</sync-level></sync-collection>"
+            [..],
         b"<sync-collection xmlns='DAV:'><sync-token>  </sync-token></sync-collection>",
     ] {
         assert_eq!(inspect(body).unwrap().sync_token.as_deref(), Some(""));
@@ -124,5 +129,8 @@ fn empty_and_malformed() {
         );
     }
     let deep = "<a>".repeat(300) + &"</a>".repeat(300);
-    assert!(matches!(inspect(deep.as_bytes()), Err(XmlError::TooDeep { .. })));
+    assert!(matches!(
+        inspect(deep.as_bytes()),
+        Err(XmlError::TooDeep { .. })
+    ));
 }

@@ -1,2 +1,39 @@
 //! Streaming XML: href rewriting between the local tree and upstream, and inspection of
 //! client request bodies.
+//!
+//! - [`rewrite`]: [`rewrite_to_vec`] / [`rewrite_stream`] normalise a DAV document and map its
+//!   hrefs through an [`HrefMap`].
+//! - [`inspect`](mod@inspect): [`inspect()`](inspect::inspect) reads what a client's request
+//!   body asks for.
+//! - [`build`]: [`MultistatusBuilder`] and [`error_body`] for the bridge's own responses.
+//! - [`names`]: namespace URIs and their output prefixes.
+
+pub mod build;
+mod engine;
+pub mod error;
+pub mod escape;
+pub mod inspect;
+pub mod names;
+pub mod rewrite;
+
+#[cfg(test)]
+mod bench_tests;
+#[cfg(test)]
+mod inspect_tests;
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod rewrite_tests;
+#[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
+mod testutil;
+
+pub use build::{error_body, MultistatusBuilder};
+pub use error::XmlError;
+pub use escape::{escape_attr, escape_text};
+pub use inspect::{inspect, PropRequest, RequestInfo};
+pub use rewrite::{rewrite_stream, rewrite_to_vec, HrefMap, Identity};
+
+/// Deepest element nesting accepted in any document.
+pub const MAX_DEPTH: usize = 256;

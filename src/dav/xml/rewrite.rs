@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use quick_xml::NsReader;
+use quick_xml::Reader;
 use tokio_util::io::StreamReader;
 
 use super::engine::{Engine, Flow};
@@ -55,13 +55,13 @@ where
 
 /// Rewrite a whole document in memory (request bodies, tests).
 pub fn rewrite_to_vec(input: &[u8], map: &dyn HrefMap) -> Result<Vec<u8>, XmlError> {
-    let mut reader = NsReader::from_reader(input);
+    let mut reader = Reader::from_reader(input);
     let mut engine = Engine::new(input.len() + input.len() / 4 + 256);
     loop {
         let event = reader
             .read_event()
             .map_err(|e| XmlError::from_quick(e, reader.error_position()))?;
-        if engine.handle(&reader, event, map)? == Flow::Done {
+        if engine.handle(event, map, reader.buffer_position())? == Flow::Done {
             return Ok(engine.out);
         }
     }
@@ -82,7 +82,7 @@ where
     E: Into<std::io::Error>,
 {
     let inner = Inner {
-        reader: NsReader::from_reader(StreamReader::new(input)),
+        reader: Reader::from_reader(StreamReader::new(input)),
         engine: Engine::new(CHUNK_SIZE + CHUNK_SIZE / 2),
         buf: Vec::with_capacity(8 * 1024),
         map,
@@ -120,7 +120,7 @@ enum State<S> {
 }
 
 struct Inner<S> {
-    reader: NsReader<StreamReader<S, Bytes>>,
+    reader: Reader<StreamReader<S, Bytes>>,
     engine: Engine,
     buf: Vec<u8>,
     map: Arc<dyn HrefMap>,
@@ -139,7 +139,8 @@ where
                 Ok(event) => event,
                 Err(e) => return Err(XmlError::from_quick(e, self.reader.error_position())),
             };
-            let flow = self.engine.handle(&self.reader, event, &*self.map)?;
+            let pos = self.reader.buffer_position();
+            let flow = self.engine.handle(event, &*self.map, pos)?;
             if flow == Flow::Done || self.engine.out.len() >= CHUNK_SIZE {
                 return Ok(flow);
             }

@@ -2,7 +2,7 @@
 
 use super::error::XmlError;
 use super::rewrite::{rewrite_to_vec, Identity};
-use super::testutil::{canonical, cal_data_cdata, icloud_sample, TestMap, CAL_DATA};
+use super::testutil::{cal_data_cdata, canonical, icloud_sample, TestMap, CAL_DATA};
 
 fn rw(input: &str) -> String {
     String::from_utf8(rewrite_to_vec(input.as_bytes(), &Identity).unwrap()).unwrap()
@@ -21,7 +21,10 @@ fn rwb(input: &str) -> String {
 
 fn err(input: &str) -> String {
     match rewrite_to_vec(input.as_bytes(), &Identity) {
-        Ok(out) => panic!("expected error for {input:?}, got {}", String::from_utf8_lossy(&out)),
+        Ok(out) => panic!(
+            "expected error for {input:?}, got {}",
+            String::from_utf8_lossy(&out)
+        ),
         Err(XmlError::Malformed { message, .. }) => message,
         Err(other) => other.to_string(),
     }
@@ -47,12 +50,17 @@ fn icloud_sample_is_mapped_and_round_trips() {
     assert!(text.contains("<d:href>/dav/alice/calendars/</d:href>"));
     assert!(text.contains("<d:href>/dav/alice/calendars/home/ev7%40x.ics</d:href>"));
     assert!(text.contains("<cal:comp name=\"VEVENT\"/>"));
-    assert!(text.contains("<ical:calendar-color symbolic-color=\"red\">#FF2968</ical:calendar-color>"));
+    assert!(
+        text.contains("<ical:calendar-color symbolic-color=\"red\">#FF2968</ical:calendar-color>")
+    );
     assert!(text.contains("<d:displayname>Zuhause – Fußball</d:displayname>"));
     assert!(text.contains("<d:getetag>\"kkkgopik\"</d:getetag>"));
     assert!(text.ends_with("<d:sync-token>HwoQEgw...==</d:sync-token></d:multistatus>"));
     // Same document content, hrefs mapped.
-    assert_eq!(canonical(&out, &Identity), canonical(input.as_bytes(), &TestMap));
+    assert_eq!(
+        canonical(&out, &Identity),
+        canonical(input.as_bytes(), &TestMap)
+    );
     // The calendar data survives byte for byte (CRLF, `]]>`, `&`, `<`, non-ASCII).
     let tokens = canonical(&out, &Identity);
     assert!(tokens.contains(&format!("{CAL_DATA:?}")), "{tokens:?}");
@@ -75,7 +83,10 @@ xmlns:C=\"urn:ietf:params:xml:ns:caldav\" xmlns:CS=\"http://calendarserver.org/n
     assert!(text.contains("<d:href>/dav/alice/calendars/home/a.ics</d:href>"));
     assert!(text.contains("<cs:getctag>c1</cs:getctag>"));
     assert!(text.contains("<cal:calendar-data>BEGIN:VCALENDAR\r\n"));
-    assert_eq!(canonical(&out, &Identity), canonical(input.as_bytes(), &TestMap));
+    assert_eq!(
+        canonical(&out, &Identity),
+        canonical(input.as_bytes(), &TestMap)
+    );
 }
 
 #[test]
@@ -90,7 +101,10 @@ fn unknown_namespaces_and_redeclared_prefixes() {
 <x0:q xmlns:x0=\"urn:b\"/><n/></d:prop></d:multistatus>"
         )
     );
-    assert_eq!(canonical(out.as_bytes(), &Identity), canonical(input.as_bytes(), &Identity));
+    assert_eq!(
+        canonical(out.as_bytes(), &Identity),
+        canonical(input.as_bytes(), &Identity)
+    );
 }
 
 #[test]
@@ -102,7 +116,10 @@ fn nested_generated_prefixes_are_scoped() {
         "<x0:r xmlns:x0=\"urn:r\"><x1:a xmlns:x1=\"urn:a\"><x2:b xmlns:x2=\"urn:b\"><x1:c/></x2:b></x1:a>\
 <x1:a2 xmlns:x1=\"urn:b\"/></x0:r>"
     );
-    assert_eq!(canonical(out.as_bytes(), &Identity), canonical(input.as_bytes(), &Identity));
+    assert_eq!(
+        canonical(out.as_bytes(), &Identity),
+        canonical(input.as_bytes(), &Identity)
+    );
 }
 
 #[test]
@@ -113,13 +130,19 @@ fn attributes_requoted_and_prefixed() {
         bare(&out),
         "<d:a one=\"say &quot;hi&quot; &amp; &#x41;\" xmlns:x0=\"urn:p\" x0:two=\"x\" xml:lang=\"de\"/>"
     );
-    assert_eq!(canonical(out.as_bytes(), &Identity), canonical(input.as_bytes(), &Identity));
+    assert_eq!(
+        canonical(out.as_bytes(), &Identity),
+        canonical(input.as_bytes(), &Identity)
+    );
 }
 
 #[test]
 fn whitespace_rules() {
     let out = rwb("<a>\n  <b> </b>\n  <c>  x  </c> <d>\t</d>\r\n<e>t <f/> u <g/> </e></a>");
-    assert_eq!(out, "<a><b> </b><c>  x  </c><d>\t</d><e>t <f/> u <g/></e></a>");
+    assert_eq!(
+        out,
+        "<a><b> </b><c>  x  </c><d>\t</d><e>t <f/> u <g/></e></a>"
+    );
     // Whitespace that arrived as CDATA or references counts as whitespace too.
     let out = rwb("<a><![CDATA[ ]]><b/>&#32;<c>&#13;</c></a>");
     assert_eq!(out, "<a><b/><c>&#13;</c></a>");
@@ -135,7 +158,10 @@ fn hrefs_trimmed_escaped_and_untouched_otherwise() {
         Some(format!("{h}&<"))
     };
     let out = rewrite_to_vec(b"<href xmlns='DAV:'> /x&amp;y </href>", &map).unwrap();
-    assert_eq!(bare(&String::from_utf8(out).unwrap()), "<d:href>/x&amp;y&amp;&lt;</d:href>");
+    assert_eq!(
+        bare(&String::from_utf8(out).unwrap()),
+        "<d:href>/x&amp;y&amp;&lt;</d:href>"
+    );
     assert_eq!(*seen.lock().unwrap(), vec!["/x&y".to_string()]);
 }
 
@@ -155,7 +181,10 @@ fn calendar_data_with_children_in_requests() {
     let input = r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-data> <C:comp name="VCALENDAR"><C:prop name="VERSION"/></C:comp></C:calendar-data></D:prop><C:filter><C:comp-filter name="VCALENDAR"/></C:filter></C:calendar-query>"#;
     let out = rw(input);
     assert!(out.contains("<d:prop><cal:calendar-data><cal:comp name=\"VCALENDAR\"><cal:prop name=\"VERSION\"/></cal:comp></cal:calendar-data></d:prop>"), "{out}");
-    assert_eq!(canonical(out.as_bytes(), &Identity), canonical(input.as_bytes(), &Identity));
+    assert_eq!(
+        canonical(out.as_bytes(), &Identity),
+        canonical(input.as_bytes(), &Identity)
+    );
 }
 
 #[test]
@@ -175,7 +204,10 @@ fn malformed_inputs_are_errors() {
         ("", "empty"),
         ("   \n", "empty"),
         ("<a><b></b>", "end of document"),
-        ("<d:multistatus xmlns:d='DAV:'><d:response>", "end of document"),
+        (
+            "<d:multistatus xmlns:d='DAV:'><d:response>",
+            "end of document",
+        ),
         ("<a><b></a></b>", ""),
         ("<a></b>", ""),
         ("<x:a/>", "prefix"),
@@ -195,6 +227,14 @@ fn malformed_inputs_are_errors() {
         ("</a>", ""),
         ("not xml at all", ""),
         ("<1a/>", "name"),
+        ("<a xmlns:xml='urn:x'/>", "'xml'"),
+        ("<a xmlns:xmlns='urn:x'/>", "'xmlns'"),
+        ("<a xmlns:p=''/>", "empty namespace"),
+        ("<a xmlns:p='http://www.w3.org/2000/xmlns/'/>", "reserved"),
+        (
+            "<p:a xmlns:p='urn:p'><p:b xmlns:p=''/></p:a>",
+            "empty namespace",
+        ),
     ];
     for (input, needle) in cases {
         let message = err(input);
@@ -202,6 +242,17 @@ fn malformed_inputs_are_errors() {
     }
     let invalid_utf8 = rewrite_to_vec(b"<a>\xff</a>", &Identity);
     assert!(matches!(invalid_utf8, Err(XmlError::Malformed { .. })));
+}
+
+#[test]
+fn default_namespace_undeclared_and_xml_prefix() {
+    let input =
+        "<a xmlns='urn:a'><b xmlns=''><c/></b><d xmlns:xml='http://www.w3.org/XML/1998/namespace' \
+xml:space='preserve'/></a>";
+    assert_eq!(
+        rwb(input),
+        "<x0:a xmlns:x0=\"urn:a\"><b><c/></b><x0:d xml:space=\"preserve\"/></x0:a>"
+    );
 }
 
 #[test]

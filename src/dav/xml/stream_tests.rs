@@ -69,12 +69,18 @@ async fn truncated_input_ends_in_err() {
         assert!(matches!(last, Err(XmlError::Malformed { .. })), "{last:?}");
         assert!(rest.iter().all(|i| i.is_ok()));
         if chunk == 7 {
-            assert!(!rest.is_empty(), "bytes before the error are still delivered");
+            assert!(
+                !rest.is_empty(),
+                "bytes before the error are still delivered"
+            );
         }
     }
     for bad in ["", "<a><b></a>", "<a/><b/>", "<!DOCTYPE x><x/>"] {
         let items = stream_items(bad.as_bytes(), 3, Arc::new(Identity)).await;
-        assert!(matches!(items.last(), Some(Err(XmlError::Malformed { .. }))), "{bad:?}");
+        assert!(
+            matches!(items.last(), Some(Err(XmlError::Malformed { .. }))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -87,7 +93,10 @@ async fn io_error_ends_in_err() {
     let items: Vec<_> = rewrite_stream(futures_util::stream::iter(pieces), Arc::new(Identity))
         .collect()
         .await;
-    assert!(matches!(items.last(), Some(Err(XmlError::Io(_)))), "{items:?}");
+    assert!(
+        matches!(items.last(), Some(Err(XmlError::Io(_)))),
+        "{items:?}"
+    );
 }
 
 #[test]

@@ -47,7 +47,7 @@ fn decode_raw(raw: &[u8]) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         let end = rest[i..].find(';').unwrap() + i;
-        out.push(resolve_ref(rest[i + 1..end].as_bytes()).unwrap());
+        out.push(resolve_ref(&rest.as_bytes()[i + 1..end]).unwrap());
         rest = &rest[end + 1..];
     }
     out.push_str(rest);

@@ -60,7 +60,10 @@ impl Engine {
             return Err(XmlError::TooLarge { position: pos });
         }
         // Too big to buffer: pass the rest of this body through unmapped.
-        tracing::debug!(position = pos, "calendar/address data too large to map; passing through");
+        tracing::debug!(
+            position = pos,
+            "calendar/address data too large to map; passing through"
+        );
         push_text(&mut self.out, &self.cap_text, self.cap_cr_ref);
         push_text(&mut self.out, s, self.cap_cr_ref);
         self.cap_text.clear();
@@ -127,7 +130,10 @@ impl Engine {
         let Some(c) = resolve_ref(name) else {
             return Err(malformed(
                 pos,
-                format!("undefined entity or invalid character reference '&{};'", String::from_utf8_lossy(name)),
+                format!(
+                    "undefined entity or invalid character reference '&{};'",
+                    String::from_utf8_lossy(name)
+                ),
             ));
         };
         if self.capture != Capture::None {

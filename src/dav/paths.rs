@@ -1,0 +1,522 @@
+//! The bridge's local URL tree and the mapping of hrefs between it and upstream, both ways.
+//!
+//! Local tree: `/dav/<account>/principal/`, `/dav/<account>/calendars/...` (the upstream
+//! calendar home), `/dav/<account>/contacts/...` (the upstream address-book home) and
+//! `/dav/<account>/_up/<origin key>/...` (any other upstream URL, e.g. a contact photo).
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use url::Url;
+
+use crate::dav::xml::rewrite::HrefMap;
+use crate::upstream::discover::Learned;
+use crate::upstream::state::Service;
+
+/// What a request path names in the local tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local<'a> {
+    /// `/`
+    Root,
+    /// `/.well-known/caldav` or `/.well-known/carddav`
+    WellKnown(Service),
+    /// `/dav/` or `/dav/<account>/`
+    DavRoot(Option<&'a str>),
+    /// `/dav/<account>/principal/`
+    Principal(&'a str),
+    /// `/dav/<account>/calendars/<rest>` or `/dav/<account>/contacts/<rest>`; `rest` is the
+    /// raw (still percent-encoded) remainder, "" for the home itself.
+    Home {
+        account: &'a str,
+        service: Service,
+        rest: &'a str,
+    },
+    /// `/dav/<account>/_up/<key>`: another upstream URL (a contact photo, an attachment),
+    /// the whole URL encoded in the opaque key.
+    Upstream {
+        account: &'a str,
+        key: &'a str,
+    },
+    Unknown,
+}
+
+/// The local path segment of a home.
+pub fn home_segment(service: Service) -> &'static str {
+    match service {
+        Service::Carddav => "contacts",
+        _ => "calendars",
+    }
+}
+
+/// Parse a request path (without query).
+pub fn parse(path: &str) -> Local<'_> {
+    match path {
+        "/" | "" => return Local::Root,
+        "/.well-known/caldav" | "/.well-known/caldav/" => return Local::WellKnown(Service::Caldav),
+        "/.well-known/carddav" | "/.well-known/carddav/" => {
+            return Local::WellKnown(Service::Carddav)
+        }
+        "/dav" | "/dav/" => return Local::DavRoot(None),
+        _ => {}
+    }
+    let Some(after) = path.strip_prefix("/dav/") else {
+        return Local::Unknown;
+    };
+    let (account, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i + 1..]),
+        None => (after, ""),
+    };
+    if account.is_empty() {
+        return Local::Unknown;
+    }
+    if rest.is_empty() {
+        return Local::DavRoot(Some(account));
+    }
+    let (seg, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    match seg {
+        "principal" if tail.is_empty() => Local::Principal(account),
+        "calendars" => Local::Home {
+            account,
+            service: Service::Caldav,
+            rest: tail,
+        },
+        "contacts" => Local::Home {
+            account,
+            service: Service::Carddav,
+            rest: tail,
+        },
+        "_up" if !tail.is_empty() && is_key(tail.trim_end_matches('/')) => Local::Upstream {
+            account,
+            key: tail.trim_end_matches('/'),
+        },
+        _ => Local::Unknown,
+    }
+}
+
+/// True when a raw path remainder tries to climb out of its home (`..` in any spelling).
+pub fn escapes(rest: &str) -> bool {
+    rest.split('/').any(|seg| {
+        let d = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        d == ".." || d == "."
+    })
+}
+
+/// The opaque key for an upstream URL in `_up` URLs: the URL exactly as upstream wrote it,
+/// base64url-encoded, so it round-trips byte for byte and shows no host, port or dsid.
+pub fn key_for_url(url: &str) -> String {
+    URL_SAFE_NO_PAD.encode(url)
+}
+
+fn is_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Decode an `_up` key back to the URL text it was made from (http or https only).
+pub fn url_text_from_key(key: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(key).ok()?;
+    let s = String::from_utf8(bytes).ok()?;
+    let u = Url::parse(&s).ok()?;
+    matches!(u.scheme(), "http" | "https").then_some(s)
+}
+
+/// Decode an `_up` key back to an upstream URL.
+pub fn url_from_key(key: &str) -> Option<Url> {
+    Url::parse(&url_text_from_key(key)?).ok()
+}
+
+/// Decides which absolute URLs are upstream ones (and may carry the credential).
+pub trait UpstreamHosts: Send + Sync {
+    fn is_upstream(&self, url: &Url) -> bool;
+}
+
+/// Maps upstream hrefs (in responses) to the local tree.
+pub struct ToLocal {
+    pub account: String,
+    pub learned: Arc<Learned>,
+    /// The service the request went to; its home wins when homes overlap (Radicale).
+    pub service: Service,
+    /// The upstream URL the request went to (relative hrefs resolve against it).
+    pub base: Url,
+    /// How clients reach the bridge, e.g. `http://127.0.0.1:8008` (for absolute URLs in bodies).
+    pub public_origin: String,
+    pub hosts: Arc<dyn UpstreamHosts>,
+}
+
+impl ToLocal {
+    fn map_url(&self, abs: &Url) -> Option<String> {
+        if !matches!(abs.scheme(), "http" | "https") || !self.hosts.is_upstream(abs) {
+            return None;
+        }
+        let a = &self.account;
+        let path = abs.path();
+        let query = abs.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let other = match self.service {
+            Service::Carddav => Service::Caldav,
+            _ => Service::Carddav,
+        };
+        for svc in [self.service, other] {
+            let home = self.learned.home(svc).path();
+            if let Some(rest) = path.strip_prefix(home) {
+                return Some(format!("/dav/{a}/{}/{rest}{query}", home_segment(svc)));
+            }
+            // The home itself without its trailing slash.
+            if home.len() > 1 && path == &home[..home.len() - 1] {
+                return Some(format!("/dav/{a}/{}/{query}", home_segment(svc)));
+            }
+        }
+        if path == self.learned.cal_principal.path() || path == self.learned.card_principal.path() {
+            return Some(format!("/dav/{a}/principal/"));
+        }
+        if path == "/" {
+            return Some(format!("/dav/{a}/"));
+        }
+        Some(format!("/dav/{a}/_up/{}", key_for_url(abs.as_str())))
+    }
+}
+
+impl HrefMap for ToLocal {
+    fn href(&self, href: &str) -> Option<String> {
+        let abs = self.base.join(href.trim()).ok()?;
+        let mapped = self.map_url(&abs)?;
+        (mapped != href).then_some(mapped)
+    }
+
+    fn body_text(&self, text: &str) -> Option<String> {
+        rewrite_urls_in_text(text, |url| {
+            let u = Url::parse(url).ok()?;
+            if !self.hosts.is_upstream(&u) {
+                return None;
+            }
+            Some(format!(
+                "{}/dav/{}/_up/{}",
+                self.public_origin,
+                self.account,
+                key_for_url(url)
+            ))
+        })
+    }
+}
+
+/// Maps local hrefs (in client requests) to upstream paths.
+pub struct ToUpstream {
+    pub account: String,
+    pub learned: Arc<Learned>,
+    /// The upstream URL the request goes to; hrefs on the same origin are sent as paths.
+    pub target: Url,
+}
+
+impl ToUpstream {
+    /// The upstream URL for a local path (only paths under this account).
+    pub fn url_for_path(&self, path: &str) -> Option<Url> {
+        match parse(path) {
+            Local::Home {
+                account,
+                service,
+                rest,
+            } if account == self.account && !escapes(rest) => {
+                Url::parse(&format!("{}{rest}", self.learned.home(service))).ok()
+            }
+            Local::Principal(account) if account == self.account => {
+                Some(self.learned.cal_principal.clone())
+            }
+            Local::Upstream { account, key } if account == self.account => url_from_key(key),
+            _ => None,
+        }
+    }
+}
+
+impl HrefMap for ToUpstream {
+    fn href(&self, href: &str) -> Option<String> {
+        let h = href.trim();
+        // Clients may send absolute URLs of the bridge; only the path matters.
+        let (path, query) = match Url::parse(h) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                (u.path().to_string(), u.query().map(str::to_string))
+            }
+            Ok(_) => return None,
+            Err(_) => match h.split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (h.to_string(), None),
+            },
+        };
+        let url = self.url_for_path(&path)?;
+        let q = query.map(|q| format!("?{q}")).unwrap_or_default();
+        if url.origin() == self.target.origin() {
+            Some(format!("{}{q}", url.path()))
+        } else {
+            Some(format!("{}{q}", url.as_str()))
+        }
+    }
+
+    fn body_text(&self, text: &str) -> Option<String> {
+        unmap_bridge_urls(text, &self.account)
+    }
+}
+
+/// Replace bridge `_up` URLs in an object body (vCard PHOTO, ATTACH) with the upstream
+/// URL they stand for, so that what is written back is what iCloud served.
+pub fn unmap_bridge_urls(text: &str, account: &str) -> Option<String> {
+    let marker = format!("/dav/{account}/_up/");
+    if !text.contains(&marker) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut changed = false;
+    while let Some(i) = rest.find(&marker) {
+        // The URL starts at the scheme before the marker, with no break in between.
+        let before = &rest[..i];
+        let start = before
+            .rfind("http://")
+            .into_iter()
+            .chain(before.rfind("https://"))
+            .max();
+        let after = &rest[i + marker.len()..];
+        let key_end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(after.len());
+        match (start, url_text_from_key(&after[..key_end])) {
+            (Some(s), Some(url)) if !before[s..].contains(is_url_end) => {
+                out.push_str(&before[..s]);
+                out.push_str(&url);
+                rest = &after[key_end..];
+                changed = true;
+            }
+            _ => {
+                out.push_str(&rest[..i + marker.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+/// Characters that end a URL in iCalendar/vCard text.
+fn is_url_end(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '"' | '<' | '>' | '\\' | ',')
+}
+
+/// Find `http://` / `https://` URLs in object text (unfolding continuation lines inside a
+/// URL) and replace those `f` maps. A replaced URL is written unfolded.
+fn rewrite_urls_in_text(text: &str, f: impl Fn(&str) -> Option<String>) -> Option<String> {
+    if !text.contains("http") {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut changed = false;
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        let is_url = rest.starts_with("https://") || rest.starts_with("http://");
+        if !is_url {
+            let first = rest.chars().next().map(char::len_utf8).unwrap_or(1);
+            let next = rest[first..]
+                .find("http")
+                .map(|n| n + first)
+                .unwrap_or(rest.len());
+            out.push_str(&rest[..next]);
+            i += next;
+            continue;
+        }
+        // Scan to the end of the URL, stepping over line folds (CRLF or LF + space/tab).
+        let mut url = String::new();
+        let mut j = 0;
+        let bytes = rest.as_bytes();
+        while j < rest.len() {
+            let fold = if rest[j..].starts_with("\r\n ") || rest[j..].starts_with("\r\n\t") {
+                3
+            } else if rest[j..].starts_with("\n ") || rest[j..].starts_with("\n\t") {
+                2
+            } else {
+                0
+            };
+            if fold > 0 {
+                j += fold;
+                continue;
+            }
+            let c = rest[j..].chars().next().unwrap_or(' ');
+            if is_url_end(c) || (bytes[j] == b';' && url.is_empty()) {
+                break;
+            }
+            url.push(c);
+            j += c.len_utf8();
+        }
+        match f(&url) {
+            Some(rep) => {
+                out.push_str(&rep);
+                changed = true;
+            }
+            None => out.push_str(&rest[..j]),
+        }
+        i += j.max(1);
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Hosts;
+    impl UpstreamHosts for Hosts {
+        fn is_upstream(&self, url: &Url) -> bool {
+            url.host_str().map(|h| h.ends_with("icloud.com")) == Some(true)
+        }
+    }
+
+    fn learned() -> Arc<Learned> {
+        Arc::new(Learned {
+            cal_principal: Url::parse("https://caldav.icloud.com/1234567890/principal/").unwrap(),
+            cal_home: Url::parse("https://p42-caldav.icloud.com:443/1234567890/calendars/")
+                .unwrap(),
+            card_principal: Url::parse("https://contacts.icloud.com/1234567890/principal/")
+                .unwrap(),
+            card_home: Url::parse("https://p42-contacts.icloud.com:443/1234567890/carddavhome/")
+                .unwrap(),
+            displayname: None,
+            addresses: vec![],
+        })
+    }
+
+    fn to_local(service: Service) -> ToLocal {
+        ToLocal {
+            account: "alice".into(),
+            learned: learned(),
+            service,
+            base: Url::parse("https://p42-caldav.icloud.com/1234567890/calendars/").unwrap(),
+            public_origin: "http://127.0.0.1:8008".into(),
+            hosts: Arc::new(Hosts),
+        }
+    }
+
+    #[test]
+    fn parses_the_local_tree() {
+        assert_eq!(parse("/"), Local::Root);
+        assert_eq!(
+            parse("/.well-known/caldav"),
+            Local::WellKnown(Service::Caldav)
+        );
+        assert_eq!(parse("/dav/alice/"), Local::DavRoot(Some("alice")));
+        assert_eq!(parse("/dav/alice/principal/"), Local::Principal("alice"));
+        assert_eq!(
+            parse("/dav/alice/calendars/home/a%40b.ics"),
+            Local::Home {
+                account: "alice",
+                service: Service::Caldav,
+                rest: "home/a%40b.ics"
+            }
+        );
+        assert_eq!(
+            parse("/dav/alice/contacts/"),
+            Local::Home {
+                account: "alice",
+                service: Service::Carddav,
+                rest: ""
+            }
+        );
+        assert_eq!(parse("/elsewhere"), Local::Unknown);
+    }
+
+    #[test]
+    fn dotdot_is_detected_in_any_spelling() {
+        assert!(escapes("../principal/"));
+        assert!(escapes("home/%2e%2e/x"));
+        assert!(!escapes("home/a..b.ics"));
+    }
+
+    #[test]
+    fn upstream_hrefs_become_local_paths_with_encoding_kept() {
+        let m = to_local(Service::Caldav);
+        assert_eq!(
+            m.href("/1234567890/calendars/home/abc%40example.com.ics")
+                .as_deref(),
+            Some("/dav/alice/calendars/home/abc%40example.com.ics")
+        );
+        assert_eq!(
+            m.href("https://p42-caldav.icloud.com:443/1234567890/calendars/")
+                .as_deref(),
+            Some("/dav/alice/calendars/")
+        );
+        assert_eq!(
+            m.href("/1234567890/principal/").as_deref(),
+            Some("/dav/alice/principal/")
+        );
+        assert_eq!(m.href("mailto:alice@icloud.com"), None);
+        assert_eq!(m.href("https://example.org/x"), None);
+        let other = m.href("/1234567890/wcs/abc").unwrap();
+        assert!(other.starts_with("/dav/alice/_up/"), "{other}");
+        assert!(
+            !other.contains("icloud") && !other.contains("1234567890"),
+            "{other}"
+        );
+        assert!(matches!(
+            parse(&other),
+            Local::Upstream {
+                account: "alice",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn local_hrefs_go_back_upstream() {
+        let m = ToUpstream {
+            account: "alice".into(),
+            learned: learned(),
+            target: Url::parse("https://p42-caldav.icloud.com/1234567890/calendars/home/").unwrap(),
+        };
+        assert_eq!(
+            m.href("/dav/alice/calendars/home/abc%40example.com.ics")
+                .as_deref(),
+            Some("/1234567890/calendars/home/abc%40example.com.ics")
+        );
+        assert_eq!(m.href("/dav/bob/calendars/home/x.ics"), None);
+        assert_eq!(m.href("/dav/alice/calendars/../principal/"), None);
+    }
+
+    #[test]
+    fn photo_urls_round_trip_through_bodies() {
+        let m = to_local(Service::Carddav);
+        let card = "BEGIN:VCARD\r\nPHOTO;VALUE=uri:https://p42-contacts.icloud.com:443/1234567890/wcs/abc\r\nURL:https://example.org/\r\nEND:VCARD\r\n";
+        let local = m.body_text(card).unwrap();
+        assert!(!local.contains("icloud.com"), "{local}");
+        assert!(!local.contains("1234567890"), "{local}");
+        assert!(
+            local.contains("http://127.0.0.1:8008/dav/alice/_up/"),
+            "{local}"
+        );
+        assert!(local.contains("URL:https://example.org/"), "{local}");
+        let back = unmap_bridge_urls(&local, "alice").unwrap();
+        assert_eq!(back, card);
+    }
+
+    #[test]
+    fn folded_photo_urls_are_found_whole() {
+        let m = to_local(Service::Carddav);
+        let card = "PHOTO;VALUE=uri:https://p42-contacts.icloud.com:443/12345\r\n 67890/wcs/abc\r\nEND:VCARD\r\n";
+        let local = m.body_text(card).unwrap();
+        assert!(!local.contains("67890"), "{local}");
+        let back = unmap_bridge_urls(&local, "alice").unwrap();
+        assert_eq!(
+            back,
+            "PHOTO;VALUE=uri:https://p42-contacts.icloud.com:443/1234567890/wcs/abc\r\nEND:VCARD\r\n"
+        );
+    }
+
+    #[test]
+    fn text_without_upstream_urls_is_untouched() {
+        let m = to_local(Service::Caldav);
+        assert_eq!(
+            m.body_text("DESCRIPTION:see https://example.org/x, ok\r\n"),
+            None
+        );
+        assert_eq!(m.body_text("Zoë ünïcode http"), None);
+    }
+}

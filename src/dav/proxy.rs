@@ -1,0 +1,408 @@
+//! Forwarding a client request under a home set to upstream: the proxy phases of one
+//! request (read and check the body, rewrite it, send, explain refusals, rewrite the answer
+//! back as a stream).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use url::Url;
+
+use crate::dav::explain::{explain, Asked};
+use crate::dav::paths::{escapes, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts};
+use crate::dav::respond::{empty, full, Body, BoxError, DavError};
+use crate::dav::xml::inspect::{inspect, RequestInfo};
+use crate::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
+use crate::server::app::App;
+use crate::upstream::client::{Upstream, UpstreamRequest};
+use crate::upstream::discover::{self, Learned};
+use crate::upstream::error::UpstreamError;
+use crate::upstream::state::{Account, Service};
+
+/// Request headers a client may pass upstream (everything else is dropped).
+const REQUEST_HEADERS: &[&str] = &[
+    "depth",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "overwrite",
+    "prefer",
+    "brief",
+    "accept",
+];
+
+/// Upstream response headers passed to clients (Location/Content-Location are rewritten).
+const RESPONSE_HEADERS: &[&str] = &[
+    "dav",
+    "etag",
+    "content-type",
+    "last-modified",
+    "allow",
+    "retry-after",
+];
+
+/// Which absolute URLs belong to this account's upstream.
+pub struct AccountHosts {
+    pub upstream: Upstream,
+    pub account: Arc<Account>,
+}
+
+impl UpstreamHosts for AccountHosts {
+    fn is_upstream(&self, url: &Url) -> bool {
+        self.upstream.trusted(&self.account, url)
+    }
+}
+
+/// Make sure discovery has run for `account` (one discovery for concurrent callers).
+pub async fn ensure_learned(app: &App, account: &Account) -> Result<Arc<Learned>, UpstreamError> {
+    if let Some(l) = account.learned() {
+        return Ok(l);
+    }
+    let _g = account.learn_lock.lock().await;
+    if let Some(l) = account.learned() {
+        return Ok(l);
+    }
+    let learned = discover::learn(&app.upstream, account).await?;
+    account.set_learned(learned);
+    app.save_state();
+    account.learned().ok_or(UpstreamError::BadResponse {
+        detail: "discovery result was lost".into(),
+    })
+}
+
+/// Read a request body up to `limit` bytes.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, DavError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(DavError::TooLarge { limit })
+            } else {
+                Err(DavError::BadRequest(
+                    "the request body could not be read completely".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn is_blank(b: &[u8]) -> bool {
+    b.iter().all(|c| c.is_ascii_whitespace())
+}
+
+/// Forward one request under `/dav/<account>/{calendars,contacts}/<rest>`.
+pub async fn forward(
+    app: &App,
+    account: &Arc<Account>,
+    service: Service,
+    rest: &str,
+    req: http::Request<Incoming>,
+    public_origin: &str,
+) -> Result<Response<Body>, DavError> {
+    if escapes(rest) {
+        return Err(DavError::BadRequest(
+            "the path may not contain '.' or '..' segments".into(),
+        ));
+    }
+    let learned = ensure_learned(app, account).await?;
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let target = Url::parse(&format!("{}{rest}{query}", learned.home(service)))
+        .map_err(|_| DavError::BadRequest("the request path is not a valid URL path".into()))?;
+
+    let body = read_body(body, app.config.limits.max_body_bytes).await?;
+    let to_up = ToUpstream {
+        account: account.name().to_string(),
+        learned: learned.clone(),
+        target: target.clone(),
+    };
+    let xml_method = matches!(
+        method.as_str(),
+        "PROPFIND" | "REPORT" | "PROPPATCH" | "MKCALENDAR" | "MKCOL"
+    );
+    let mut info: Option<RequestInfo> = None;
+    let out_body = if xml_method && !is_blank(&body) {
+        let i = inspect(&body).map_err(|e| {
+            DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
+        })?;
+        let rewritten = rewrite_to_vec(&body, &to_up).map_err(|e| {
+            DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
+        })?;
+        info = Some(i);
+        Bytes::from(rewritten)
+    } else if method == Method::PUT {
+        match std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| unmap_bridge_urls(t, account.name()))
+        {
+            Some(t) => Bytes::from(t),
+            None => body.clone(),
+        }
+    } else {
+        body.clone()
+    };
+    if method.as_str() == "REPORT" && info.is_none() {
+        return Err(DavError::BadRequest("a REPORT needs an XML body".into()));
+    }
+
+    let mut headers = HeaderMap::new();
+    for name in REQUEST_HEADERS {
+        for v in parts.headers.get_all(*name) {
+            headers.append(HeaderName::from_static(name), v.clone());
+        }
+    }
+    if xml_method && !out_body.is_empty() {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+    }
+    if let Some(dest) = parts.headers.get("destination") {
+        let d = dest
+            .to_str()
+            .ok()
+            .and_then(|d| to_up.url_for_path(&destination_path(d)))
+            .ok_or_else(|| {
+                DavError::Forbidden(
+                    "Destination must be a path under this account's calendars or contacts".into(),
+                )
+            })?;
+        let v = HeaderValue::from_str(d.as_str())
+            .map_err(|_| DavError::BadRequest("invalid Destination".into()))?;
+        headers.insert("destination", v);
+    }
+
+    let resp = app
+        .upstream
+        .send(
+            account,
+            service,
+            UpstreamRequest {
+                method: method.clone(),
+                url: target.clone(),
+                headers,
+                body: out_body.clone(),
+            },
+        )
+        .await?;
+    if resp.url().origin() != target.origin() {
+        relearn_later(app, account);
+    }
+
+    let status = resp.status().as_u16();
+    let up_ct = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let asked = Asked {
+        method: method.as_str(),
+        body: &body,
+        info: info.as_ref(),
+    };
+    if let Some(e) = explain(&asked, status, up_ct.contains("html")) {
+        return Err(e);
+    }
+
+    let to_local: Arc<dyn HrefMap> = Arc::new(ToLocal {
+        account: account.name().to_string(),
+        learned: learned.clone(),
+        service,
+        base: resp.url().clone(),
+        public_origin: public_origin.to_string(),
+        hosts: Arc::new(AccountHosts {
+            upstream: app.upstream.clone(),
+            account: account.clone(),
+        }),
+    });
+
+    let mut out = Response::builder().status(status);
+    let mut etag_seen = false;
+    for name in RESPONSE_HEADERS {
+        for v in resp.headers().get_all(*name) {
+            if *name == "etag" {
+                etag_seen = true;
+            }
+            out = out.header(*name, v.clone());
+        }
+    }
+    for name in ["location", "content-location"] {
+        if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
+            match to_local.href(v) {
+                Some(mapped) => out = out.header(name, mapped),
+                // Unchanged relative paths are fine; absolute URLs we cannot map never leak.
+                None if !v.contains("://") => out = out.header(name, v),
+                None => {}
+            }
+        }
+    }
+
+    // iCloud answers PUT without an ETag: learn it so clients need not ask again.
+    if method == Method::PUT && (200..300).contains(&status) && !etag_seen {
+        if let Some(etag) = read_back_etag(app, account, service, &target).await {
+            out = out.header("etag", etag);
+        }
+    }
+
+    let is_xml = status == 207 || up_ct.contains("xml");
+    let body: Body = if method == Method::HEAD || status == 204 || status == 304 {
+        empty()
+    } else if is_xml {
+        out = out.header(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        let upstream_stream = resp.bytes_stream().map_err(std::io::Error::other);
+        let mut stream = Box::pin(rewrite_stream(upstream_stream, to_local));
+        // Read the first chunk before answering, so garbage from upstream becomes a clean
+        // 502 instead of a half-written 207.
+        let first = match stream.next().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                return Err(DavError::Upstream(UpstreamError::BadResponse {
+                    detail: format!("its XML could not be read ({e})"),
+                }))
+            }
+            None => Bytes::new(),
+        };
+        let rest = stream.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+        let all = futures_util::stream::once(async move { Ok(Frame::data(first)) }).chain(rest);
+        BodyExt::boxed(StreamBody::new(all))
+    } else if is_object(&up_ct, rest)
+        && resp
+            .content_length()
+            .map(|l| l as usize <= app.config.limits.max_body_bytes)
+            == Some(true)
+    {
+        let bytes = resp.bytes().await.map_err(|_| {
+            DavError::Upstream(UpstreamError::BadResponse {
+                detail: "the object body was cut off".into(),
+            })
+        })?;
+        let bytes = match std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| to_local.body_text(t))
+        {
+            Some(t) => Bytes::from(t),
+            None => bytes,
+        };
+        if rest.ends_with(".vcf") && up_ct.starts_with("text/plain") {
+            out = out.header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/vcard; charset=utf-8"),
+            );
+        }
+        out = out.header(http::header::CONTENT_LENGTH, bytes.len());
+        full(bytes)
+    } else {
+        if let Some(len) = resp.content_length() {
+            out = out.header(http::header::CONTENT_LENGTH, len);
+        }
+        let s = resp
+            .bytes_stream()
+            .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+        BodyExt::boxed(StreamBody::new(s))
+    };
+    let mut response = out
+        .body(body)
+        .map_err(|_| DavError::BadRequest("could not build the response".into()))?;
+    dedupe_content_type(response.headers_mut());
+    Ok(response)
+}
+
+/// Keep only the last Content-Type (the bridge's own when it set one).
+fn dedupe_content_type(h: &mut HeaderMap) {
+    let all: Vec<HeaderValue> = h
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .cloned()
+        .collect();
+    if all.len() > 1 {
+        if let Some(last) = all.last() {
+            h.insert(http::header::CONTENT_TYPE, last.clone());
+        }
+    }
+}
+
+fn is_object(ct: &str, rest: &str) -> bool {
+    ct.starts_with("text/calendar")
+        || ct.starts_with("text/vcard")
+        || ct.starts_with("text/x-vcard")
+        || rest.ends_with(".vcf")
+        || rest.ends_with(".ics")
+}
+
+/// The path part of a Destination header (absolute URL or path).
+fn destination_path(d: &str) -> String {
+    match Url::parse(d) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => d.to_string(),
+    }
+}
+
+/// Ask upstream for the ETag of what was just written (PROPFIND Depth 0 getetag).
+async fn read_back_etag(
+    app: &App,
+    account: &Account,
+    service: Service,
+    target: &Url,
+) -> Option<String> {
+    let mut headers = HeaderMap::new();
+    headers.insert("depth", HeaderValue::from_static("0"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    let body = Bytes::from_static(br#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#);
+    let resp = app
+        .upstream
+        .send(
+            account,
+            service,
+            UpstreamRequest {
+                method: Method::from_bytes(b"PROPFIND").ok()?,
+                url: target.clone(),
+                headers,
+                body,
+            },
+        )
+        .await
+        .ok()?;
+    if resp.status() != StatusCode::MULTI_STATUS {
+        return None;
+    }
+    let bytes = resp.bytes().await.ok()?;
+    discover::text_of(&bytes, b"DAV:", b"getetag")
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The upstream moved us to another host: learn the layout again in the background.
+fn relearn_later(app: &App, account: &Arc<Account>) {
+    let upstream = app.upstream.clone();
+    let account = account.clone();
+    let state = app.state_saver();
+    tokio::spawn(async move {
+        let _g = account.learn_lock.lock().await;
+        match discover::learn(&upstream, &account).await {
+            Ok(l) => {
+                account.set_learned(l);
+                state();
+            }
+            Err(e) => tracing::warn!(account = account.name(), error = %e, "re-discovery failed"),
+        }
+    });
+}

@@ -1,0 +1,103 @@
+//! Response plumbing for the DAV layer: the body type, and the layer's one error type that
+//! knows how it maps to a DAV status, a `DAV:error` body and a reason phrase.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+
+use crate::dav::xml::build::error_body;
+use crate::upstream::error::UpstreamError;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body type used throughout the bridge.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Everything the DAV layer answers with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DavError {
+    /// The client sent something we will not forward (malformed XML, bad path).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than the bridge accepts ({limit} bytes)")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("method {0} is not supported here")]
+    MethodNotAllowed(String),
+    /// iCloud refused a write for a reason it does not say; `condition` is the RFC
+    /// precondition element the client can act on.
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        condition: Option<(&'static str, &'static str)>,
+        message: String,
+        short: &'static str,
+    },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl DavError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            DavError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DavError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DavError::NotFound(_) => StatusCode::NOT_FOUND,
+            DavError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DavError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            DavError::Refused { status, .. } => *status,
+            DavError::Upstream(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    /// The response a client sees: status, short reason phrase, `Retry-After` when useful,
+    /// and an XML `DAV:error` body carrying the full sentence.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let (condition, short, retry_after): (Option<(&str, &str)>, Option<&str>, Option<u64>) =
+            match &self {
+                DavError::Refused {
+                    condition, short, ..
+                } => (*condition, Some(short), None),
+                DavError::Upstream(e) => (None, Some(e.short()), e.retry_after()),
+                DavError::TooLarge { .. } => (None, Some("Request body too large"), None),
+                _ => (None, None, None),
+            };
+        let body = error_body(condition, &self.to_string());
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        if let Some(secs) = retry_after {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(short) = short {
+            if let Ok(rp) = hyper::ext::ReasonPhrase::try_from(short.as_bytes().to_vec()) {
+                resp.extensions_mut().insert(rp);
+            }
+        }
+        resp
+    }
+}
+
+/// A plain response with a status and no body.
+pub fn status_only(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = status;
+    r
+}

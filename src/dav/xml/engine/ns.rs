@@ -1,0 +1,160 @@
+//! Input-side namespace scopes (the `xmlns` declarations in force) and output-side generated
+//! prefixes (`x0`, `x1`… for namespaces without a preferred prefix).
+
+use crate::dav::xml::names::XML;
+
+const XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
+
+/// One input binding: `buf[start..start + prefix_len]` is the prefix (empty = default
+/// namespace), the following `ns_len` bytes the namespace; declared on an element at `depth`.
+struct Binding {
+    start: usize,
+    prefix_len: usize,
+    ns_len: usize,
+    depth: usize,
+}
+
+/// The namespace bindings declared in the input, innermost last.
+#[derive(Default)]
+pub(super) struct Scopes {
+    buf: Vec<u8>,
+    bindings: Vec<Binding>,
+}
+
+impl Scopes {
+    /// Records `xmlns:prefix="ns"` (`prefix` empty for `xmlns="ns"`) on an element at `depth`.
+    pub(super) fn declare(&mut self, prefix: &[u8], ns: &[u8], depth: usize) -> Result<(), String> {
+        let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if prefix == b"xml" {
+            return if ns == XML.as_bytes() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the prefix 'xml' cannot be bound to '{}'",
+                    show(ns)
+                ))
+            };
+        }
+        if prefix == b"xmlns" {
+            return Err("the prefix 'xmlns' cannot be declared".into());
+        }
+        if ns == XML.as_bytes() || ns == XMLNS {
+            return Err(format!("the namespace '{}' is reserved", show(ns)));
+        }
+        if !prefix.is_empty() && ns.is_empty() {
+            return Err(format!(
+                "prefix '{}' bound to an empty namespace",
+                show(prefix)
+            ));
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(prefix);
+        self.buf.extend_from_slice(ns);
+        self.bindings.push(Binding {
+            start,
+            prefix_len: prefix.len(),
+            ns_len: ns.len(),
+            depth,
+        });
+        Ok(())
+    }
+
+    /// Namespace of an element name with this prefix (`None` prefix: the default namespace).
+    /// `Ok(None)` = no namespace; `Err(())` = undeclared prefix.
+    #[inline]
+    pub(super) fn resolve(&self, prefix: Option<&[u8]>) -> Result<Option<&[u8]>, ()> {
+        let prefix = prefix.unwrap_or(b"");
+        if prefix == b"xml" {
+            return Ok(Some(XML.as_bytes()));
+        }
+        for b in self.bindings.iter().rev() {
+            if &self.buf[b.start..b.start + b.prefix_len] == prefix {
+                let ns = &self.buf[b.start + b.prefix_len..b.start + b.prefix_len + b.ns_len];
+                return Ok((!ns.is_empty()).then_some(ns));
+            }
+        }
+        if prefix.is_empty() {
+            Ok(None)
+        } else {
+            Err(())
+        }
+    }
+
+    /// Drops the bindings of elements at `depth` and deeper.
+    pub(super) fn pop(&mut self, depth: usize) {
+        while let Some(b) = self.bindings.last() {
+            if b.depth < depth {
+                break;
+            }
+            self.buf.truncate(b.start);
+            self.bindings.pop();
+        }
+    }
+}
+
+/// How an element or attribute name is prefixed in the output.
+pub(super) enum Prefix {
+    None,
+    Fixed(&'static str),
+    /// Generated `x{index}`; `fresh` means it must be declared on this element.
+    Generated {
+        index: usize,
+        fresh: bool,
+    },
+}
+
+/// Output-side generated prefixes in scope: `(start, end)` of the namespace in `ns`, and the
+/// depth of the element that declares it. Prefix `x{i}` is entry `i`, so names stay unique.
+#[derive(Default)]
+pub(super) struct Generated {
+    entries: Vec<(usize, usize, usize)>,
+    ns: Vec<u8>,
+}
+
+impl Generated {
+    /// The output prefix for namespace `ns` used on an element at `depth`.
+    pub(super) fn prefix(&mut self, ns: Option<&[u8]>, depth: usize) -> Prefix {
+        let Some(ns) = ns else { return Prefix::None };
+        if let Some(p) = crate::dav::xml::names::known_prefix(ns) {
+            return Prefix::Fixed(p);
+        }
+        if ns == XML.as_bytes() {
+            return Prefix::Fixed("xml");
+        }
+        let found = self
+            .entries
+            .iter()
+            .rposition(|&(s, e, _)| &self.ns[s..e] == ns);
+        if let Some(index) = found {
+            return Prefix::Generated {
+                index,
+                fresh: false,
+            };
+        }
+        let start = self.ns.len();
+        self.ns.extend_from_slice(ns);
+        self.entries.push((start, self.ns.len(), depth));
+        Prefix::Generated {
+            index: self.entries.len() - 1,
+            fresh: true,
+        }
+    }
+
+    /// The (raw, still escaped) namespace of generated prefix `index`.
+    pub(super) fn namespace(&self, index: usize) -> &[u8] {
+        self.entries
+            .get(index)
+            .map_or(&[][..], |&(s, e, _)| &self.ns[s..e])
+    }
+
+    /// Drops prefixes declared on elements at `depth` and deeper.
+    pub(super) fn pop(&mut self, depth: usize) {
+        while let Some(&(s, _, d)) = self.entries.last() {
+            if d < depth {
+                break;
+            }
+            self.entries.pop();
+            self.ns.truncate(s);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The shared application state and the HTTP service: public pages, local authentication,
+//! then the DAV router.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::Config;
+use crate::dav;
+use crate::dav::paths::{self, Local};
+use crate::dav::respond::{full, Body};
+use crate::server::auth::{self, AuthOutcome};
+use crate::server::logins::LoginStore;
+use crate::server::metrics::Metrics;
+use crate::server::status;
+use crate::server::throttle::FailureThrottle;
+use crate::upstream::client::Upstream;
+use crate::upstream::credential;
+use crate::upstream::state::Account;
+use crate::upstream::vault::Vault;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub config: Config,
+    pub accounts: Arc<BTreeMap<String, Arc<Account>>>,
+    pub logins: LoginStore,
+    pub throttle: FailureThrottle,
+    pub upstream: Upstream,
+    pub vault: Vault,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<App, String> {
+        std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+            format!(
+                "cannot create data_dir {}: {e}",
+                config.server.data_dir.display()
+            )
+        })?;
+        let upstream = Upstream::new(&config.upstream)?;
+        let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
+        let vault = Vault::open(&config.server.data_dir);
+        let mut accounts = BTreeMap::new();
+        for a in &config.accounts {
+            let acc = Account::new(
+                a.clone(),
+                config.upstream.kind,
+                std::time::Duration::from_secs(config.upstream.auth_probe_secs),
+                config.upstream.max_concurrent,
+            );
+            accounts.insert(a.name.clone(), Arc::new(acc));
+        }
+        let app = App {
+            accounts: Arc::new(accounts),
+            logins,
+            throttle: FailureThrottle::new(),
+            upstream,
+            vault,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            config,
+        };
+        app.load_state();
+        app.reload_credentials();
+        Ok(app)
+    }
+
+    /// Resolve every account's credential again (vault, file, command, env).
+    pub fn reload_credentials(&self) {
+        let single = self.accounts.len() == 1;
+        for acc in self.accounts.values() {
+            match credential::resolve(&acc.config, &self.vault, single) {
+                Ok(c) => acc.set_credential(c),
+                Err(e) => {
+                    tracing::warn!(account = acc.name(), error = %e, "cannot read the app-specific password");
+                    acc.set_credential(None);
+                }
+            }
+        }
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.config.server.data_dir.join("state.json")
+    }
+
+    /// Persist what discovery learned (so discovery can be answered while iCloud refuses).
+    pub fn save_state(&self) {
+        (self.state_saver())()
+    }
+
+    /// A callable that persists state, for background tasks.
+    pub fn state_saver(&self) -> impl Fn() + Send + Sync + 'static {
+        let path = self.state_path();
+        let accounts = self.accounts.clone();
+        move || {
+            let mut map = serde_json::Map::new();
+            for (name, acc) in accounts.iter() {
+                if let Some(l) = acc.learned() {
+                    if let Ok(v) = serde_json::to_value(&*l) {
+                        map.insert(name.clone(), serde_json::json!({ "learned": v }));
+                    }
+                }
+            }
+            let text = serde_json::json!({ "accounts": map }).to_string();
+            let tmp = path.with_extension("json.tmp");
+            let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "cannot save state.json");
+            }
+        }
+    }
+
+    fn load_state(&self) {
+        let Ok(text) = std::fs::read_to_string(self.state_path()) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            tracing::warn!("state.json is unreadable; starting fresh");
+            return;
+        };
+        for (name, acc) in self.accounts.iter() {
+            if let Some(l) = v
+                .get("accounts")
+                .and_then(|a| a.get(name))
+                .and_then(|a| a.get("learned"))
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+            {
+                acc.set_learned(l);
+            }
+        }
+    }
+
+    /// The account a login belongs to.
+    pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
+        self.accounts.get(name)
+    }
+}
+
+/// How the client reached us (`http://host:port`), for absolute URLs in bodies.
+fn public_origin(app: &App, req: &Request<Incoming>) -> String {
+    match req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '<', '>']))
+    {
+        Some(h) => format!("http://{h}"),
+        None => app.config.public_base(),
+    }
+}
+
+/// The HTTP service: one request in, one response out, never an error.
+pub async fn service(
+    app: Arc<App>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = dispatch(&app, remote, req).await;
+    app.metrics
+        .record_request(method.as_str(), resp.status().as_u16(), started.elapsed());
+    Ok(resp)
+}
+
+async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let is_get = method == Method::GET || method == Method::HEAD;
+    // Public pages: no login needed.
+    match (path.as_str(), is_get) {
+        ("/" | "/status", true) => return status::html(app),
+        ("/status.json", true) => return status::json(app),
+        ("/healthz", true) => return text(StatusCode::OK, "ok\n"),
+        ("/metrics", true) => return app.metrics.render(app),
+        _ => {}
+    }
+    let local = paths::parse(&path);
+    if let Local::WellKnown(_) = local {
+        if method != Method::OPTIONS && method.as_str() != "PROPFIND" {
+            let mut r = text(StatusCode::MOVED_PERMANENTLY, "see /\n");
+            r.headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/"));
+            return r;
+        }
+    }
+    if method == Method::OPTIONS {
+        match local {
+            Local::Root | Local::WellKnown(_) | Local::DavRoot(_) | Local::Principal(_) => {
+                return dav::discovery::options(false)
+            }
+            Local::Home { rest: "", .. } => return dav::discovery::options(true),
+            _ => {}
+        }
+    }
+    let login = match auth::authenticate(app, remote.ip(), req.headers()).await {
+        AuthOutcome::Ok(login) => login,
+        AuthOutcome::Challenge => return auth::challenge(false),
+        AuthOutcome::Wrong => return auth::challenge(true),
+    };
+    let Some(account) = app.account(&login.account).cloned() else {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "login {} belongs to account {}, which is not in the configuration\n",
+                login.name, login.account
+            ),
+        );
+    };
+    let origin = public_origin(app, &req);
+    dav::handle(app, &account, req, &origin).await
+}
+
+/// A small plain-text response.
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,169 @@
+//! The HTTP listener: accepts connections, serves them with hyper (HTTP/1.1 and h2c), caps
+//! concurrent connections, runs background tasks, and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::server::app::{self, App};
+
+/// Most connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long in-flight requests get to finish after a shutdown request.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A running bridge.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Ask the server to stop and wait for it (in-flight requests get up to 10 s).
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Wait until the server stops (after `stop` or a shutdown signal given to `start`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+}
+
+/// Bind `config.server.listen` and start serving.
+pub async fn start(config: Config) -> Result<Running, String> {
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let app = Arc::new(App::new(config)?);
+    start_with(app, listener)
+}
+
+/// Serve `app` on an already bound listener.
+pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, String> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listen address: {e}"))?;
+    let token = CancellationToken::new();
+    spawn_background(&app, &token);
+    let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
+    tracing::info!(%addr, "icloud-bridge listening");
+    Ok(Running {
+        addr,
+        app,
+        token,
+        task,
+    })
+}
+
+async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(256 * 1024);
+    loop {
+        let permit = tokio::select! {
+            _ = token.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = token.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = service_fn(move |req| app::service(app.clone(), remote, req));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %remote, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(DRAIN) => tracing::warn!("shutdown deadline reached; dropping open connections"),
+    }
+}
+
+/// Start-up credential test and the watcher that picks up a new password within 1 s.
+fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
+    // Test each account's credential once at start-up by learning its layout.
+    for acc in app.accounts.values() {
+        let app = app.clone();
+        let acc = acc.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            if !acc.has_credential() {
+                tracing::warn!(
+                    account = acc.name(),
+                    "no app-specific password is stored; run `icloud-bridge reconnect`"
+                );
+                return;
+            }
+            tokio::select! {
+                _ = token.cancelled() => {}
+                r = crate::dav::proxy::ensure_learned(&app, &acc) => match r {
+                    Ok(_) => tracing::info!(account = acc.name(), "iCloud accepted the app-specific password"),
+                    Err(e) => tracing::warn!(account = acc.name(), error = %e, "start-up check failed"),
+                },
+            }
+        });
+    }
+    // Poll the vault cheaply; a change (reconnect, status page) takes effect at once.
+    let app = app.clone();
+    let token = token.clone();
+    tokio::spawn(async move {
+        let mut last = app.vault.fingerprint();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let now = app.vault.fingerprint();
+            if now != last {
+                last = now;
+                tracing::info!("the stored app-specific password changed; using the new one");
+                let a = app.clone();
+                let _ = tokio::task::spawn_blocking(move || a.reload_credentials()).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,110 @@
+//! Prometheus text metrics: requests by method and status, request latency, account state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{HeaderValue, Response};
+
+use crate::dav::respond::{full, Body};
+use crate::server::app::App;
+use crate::upstream::state::{Service, ServiceState};
+
+const BUCKETS_MS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, u16), u64>,
+    latency_buckets: Vec<u64>,
+    latency_sum_ms: f64,
+    latency_count: u64,
+}
+
+/// Counters kept in memory; rendered on `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    pub fn record_request(&self, method: &str, status: u16, took: Duration) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Unknown methods are folded together so clients cannot grow the table.
+        let m = match method {
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "PROPFIND" | "PROPPATCH" | "REPORT"
+            | "MKCALENDAR" | "MKCOL" | "MOVE" | "COPY" | "POST" => method,
+            _ => "OTHER",
+        };
+        *g.requests.entry((m.to_string(), status)).or_default() += 1;
+        if g.latency_buckets.is_empty() {
+            g.latency_buckets = vec![0; BUCKETS_MS.len()];
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            if ms <= *b {
+                g.latency_buckets[i] += 1;
+            }
+        }
+        g.latency_sum_ms += ms;
+        g.latency_count += 1;
+    }
+
+    pub fn render(&self, app: &App) -> Response<Body> {
+        let mut out = String::new();
+        {
+            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP icloud_bridge_requests_total Client requests by method and status.\n# TYPE icloud_bridge_requests_total counter\n");
+            for ((m, s), n) in &g.requests {
+                let _ = writeln!(
+                    out,
+                    "icloud_bridge_requests_total{{method=\"{m}\",status=\"{s}\"}} {n}"
+                );
+            }
+            out.push_str("# HELP icloud_bridge_request_duration_seconds Time to answer a client request (headers).\n# TYPE icloud_bridge_request_duration_seconds histogram\n");
+            for (i, b) in BUCKETS_MS.iter().enumerate() {
+                let n = g.latency_buckets.get(i).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "icloud_bridge_request_duration_seconds_bucket{{le=\"{}\"}} {n}",
+                    b / 1000.0
+                );
+            }
+            let _ = writeln!(
+                out,
+                "icloud_bridge_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\nicloud_bridge_request_duration_seconds_sum {}\nicloud_bridge_request_duration_seconds_count {}",
+                g.latency_count,
+                g.latency_sum_ms / 1000.0,
+                g.latency_count
+            );
+        }
+        out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
+        for (name, acc) in app.accounts.iter() {
+            for svc in [Service::Caldav, Service::Carddav] {
+                let st = acc.status(svc).state;
+                for s in [
+                    ServiceState::Ok,
+                    ServiceState::Unconfigured,
+                    ServiceState::AuthRejected,
+                    ServiceState::Unreachable,
+                    ServiceState::RateLimited,
+                    ServiceState::Unknown,
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "icloud_bridge_account_state{{account=\"{name}\",service=\"{}\",state=\"{}\"}} {}",
+                        svc.as_str(),
+                        s.as_str(),
+                        u8::from(s == st)
+                    );
+                }
+            }
+        }
+        let mut r = Response::new(full(out));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+}

@@ -1,0 +1,594 @@
+//! End-to-end: the iCloud stand-in and a real bridge on loopback, driven with real DAV
+//! traffic the way DAVx5, Thunderbird and vdirsyncer drive it.
+
+mod support;
+
+use icloud_bridge::standin::{DEMO_APPLE_ID, DEMO_APP_PASSWORD};
+use support::*;
+
+#[tokio::test]
+async fn discovery_from_the_root_url_finds_both_homes() {
+    let env = start().await;
+    // No credentials: a normal 401 with the bridge's own realm, never Apple's.
+    let r = env
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            env.url("/"),
+        )
+        .header("Depth", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains("realm=\"icloud-bridge\""), "{challenge}");
+
+    // DAVx5: /.well-known/caldav, then the principal, then the homes.
+    for wk in ["/.well-known/caldav", "/.well-known/carddav", "/"] {
+        let (s, body) = env.propfind(wk, "0", PROPFIND_PRINCIPAL).await;
+        assert_eq!(s, 207, "{wk}: {body}");
+        assert!(body.contains("/dav/alice/principal/"), "{wk}: {body}");
+    }
+    let (s, body) = env
+        .propfind("/dav/alice/principal/", "0", PROPFIND_HOMES)
+        .await;
+    assert_eq!(s, 207);
+    assert!(
+        body.contains("<d:href>/dav/alice/calendars/</d:href>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<d:href>/dav/alice/contacts/</d:href>"),
+        "{body}"
+    );
+    assert!(body.contains("mailto:"), "{body}");
+    env.assert_no_leak("principal", &body);
+
+    // DAVx5 accepts a principal only if OPTIONS advertises the services.
+    let r = env
+        .req("OPTIONS", "/dav/alice/principal/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let dav = r.headers()["dav"].to_str().unwrap();
+    assert!(
+        dav.contains("calendar-access") && dav.contains("addressbook"),
+        "{dav}"
+    );
+
+    // A plain GET on the well-known URL redirects to the root.
+    let r = env.req("GET", "/.well-known/caldav").send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn lists_every_calendar_and_exactly_one_address_book() {
+    let env = start().await;
+    let (s, body) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207, "{body}");
+    let hs = hrefs(&body);
+    for cal in ["home/", "work/", "tasks/"] {
+        assert!(
+            hs.iter()
+                .any(|h| h == &format!("/dav/alice/calendars/{cal}")),
+            "missing {cal} in {hs:?}"
+        );
+    }
+    assert!(body.contains("Reminders"), "{body}");
+    env.assert_no_leak("calendar home listing", &body);
+    // Ordinary XML: prefixed, no default namespace games.
+    assert!(body.starts_with("<?xml"), "{body}");
+    assert!(!body.contains("xmlns=\"DAV:\""), "{body}");
+
+    let (s, body) = env
+        .propfind("/dav/alice/contacts/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207, "{body}");
+    let books = body.matches("addressbook").count();
+    assert!(books >= 1, "{body}");
+    assert!(
+        hrefs(&body).contains(&"/dav/alice/contacts/card/".to_string()),
+        "{body}"
+    );
+    env.assert_no_leak("address book home listing", &body);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn event_crud_with_etags_and_stale_if_match() {
+    let env = start().await;
+    let path = "/dav/alice/calendars/home/crud-1.ics";
+    let body = event("crud-1", "Dentist", true);
+    let r = env
+        .req("PUT", path)
+        .header("Content-Type", "text/calendar; charset=utf-8")
+        .header("If-None-Match", "*")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // iCloud sends no ETag on PUT; the bridge learns it.
+    let etag1 = r
+        .headers()
+        .get("etag")
+        .expect("ETag after PUT")
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let r = env.req("GET", path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag1);
+    let got = r.text().await.unwrap();
+    assert!(got.contains("SUMMARY:Dentist"), "{got}");
+
+    let updated = event("crud-1", "Dentist (moved)", true);
+    let r = env
+        .req("PUT", path)
+        .header("Content-Type", "text/calendar; charset=utf-8")
+        .header("If-Match", &etag1)
+        .body(updated.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 204 || r.status() == 200, "{}", r.status());
+    let etag2 = r
+        .headers()
+        .get("etag")
+        .expect("ETag after update")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(etag1, etag2);
+
+    // A stale If-Match is refused and nothing changes.
+    let r = env
+        .req("PUT", path)
+        .header("Content-Type", "text/calendar; charset=utf-8")
+        .header("If-Match", &etag1)
+        .body(event("crud-1", "lost update", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
+    let (_, stored) = env
+        .control()
+        .get_object(DEMO_APPLE_ID, "calendars/home", "crud-1.ics")
+        .unwrap();
+    assert!(stored.contains("Dentist (moved)"));
+
+    let r = env
+        .req("DELETE", path)
+        .header("If-Match", &etag2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = env.req("GET", path).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn todo_and_vcard_round_trip() {
+    let env = start().await;
+    let r = env
+        .req("PUT", "/dav/alice/calendars/tasks/todo-1.ics")
+        .header("Content-Type", "text/calendar")
+        .body(todo("todo-1", "Buy milk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = env
+        .req("GET", "/dav/alice/calendars/tasks/todo-1.ics")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("Buy milk"));
+
+    let card = vcard("card-1", "Doe", true);
+    let r = env
+        .req("PUT", "/dav/alice/contacts/card/card-1.vcf")
+        .header("Content-Type", "text/vcard; charset=utf-8")
+        .body(card.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("etag").is_some());
+    let r = env
+        .req("GET", "/dav/alice/contacts/card/card-1.vcf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/vcard"));
+    assert_eq!(r.text().await.unwrap(), card);
+    let r = env
+        .req("DELETE", "/dav/alice/contacts/card/card-1.vcf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_are_explained_not_passed_through_bare() {
+    let env = start().await;
+    // iCloud answers 404 to an event without DTEND or DURATION.
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/no-end.ics")
+        .header("Content-Type", "text/calendar")
+        .body(event("no-end", "No end", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("valid-calendar-object-resource") && body.contains("DTEND"),
+        "{body}"
+    );
+
+    // A vCard without N gets a bare 403 from iCloud.
+    let r = env
+        .req("PUT", "/dav/alice/contacts/card/no-n.vcf")
+        .header("Content-Type", "text/vcard")
+        .body(vcard("no-n", "Nameless", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("valid-address-data") && body.contains(" N "),
+        "{body}"
+    );
+
+    // MKCALENDAR with two component types gets an HTML 400 from iCloud.
+    let mk = r#"<?xml version="1.0" encoding="utf-8"?><c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop><d:displayname>Both</d:displayname><c:supported-calendar-component-set><c:comp name="VEVENT"/><c:comp name="VTODO"/></c:supported-calendar-component-set></d:prop></d:set></c:mkcalendar>"#;
+    let r = env
+        .req("MKCALENDAR", "/dav/alice/calendars/both-kinds/")
+        .body(mk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("supported-calendar-component"), "{body}");
+    assert!(!body.contains("<html"), "{body}");
+    env.stop().await;
+}
+
+const SYNC: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:"><d:sync-token>TOKEN</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"#;
+
+fn sync_token(xml: &str) -> String {
+    let i = xml.find("<d:sync-token>").expect("sync-token") + 14;
+    let j = xml[i..].find("</d:sync-token>").unwrap() + i;
+    xml[i..j].to_string()
+}
+
+#[tokio::test]
+async fn sync_collection_reports_changes_deletions_and_invalid_tokens() {
+    let env = start().await;
+    let c = env.control();
+    c.put_object(
+        DEMO_APPLE_ID,
+        "calendars/work",
+        "keep.ics",
+        &event("keep", "Keep", true),
+    );
+    c.put_object(
+        DEMO_APPLE_ID,
+        "calendars/work",
+        "gone.ics",
+        &event("gone", "Gone", true),
+    );
+    let (s, body) = env
+        .report(
+            "/dav/alice/calendars/work/",
+            "0",
+            &SYNC.replace("TOKEN", ""),
+        )
+        .await;
+    assert_eq!(s, 207, "{body}");
+    assert!(
+        body.contains("/dav/alice/calendars/work/keep.ics"),
+        "{body}"
+    );
+    let token = sync_token(&body);
+    env.assert_no_leak("sync-collection", &body);
+
+    // Another device edits one event and deletes another.
+    c.put_object(
+        DEMO_APPLE_ID,
+        "calendars/work",
+        "keep.ics",
+        &event("keep", "Keep v2", true),
+    );
+    assert!(c.delete_object(DEMO_APPLE_ID, "calendars/work", "gone.ics"));
+    let (s, body) = env
+        .report(
+            "/dav/alice/calendars/work/",
+            "0",
+            &SYNC.replace("TOKEN", &token),
+        )
+        .await;
+    assert_eq!(s, 207, "{body}");
+    assert!(
+        body.contains("/dav/alice/calendars/work/keep.ics"),
+        "{body}"
+    );
+    assert!(
+        body.contains("/dav/alice/calendars/work/gone.ics"),
+        "{body}"
+    );
+    assert!(body.contains("404"), "{body}");
+    assert_ne!(sync_token(&body), token);
+
+    // An invalid token: iCloud says a bare 403; clients get RFC 6578's precondition.
+    let (s, body) = env
+        .report(
+            "/dav/alice/calendars/work/",
+            "0",
+            &SYNC.replace("TOKEN", "HwoQbogus"),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("valid-sync-token"), "{body}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn group_vcards_pass_byte_for_byte_and_multiget_works() {
+    let env = start().await;
+    let c = env.control();
+    let group = "BEGIN:VCARD\r\nVERSION:3.0\r\nPRODID:-//Apple Inc.//iOS 17.0//EN\r\nN:Family\r\nFN:Family\r\nX-ADDRESSBOOKSERVER-KIND:group\r\nX-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-a\r\nX-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-b\r\nUID:group-1\r\nEND:VCARD\r\n";
+    c.put_object(DEMO_APPLE_ID, "carddavhome/card", "group-1.vcf", group);
+    let r = env
+        .req("GET", "/dav/alice/contacts/card/group-1.vcf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), group.as_bytes());
+
+    let mg = r#"<?xml version="1.0" encoding="utf-8"?><a:addressbook-multiget xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><a:address-data/></d:prop><d:href>/dav/alice/contacts/card/group-1.vcf</d:href><d:href>/dav/alice/contacts/card/missing.vcf</d:href></a:addressbook-multiget>"#;
+    let (s, body) = env.report("/dav/alice/contacts/card/", "1", mg).await;
+    assert_eq!(s, 207, "{body}");
+    assert!(
+        body.contains("X-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-b"),
+        "{body}"
+    );
+    assert!(
+        body.contains("/dav/alice/contacts/card/missing.vcf"),
+        "{body}"
+    );
+    env.assert_no_leak("multiget", &body);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn no_upstream_host_port_or_apple_header_reaches_a_client() {
+    let env = start().await;
+    let q = r#"<?xml version="1.0" encoding="utf-8"?><c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/><c:calendar-data/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"/></c:comp-filter></c:filter></c:calendar-query>"#;
+    let r = env
+        .req("REPORT", "/dav/alice/calendars/home/")
+        .header("Depth", "1")
+        .body(q)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    for (name, value) in r.headers() {
+        let n = name.as_str();
+        assert!(
+            !n.starts_with("x-apple")
+                && n != "strict-transport-security"
+                && n != "x-responding-instance"
+                && n != "via",
+            "Apple header {n} leaked"
+        );
+        let v = value.to_str().unwrap_or("");
+        env.assert_no_leak(n, v);
+        assert!(!v.contains("AppleHttpServer"), "{n}: {v}");
+    }
+    let body = r.text().await.unwrap();
+    assert!(body.contains("BEGIN:VCALENDAR"), "{body}");
+    env.assert_no_leak("calendar-query", &body);
+
+    // Contact photos become bridge URLs that fetch with the stored credential.
+    let r = env
+        .req("PROPFIND", "/dav/alice/contacts/card/")
+        .header("Depth", "1")
+        .body(r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#)
+        .send()
+        .await
+        .unwrap();
+    let listing = r.text().await.unwrap();
+    for href in hrefs(&listing).into_iter().filter(|h| h.ends_with(".vcf")) {
+        let card = env
+            .req("GET", &href)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        env.assert_no_leak("vCard", &card);
+        if let Some(line) = card.lines().find(|l| l.starts_with("PHOTO")) {
+            let url = &line[line.find("http").expect("photo URL")..];
+            let photo = env
+                .http
+                .get(url)
+                .basic_auth(&env.user, Some(&env.pass))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(photo.status(), 200, "{url}");
+            assert!(!photo.bytes().await.unwrap().is_empty());
+        }
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_xml_is_refused_and_not_forwarded() {
+    let env = start().await;
+    env.control().clear_request_log();
+    let (s, body) = env
+        .report(
+            "/dav/alice/calendars/home/",
+            "1",
+            "<c:calendar-query xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><unclosed>",
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("well-formed"), "{body}");
+    let forwarded = env
+        .control()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "REPORT")
+        .count();
+    assert_eq!(forwarded, 0, "malformed body was forwarded");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let env = start_with(Options {
+        max_body_bytes: 64 * 1024,
+        ..Options::default()
+    })
+    .await;
+    let big = event("big", &"x".repeat(100 * 1024), true);
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/big.ics")
+        .header("Content-Type", "text/calendar")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(env
+        .control()
+        .get_object(DEMO_APPLE_ID, "calendars/home", "big.ics")
+        .is_none());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_local_password_is_a_plain_401() {
+    let env = start().await;
+    let r = env
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            env.url("/dav/alice/calendars/"),
+        )
+        .basic_auth("phone", Some("wrong"))
+        .header("Depth", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("icloud-bridge"));
+    // Apple's password is not a bridge login either.
+    let r = env
+        .http
+        .get(env.url("/dav/alice/calendars/home/x.ics"))
+        .basic_auth(DEMO_APPLE_ID, Some(DEMO_APP_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_app_password_gives_503_with_the_sentence_never_401() {
+    let env = start().await;
+    // First a working request, so the bridge knows the password was accepted before.
+    let (s, _) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207);
+    env.control().revoke_all_asps(DEMO_APPLE_ID);
+    let r = env
+        .req("PROPFIND", "/dav/alice/calendars/home/")
+        .header("Depth", "1")
+        .body(PROPFIND_LIST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"].to_str().unwrap(), "60");
+    assert!(r.headers().get("www-authenticate").is_none());
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("no longer accepts the app-specific password"),
+        "{body}"
+    );
+    assert!(body.contains("icloud-bridge reconnect"), "{body}");
+    // Discovery still works from what the bridge learned, so clients can log in.
+    let (s, body) = env
+        .propfind("/dav/alice/principal/", "0", PROPFIND_HOMES)
+        .await;
+    assert_eq!(s, 207, "{body}");
+    let status: serde_json::Value = serde_json::from_str(
+        &env.http
+            .get(env.url("/status.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["accounts"][0]["state"], "auth_rejected", "{status}");
+    assert_eq!(
+        status["accounts"][0]["apple_id"], "a…@icloud.com",
+        "{status}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn primary_password_is_caught_before_calling_apple() {
+    let env = start_with(Options {
+        app_password: "Correct-Horse-1".into(),
+        ..Options::default()
+    })
+    .await;
+    env.control().clear_request_log();
+    let (s, body) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("not an app-specific password"), "{body}");
+    assert!(!body.contains("Correct-Horse-1"), "secret leaked: {body}");
+    assert!(
+        env.control().request_log().is_empty(),
+        "Apple was asked with a non-ASP password"
+    );
+    env.stop().await;
+}

@@ -1,0 +1,197 @@
+//! Test support: an iCloud stand-in and a real bridge on ephemeral loopback ports, and a
+//! small DAV client helper.
+#![allow(dead_code)]
+
+use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
+use icloud_bridge::server::listener::{self, Running};
+use icloud_bridge::server::logins::LoginStore;
+use icloud_bridge::standin::{Control, Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
+use icloud_bridge::upstream::credential::Secret;
+use icloud_bridge::upstream::vault::Vault;
+use reqwest::{Method, RequestBuilder};
+
+pub struct Env {
+    pub standin: Standin,
+    pub bridge: Running,
+    pub base: String,
+    pub user: String,
+    pub pass: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub standin: StandinConfig,
+    pub app_password: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            standin: StandinConfig::demo(),
+            app_password: DEMO_APP_PASSWORD.to_string(),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+pub async fn start() -> Env {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(opts: Options) -> Env {
+    let standin = Standin::start(opts.standin).await.expect("stand-in starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = Config::defaults();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.server.data_dir = dir.path().to_path_buf();
+    cfg.upstream.kind = UpstreamKind::Icloud;
+    cfg.upstream.caldav = standin.caldav_url().parse().unwrap();
+    cfg.upstream.carddav = standin.carddav_url().parse().unwrap();
+    cfg.upstream.timeout_secs = 5;
+    cfg.limits.max_body_bytes = opts.max_body_bytes;
+    cfg.accounts = vec![AccountConfig {
+        name: "alice".into(),
+        apple_id: DEMO_APPLE_ID.into(),
+        password_file: None,
+        password_command: None,
+    }];
+    Vault::open(dir.path())
+        .set("alice", &Secret::new(opts.app_password))
+        .unwrap();
+    let pass = LoginStore::open(dir.path())
+        .unwrap()
+        .add("phone", "alice", false, None)
+        .unwrap();
+    let bridge = listener::start(cfg).await.expect("bridge starts");
+    let base = format!("http://{}", bridge.addr);
+    Env {
+        standin,
+        bridge,
+        base,
+        user: "phone".into(),
+        pass,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        dir,
+    }
+}
+
+impl Env {
+    pub fn control(&self) -> Control {
+        self.standin.control()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> RequestBuilder {
+        self.http
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                self.url(path),
+            )
+            .basic_auth(&self.user, Some(&self.pass))
+    }
+
+    pub async fn propfind(&self, path: &str, depth: &str, body: &str) -> (u16, String) {
+        let r = self
+            .req("PROPFIND", path)
+            .header("Depth", depth)
+            .header("Content-Type", "application/xml; charset=utf-8")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap())
+    }
+
+    pub async fn report(&self, path: &str, depth: &str, body: &str) -> (u16, String) {
+        let r = self
+            .req("REPORT", path)
+            .header("Depth", depth)
+            .header("Content-Type", "application/xml; charset=utf-8")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap())
+    }
+
+    /// Every upstream port of the stand-in, as `:port` strings, for leak checks.
+    pub fn upstream_markers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for u in [self.standin.caldav_url(), self.standin.carddav_url()]
+            .into_iter()
+            .chain(self.standin.partition_caldav_url(42))
+            .chain(self.standin.partition_carddav_url(42))
+        {
+            let url = url::Url::parse(&u).unwrap();
+            v.push(format!("127.0.0.1:{}", url.port().unwrap()));
+        }
+        v.push("1234567890".into());
+        v.push("p42".into());
+        v
+    }
+
+    pub fn assert_no_leak(&self, what: &str, text: &str) {
+        for m in self.upstream_markers() {
+            assert!(!text.contains(&m), "{what} leaks {m}:\n{text}");
+        }
+    }
+
+    pub async fn stop(self) {
+        self.bridge.stop().await;
+        self.standin.stop().await;
+    }
+}
+
+pub const PROPFIND_PRINCIPAL: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<d:propfind xmlns:d="DAV:"><d:prop><d:current-user-principal/><d:resourcetype/></d:prop></d:propfind>"#;
+
+pub const PROPFIND_HOMES: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><c:calendar-home-set/><a:addressbook-home-set/><d:displayname/><c:calendar-user-address-set/></d:prop></d:propfind>"#;
+
+pub const PROPFIND_LIST: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav" xmlns:cs="http://calendarserver.org/ns/"><d:prop><d:resourcetype/><d:displayname/><cs:getctag/><d:sync-token/><c:supported-calendar-component-set/></d:prop></d:propfind>"#;
+
+pub fn event(uid: &str, summary: &str, with_end: bool) -> String {
+    let end = if with_end {
+        "DTEND:20261201T110000Z\r\n"
+    } else {
+        ""
+    };
+    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261124T000000Z\r\nDTSTART:20261201T100000Z\r\n{end}SUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+}
+
+pub fn todo(uid: &str, summary: &str) -> String {
+    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VTODO\r\nUID:{uid}\r\nDTSTAMP:20261124T000000Z\r\nSUMMARY:{summary}\r\nEND:VTODO\r\nEND:VCALENDAR\r\n")
+}
+
+pub fn vcard(uid: &str, name: &str, with_n: bool) -> String {
+    let n = if with_n {
+        format!("N:{name};;;;\r\n")
+    } else {
+        String::new()
+    };
+    format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\n{n}EMAIL:{uid}@example.org\r\nEND:VCARD\r\n")
+}
+
+/// Every `<d:href>` value in a multistatus (normalised output uses the `d:` prefix).
+pub fn hrefs(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<d:href>") {
+        let after = &rest[i + 8..];
+        let end = after.find("</d:href>").unwrap_or(after.len());
+        out.push(after[..end].to_string());
+        rest = &after[end..];
+    }
+    out
+}
