@@ -592,3 +592,187 @@ async fn primary_password_is_caught_before_calling_apple() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn partition_host_down_falls_back_to_the_front_host() {
+    let env = start().await;
+    let (s, _) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207);
+    env.control()
+        .set_switch("partition.unreachable", "true")
+        .unwrap();
+    let (s, body) = env
+        .propfind("/dav/alice/calendars/home/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207, "{body}");
+    assert!(
+        hrefs(&body).contains(&"/dav/alice/calendars/home/".to_string()),
+        "{body}"
+    );
+    env.assert_no_leak("front-host fallback", &body);
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/fallback.ics")
+        .header("Content-Type", "text/calendar")
+        .body(event("fallback", "Written via the front host", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_moved_partition_is_followed_without_leaking_it() {
+    let env = start().await;
+    let (s, _) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207);
+    env.control().move_partition(DEMO_APPLE_ID, 7);
+    let (s, body) = env
+        .propfind("/dav/alice/calendars/work/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207, "{body}");
+    env.assert_no_leak("after partition move", &body);
+    let new_port = url::Url::parse(&env.standin.partition_caldav_url(7).unwrap())
+        .unwrap()
+        .port()
+        .unwrap();
+    assert!(!body.contains(&new_port.to_string()), "{body}");
+    // The bridge learns the new layout, so later requests go straight to the new host.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    env.control().clear_request_log();
+    let (s, _) = env
+        .propfind("/dav/alice/calendars/work/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207);
+    let log = env.control().request_log();
+    assert!(
+        log.iter().all(|r| r.status != 301),
+        "still bouncing off the old partition: {:?}",
+        log.iter().map(|r| (&r.host, r.status)).collect::<Vec<_>>()
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn collections_are_made_changed_and_objects_moved() {
+    let env = start().await;
+    let mk = r#"<?xml version="1.0" encoding="utf-8"?><c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop><d:displayname>Trips</d:displayname><c:supported-calendar-component-set><c:comp name="VEVENT"/></c:supported-calendar-component-set></d:prop></d:set></c:mkcalendar>"#;
+    let r = env
+        .req("MKCALENDAR", "/dav/alice/calendars/trips/")
+        .body(mk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let pp = r#"<?xml version="1.0" encoding="utf-8"?><d:propertyupdate xmlns:d="DAV:" xmlns:i="http://apple.com/ns/ical/"><d:set><d:prop><d:displayname>Trips 2027</d:displayname><i:calendar-color>#FF9500FF</i:calendar-color></d:prop></d:set></d:propertyupdate>"#;
+    let r = env
+        .req("PROPPATCH", "/dav/alice/calendars/trips/")
+        .body(pp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("/dav/alice/calendars/trips/"), "{body}");
+    let (_, listing) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert!(listing.contains("Trips 2027"), "{listing}");
+
+    let r = env
+        .req("PUT", "/dav/alice/calendars/trips/a.ics")
+        .header("Content-Type", "text/calendar")
+        .body(event("move-me", "Flight", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dest = env.url("/dav/alice/calendars/work/a.ics");
+    let r = env
+        .req("MOVE", "/dav/alice/calendars/trips/a.ics")
+        .header("Destination", dest)
+        .header("Overwrite", "F")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 201 || r.status() == 204, "{}", r.status());
+    if let Some(loc) = r.headers().get("location") {
+        env.assert_no_leak("Location", loc.to_str().unwrap());
+    }
+    assert!(env
+        .control()
+        .get_object(DEMO_APPLE_ID, "calendars/work", "a.ics")
+        .is_some());
+    assert!(env
+        .control()
+        .get_object(DEMO_APPLE_ID, "calendars/trips", "a.ics")
+        .is_none());
+    // A Destination outside the account is refused locally.
+    let r = env
+        .req("MOVE", "/dav/alice/calendars/work/a.ics")
+        .header("Destination", "http://elsewhere.example/x.ics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = env
+        .req("DELETE", "/dav/alice/calendars/trips/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn another_accounts_paths_and_unknown_paths_are_refused() {
+    let env = start().await;
+    let (s, _) = env
+        .propfind("/dav/bob/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 403);
+    let r = env.req("GET", "/dav/alice/nowhere/x").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // reqwest would normalise the dot segments away; send the raw request line.
+    let raw = raw_request(&env, "GET /dav/alice/calendars/home/%2e%2e/x HTTP/1.1").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    let r = env.http.get(env.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("icloud_bridge_requests_total"), "{m}");
+    assert!(
+        m.contains("icloud_bridge_account_state{account=\"alice\""),
+        "{m}"
+    );
+    env.stop().await;
+}
+
+async fn raw_request(env: &Env, request_line: &str) -> String {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(env.bridge.addr)
+        .await
+        .unwrap();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", env.user, env.pass));
+    let req = format!(
+        "{request_line}\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n",
+        env.bridge.addr
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).await.unwrap();
+    out
+}

@@ -2,7 +2,7 @@
 //! classifies what comes back, follows partition moves and falls back to the front host
 //! when a partition host stops answering.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
@@ -20,7 +20,12 @@ const MAX_REDIRECTS: usize = 3;
 pub struct Upstream {
     http: reqwest::Client,
     pub config: UpstreamConfig,
+    /// Partition hosts that failed recently (origin -> when), skipped for `HOST_DOWN_FOR`.
+    down: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
 }
+
+/// How long a partition host that stopped answering is skipped in favour of the front host.
+const HOST_DOWN_FOR: Duration = Duration::from_secs(60);
 
 /// One request towards upstream. The body is small (bounded by the client body limit).
 #[derive(Debug, Clone)]
@@ -61,6 +66,7 @@ impl Upstream {
         Ok(Upstream {
             http,
             config: config.clone(),
+            down: Default::default(),
         })
     }
 
@@ -118,6 +124,12 @@ impl Upstream {
             })?;
         let mut redirects = 0;
         let mut tried_front = false;
+        if self.is_down(&req.url) {
+            if let Some(front_url) = self.on_front(service, &req.url) {
+                tried_front = true;
+                req.url = front_url;
+            }
+        }
         loop {
             let result = self
                 .http
@@ -130,15 +142,21 @@ impl Upstream {
             let resp = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    // A partition host that refuses connections: the front host serves the
-                    // same account paths (nothing was sent, so any method may be retried).
-                    if e.is_connect() && !tried_front {
+                    // A partition host that stops answering: the front host serves the same
+                    // account paths. Retry there when nothing was sent (connect failed) or
+                    // the method is safe; skip the partition host for a while.
+                    let safe = matches!(
+                        req.method.as_str(),
+                        "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT"
+                    );
+                    if !tried_front && !e.is_timeout() && (e.is_connect() || safe) {
                         if let Some(front_url) = self.on_front(service, &req.url) {
                             tracing::warn!(
                                 account = account.name(),
                                 service = service.as_str(),
-                                "partition host refused the connection; using the front host"
+                                "partition host failed; using the front host"
                             );
+                            self.mark_down(&req.url);
                             tried_front = true;
                             req.url = front_url;
                             continue;
@@ -205,6 +223,24 @@ impl Upstream {
                     return Ok(resp);
                 }
             }
+        }
+    }
+
+    fn mark_down(&self, url: &Url) {
+        let mut g = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        g.insert(url.origin().ascii_serialization(), Instant::now());
+    }
+
+    fn is_down(&self, url: &Url) -> bool {
+        let mut g = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let key = url.origin().ascii_serialization();
+        match g.get(&key) {
+            Some(t) if t.elapsed() < HOST_DOWN_FOR => true,
+            Some(_) => {
+                g.remove(&key);
+                false
+            }
+            None => false,
         }
     }
 

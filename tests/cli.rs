@@ -1,0 +1,169 @@
+//! The command line as users and scripts see it: `demo`, `client`, config errors.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_icloud-bridge"));
+    c.env_remove("ICLOUD_BRIDGE_CONFIG")
+        .env_remove("ICLOUD_BRIDGE_LISTEN")
+        .env_remove("ICLOUD_BRIDGE_DATA_DIR")
+        .env_remove("ICLOUD_BRIDGE_APP_PASSWORD");
+    c
+}
+
+#[test]
+fn demo_prints_exactly_three_lines_and_serves() {
+    let mut child = bin()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+    }
+    assert!(lines[0].starts_with("url: http://127.0.0.1:"), "{lines:?}");
+    assert_eq!(lines[1], "user: demo");
+    assert!(
+        lines[2].starts_with("password: ") && lines[2].len() > 20,
+        "{lines:?}"
+    );
+    let url = lines[0].trim_start_matches("url: ").to_string();
+    let pw = lines[2].trim_start_matches("password: ").to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .request(
+                reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+                format!("{url}dav/alice/calendars/"),
+            )
+            .basic_auth("demo", Some(pw))
+            .header("Depth", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 207);
+    // Nothing more on stdout: logs go to stderr.
+    unsafe_kill(&child);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "", "extra stdout output");
+    let st = child.wait().unwrap();
+    assert!(st.code().is_none() || st.success(), "{st:?}");
+}
+
+fn unsafe_kill(child: &std::process::Child) {
+    // SIGTERM for a clean shutdown.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn bad_config_exits_non_zero_with_one_sentence_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[server]\nlisten = \"nowhere\"\n").unwrap();
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("server.listen"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    std::fs::write(&cfg, "[server]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = bin()
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("line 2") && err.contains("lisen"), "{err}");
+}
+
+#[test]
+fn client_add_list_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[account]]\nname = \"alice\"\napple_id = \"alice@icloud.com\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let out = bin()
+        .args(["--config", c, "client", "add", "laptop"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pw = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(pw.lines().count(), 1);
+    assert!(pw.trim().len() >= 20);
+
+    let mut child = bin()
+        .args([
+            "--config",
+            c,
+            "client",
+            "add",
+            "phone",
+            "--admin",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"chosen-password-1\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "chosen-password-1"
+    );
+
+    let out = bin()
+        .args(["--config", c, "client", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        list.contains("laptop\talice") && list.contains("phone\talice\tadmin"),
+        "{list}"
+    );
+    // The file holds hashes, never the passwords.
+    let stored = std::fs::read_to_string(dir.path().join("data/logins.json")).unwrap();
+    assert!(!stored.contains("chosen-password-1") && !stored.contains(pw.trim()));
+
+    assert!(bin()
+        .args(["--config", c, "client", "remove", "laptop"])
+        .status()
+        .unwrap()
+        .success());
+    let out = bin()
+        .args(["--config", c, "client", "remove", "laptop"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // Duplicate names are refused.
+    let out = bin()
+        .args(["--config", c, "client", "add", "phone"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
