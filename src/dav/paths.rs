@@ -187,6 +187,35 @@ impl HrefMap for ToLocal {
         (mapped != href).then_some(mapped)
     }
 
+    /// Some servers (Radicale) use one URL for the principal and both homes; the element an
+    /// href sits in says which one it names.
+    fn href_in(&self, parent: &str, href: &str) -> Option<String> {
+        let a = &self.account;
+        let same = |u: &Url| {
+            self.base
+                .join(href.trim())
+                .map(|abs| abs.path() == u.path() && self.hosts.is_upstream(&abs))
+                .unwrap_or(false)
+        };
+        match parent {
+            "d:current-user-principal"
+            | "d:principal-URL"
+            | "d:owner"
+            | "cal:calendar-user-address-set"
+                if same(&self.learned.cal_principal) || same(&self.learned.card_principal) =>
+            {
+                Some(format!("/dav/{a}/principal/"))
+            }
+            "cal:calendar-home-set" if same(&self.learned.cal_home) => {
+                Some(format!("/dav/{a}/calendars/"))
+            }
+            "card:addressbook-home-set" if same(&self.learned.card_home) => {
+                Some(format!("/dav/{a}/contacts/"))
+            }
+            _ => self.href(href),
+        }
+    }
+
     fn body_text(&self, text: &str) -> Option<String> {
         rewrite_urls_in_text(text, |url| {
             let u = Url::parse(url).ok()?;
@@ -495,6 +524,49 @@ mod tests {
         assert!(local.contains("URL:https://example.org/"), "{local}");
         let back = unmap_bridge_urls(&local, "alice").unwrap();
         assert_eq!(back, card);
+    }
+
+    #[test]
+    fn shared_principal_and_home_urls_map_by_element() {
+        let shared = Url::parse("http://127.0.0.1:5232/test/").unwrap();
+        let m = ToLocal {
+            account: "test".into(),
+            learned: Arc::new(Learned {
+                cal_principal: shared.clone(),
+                cal_home: shared.clone(),
+                card_principal: shared.clone(),
+                card_home: shared.clone(),
+                displayname: None,
+                addresses: vec![],
+            }),
+            service: Service::Caldav,
+            base: shared.clone(),
+            public_origin: "http://127.0.0.1:8008".into(),
+            hosts: Arc::new(AnyHost),
+        };
+        assert_eq!(
+            m.href_in("d:current-user-principal", "/test/").as_deref(),
+            Some("/dav/test/principal/")
+        );
+        assert_eq!(
+            m.href_in("card:addressbook-home-set", "/test/").as_deref(),
+            Some("/dav/test/contacts/")
+        );
+        assert_eq!(
+            m.href_in("d:response", "/test/").as_deref(),
+            Some("/dav/test/calendars/")
+        );
+        assert_eq!(
+            m.href_in("d:response", "/test/calendar/x.ics").as_deref(),
+            Some("/dav/test/calendars/calendar/x.ics")
+        );
+    }
+
+    struct AnyHost;
+    impl UpstreamHosts for AnyHost {
+        fn is_upstream(&self, _: &Url) -> bool {
+            true
+        }
     }
 
     #[test]

@@ -344,7 +344,14 @@ impl Engine {
             return Err(malformed(pos, "end tag without a matching start tag"));
         };
         match self.capture {
-            Capture::Href => self.finish_href(map),
+            Capture::Href => {
+                // The parent element's output qname (e.g. `d:current-user-principal`) tells
+                // the map what the href names.
+                let parent_start = self.open.last().copied().unwrap_or(name_start);
+                let parent =
+                    String::from_utf8_lossy(&self.names[parent_start..name_start]).into_owned();
+                self.finish_href(map, &parent)
+            }
             Capture::Body => self.finish_body(map),
             Capture::None => {
                 if self.leaf && !self.significant {

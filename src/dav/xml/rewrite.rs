@@ -27,6 +27,12 @@ pub trait HrefMap: Send + Sync {
     /// `None` = leave unchanged.
     fn href(&self, href: &str) -> Option<String>;
 
+    /// Map an href found inside `parent` (the parent element's normalised qname, such as
+    /// `d:current-user-principal` or `cal:calendar-home-set`). Default: [`HrefMap::href`].
+    fn href_in(&self, _parent: &str, href: &str) -> Option<String> {
+        self.href(href)
+    }
+
     /// Rewrite the text of CALDAV:calendar-data / CARDDAV:address-data (e.g. upstream photo
     /// URLs inside a vCard). `None` = unchanged. Default: `None`.
     fn body_text(&self, _text: &str) -> Option<String> {

@@ -7,10 +7,10 @@ use crate::dav::xml::escape::{is_ws, push_raw_text, push_text, resolve_ref};
 use crate::dav::xml::rewrite::HrefMap;
 
 impl Engine {
-    pub(super) fn finish_href(&mut self, map: &dyn HrefMap) {
+    pub(super) fn finish_href(&mut self, map: &dyn HrefMap, parent: &str) {
         let mut text = std::mem::take(&mut self.cap_text);
         let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
-        match map.href(trimmed) {
+        match map.href_in(parent, trimmed) {
             Some(mapped) => push_text(&mut self.out, &mapped, self.cap_cr_ref),
             None => push_text(&mut self.out, trimmed, self.cap_cr_ref),
         }
