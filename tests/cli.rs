@@ -167,3 +167,65 @@ fn client_add_list_remove() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn no_secret_reaches_the_log_even_at_trace_level() {
+    use base64::Engine;
+    let mut child = bin()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("ICLOUD_BRIDGE_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+    }
+    let url = lines[0].trim_start_matches("url: ").to_string();
+    let pw = lines[2].trim_start_matches("password: ").to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        for (user, pass) in [("demo", pw.as_str()), ("demo", "wrong-password-xyz")] {
+            let _ = c
+                .request(
+                    reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+                    format!("{url}dav/alice/calendars/home/"),
+                )
+                .basic_auth(user, Some(pass))
+                .header("Depth", "1")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await;
+        }
+    });
+    unsafe_kill(&child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = child.wait();
+    assert!(
+        err.len() > 1000,
+        "expected a verbose log, got {} bytes",
+        err.len()
+    );
+    let b64 =
+        |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+    for secret in [
+        icloud_bridge::standin::DEMO_APP_PASSWORD.to_string(),
+        pw.clone(),
+        "wrong-password-xyz".to_string(),
+        b64("demo", &pw),
+        b64(
+            icloud_bridge::standin::DEMO_APPLE_ID,
+            icloud_bridge::standin::DEMO_APP_PASSWORD,
+        ),
+    ] {
+        assert!(!err.contains(&secret), "secret found in the log");
+    }
+}

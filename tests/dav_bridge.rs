@@ -84,6 +84,26 @@ async fn lists_every_calendar_and_exactly_one_address_book() {
     }
     assert!(body.contains("Reminders"), "{body}");
     env.assert_no_leak("calendar home listing", &body);
+
+    // Percent-encoded names survive the round trip both ways.
+    let (s, listing) = env
+        .propfind("/dav/alice/calendars/home/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207);
+    let encoded = "/dav/alice/calendars/home/abc%40example.com.ics";
+    assert!(hrefs(&listing).contains(&encoded.to_string()), "{listing}");
+    let r = env.req("GET", encoded).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("UID:abc@example.com"));
+    let mg = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/><c:calendar-data/></d:prop><d:href>{encoded}</d:href></c:calendar-multiget>"#
+    );
+    let (s, body) = env.report("/dav/alice/calendars/home/", "1", &mg).await;
+    assert_eq!(s, 207, "{body}");
+    assert!(
+        body.contains(encoded) && body.contains("UID:abc@example.com"),
+        "{body}"
+    );
     // Ordinary XML: prefixed, no default namespace games.
     assert!(body.starts_with("<?xml"), "{body}");
     assert!(!body.contains("xmlns=\"DAV:\""), "{body}");
