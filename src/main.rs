@@ -84,6 +84,7 @@ enum ClientAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    limit_heap_retention();
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,6 +98,20 @@ fn main() -> ExitCode {
         Err(msg) => fail(&msg),
     }
 }
+
+/// glibc raises its mmap threshold after large frees, so the 19 MiB argon2 blocks end up in
+/// per-thread arenas and stay resident. A fixed threshold returns them to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_heap_retention() {
+    // SAFETY: mallopt only adjusts allocator tunables; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_heap_retention() {}
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("icloud-bridge: {msg}");

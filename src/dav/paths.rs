@@ -153,9 +153,16 @@ impl ToLocal {
         if !matches!(abs.scheme(), "http" | "https") || !self.hosts.is_upstream(abs) {
             return None;
         }
+        Some(self.map_path(abs.path(), abs.query(), || abs.as_str().to_string()))
+    }
+
+    /// Map an upstream path (on an upstream host) into the local tree.
+    fn map_path(&self, path: &str, query: Option<&str>, full: impl FnOnce() -> String) -> String {
         let a = &self.account;
-        let path = abs.path();
-        let query = abs.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let q = |s: String| match query {
+            Some(q) => format!("{s}?{q}"),
+            None => s,
+        };
         let other = match self.service {
             Service::Carddav => Service::Caldav,
             _ => Service::Carddav,
@@ -163,27 +170,49 @@ impl ToLocal {
         for svc in [self.service, other] {
             let home = self.learned.home(svc).path();
             if let Some(rest) = path.strip_prefix(home) {
-                return Some(format!("/dav/{a}/{}/{rest}{query}", home_segment(svc)));
+                return q(format!("/dav/{a}/{}/{rest}", home_segment(svc)));
             }
             // The home itself without its trailing slash.
             if home.len() > 1 && path == &home[..home.len() - 1] {
-                return Some(format!("/dav/{a}/{}/{query}", home_segment(svc)));
+                return q(format!("/dav/{a}/{}/", home_segment(svc)));
             }
         }
         if path == self.learned.cal_principal.path() || path == self.learned.card_principal.path() {
-            return Some(format!("/dav/{a}/principal/"));
+            return format!("/dav/{a}/principal/");
         }
         if path == "/" {
-            return Some(format!("/dav/{a}/"));
+            return format!("/dav/{a}/");
         }
-        Some(format!("/dav/{a}/_up/{}", key_for_url(abs.as_str())))
+        format!("/dav/{a}/_up/{}", key_for_url(&full()))
     }
+}
+
+/// A host-relative path that needs no URL resolution (no dot segments, query or fragment).
+fn plain_path(href: &str) -> bool {
+    href.starts_with('/')
+        && !href.starts_with("//")
+        && !href.contains(['?', '#', '\\'])
+        && !href.contains("/./")
+        && !href.contains("/../")
+        && !href.ends_with("/.")
+        && !href.ends_with("/..")
 }
 
 impl HrefMap for ToLocal {
     fn href(&self, href: &str) -> Option<String> {
-        let abs = self.base.join(href.trim()).ok()?;
-        let mapped = self.map_url(&abs)?;
+        let href = href.trim();
+        // Fast path: most hrefs are plain paths on the host the request went to.
+        let mapped = if plain_path(href) {
+            self.map_path(href, None, || {
+                self.base
+                    .join(href)
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| href.to_string())
+            })
+        } else {
+            let abs = self.base.join(href).ok()?;
+            self.map_url(&abs)?
+        };
         (mapped != href).then_some(mapped)
     }
 

@@ -46,7 +46,7 @@ const RESPONSE_HEADERS: &[&str] = &[
     "retry-after",
 ];
 
-/// Which absolute URLs belong to this account's upstream.
+/// Which absolute URLs belong to this account's upstream (computed once per request).
 pub struct AccountHosts {
     pub upstream: Upstream,
     pub account: Arc<Account>,

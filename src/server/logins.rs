@@ -151,6 +151,9 @@ pub struct LoginStore {
     /// Serialises this process's read-modify-write cycles of the file.
     write_lock: Mutex<()>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// One verification per (login, password) at a time: concurrent first requests of a
+    /// client wait for it instead of each running argon2.
+    verifying: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     hmac_key: Key<HmacSha256>,
     argon2_slots: Arc<Semaphore>,
     argon2_runs: Arc<AtomicU64>,
@@ -263,6 +266,7 @@ impl LoginStore {
             }),
             write_lock: Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
+            verifying: Mutex::new(HashMap::new()),
             hmac_key,
             argon2_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_ARGON2)),
             argon2_runs: Arc::new(AtomicU64::new(0)),
@@ -376,11 +380,29 @@ impl LoginStore {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Verify::Ok(login);
         }
-        if self
-            .run_argon2(Some(hash.clone()), password.to_string())
-            .await
+        let gate = lock(&self.verifying).entry(key).or_default().clone();
+        let guard = gate.lock().await;
+        let ok = if self.cache_hit(&key, name, &hash) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            let ok = self
+                .run_argon2(Some(hash.clone()), password.to_string())
+                .await;
+            if ok {
+                self.remember(key, name, hash);
+            }
+            ok
+        };
+        drop(guard);
         {
-            self.remember(key, name, hash);
+            let mut v = lock(&self.verifying);
+            if v.get(&key).is_some_and(|g| Arc::strong_count(g) <= 2) {
+                v.remove(&key);
+            }
+        }
+        drop(gate);
+        if ok {
             Verify::Ok(login)
         } else {
             Verify::WrongPassword
@@ -692,6 +714,25 @@ mod tests {
         assert_eq!(s.verify("phone", "wrong pw").await, Verify::WrongPassword);
         assert_eq!(s.verify("phone", "wrong pw").await, Verify::WrongPassword);
         assert_eq!(s.argon2_runs(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_requests_share_one_verification() {
+        let (_dir, s) = store();
+        let pw = s.add("phone", "alice", false, None).unwrap();
+        let s = Arc::new(s);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                let pw = pw.clone();
+                tokio::spawn(async move { s.verify("phone", &pw).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Verify::Ok(_)));
+        }
+        assert_eq!(s.argon2_runs(), 1);
+        assert!(lock(&s.verifying).is_empty());
     }
 
     #[tokio::test]

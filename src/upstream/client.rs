@@ -91,18 +91,16 @@ impl Upstream {
         {
             return true;
         }
-        let mut known = vec![self.config.caldav.clone(), self.config.carddav.clone()];
-        if let Some(l) = account.learned() {
-            known.extend([
-                l.cal_home.clone(),
-                l.card_home.clone(),
-                l.cal_principal.clone(),
-                l.card_principal.clone(),
-            ]);
+        let same = |k: &Url| k.host_str().map(|h| h.eq_ignore_ascii_case(&host)) == Some(true);
+        if same(&self.config.caldav) || same(&self.config.carddav) {
+            return true;
         }
-        known
-            .iter()
-            .any(|k| k.host_str().map(|h| h.eq_ignore_ascii_case(&host)) == Some(true))
+        account.learned().is_some_and(|l| {
+            same(&l.cal_home)
+                || same(&l.card_home)
+                || same(&l.cal_principal)
+                || same(&l.card_principal)
+        })
     }
 
     /// Send `req` for `account`'s `service`. Apple's 401, 429 and 503 become errors (and

@@ -92,7 +92,7 @@ def gen_events(n, outdir, rnd, prefix, start):
             lines += VTIMEZONE_BERLIN.split("\n")
         lines += ["BEGIN:VEVENT", f"UID:{uid}", f"DTSTAMP:{stamp(dtstamp)}",
                   f"CREATED:{stamp(dtstamp)}", f"LAST-MODIFIED:{stamp(dtstamp)}",
-                  f"SEQUENCE:0"]
+                  "SEQUENCE:0"]
         if i % 7 == 0:
             lines += [f"DTSTART;VALUE=DATE:{day:%Y%m%d}",
                       f"DTEND;VALUE=DATE:{day + dt.timedelta(days=1):%Y%m%d}",

@@ -131,23 +131,13 @@ vdirsyncer_roundtrip() {  # vdirsyncer_roundtrip CAL_URL BOOK_URL USER PASS WORK
     --password "$4" --n "$N" --work "$5" --clean --timeout 200
 }
 
-# no_leak URL USER PASS NEEDLE: PROPFIND Depth 1 on URL; NEEDLE must not appear
-# in the body or the headers.
-no_leak() {
-  local out
-  out="$(curl -sS -i --max-time 20 -u "$2:$3" -X PROPFIND -H 'Depth: 1' \
-    -H 'Content-Type: application/xml; charset=utf-8' \
-    --data-binary '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:allprop/></d:propfind>' \
-    "$1")"
-  echo "$out" | head -n 30
-  echo "$out" | grep -q '^HTTP/1.1 207' || { echo "expected 207"; return 1; }
-  if echo "$out" | grep -n -F -- "$4"; then
-    echo "upstream address $4 leaked into the response"
-    return 1
-  fi
+leak_check() {  # leak_check URL USER PASS [--pid PID | --port PORT]...
+  local url="$1" user="$2" pass="$3"
+  shift 3
+  "$PY" "$HERE/leak-check.py" --url "$url" --user "$user" --password "$pass" "$@"
 }
 
-export -f caldav_client vdirsyncer_roundtrip no_leak
+export -f caldav_client vdirsyncer_roundtrip leak_check
 export PY HERE N CALDAV_N
 
 # ---------------------------------------------------------------------------
@@ -172,11 +162,13 @@ if wait_lines "$DEMO_PID" "$DEMO_OUT" 3; then
     demo_ok=1
   fi
 fi
+D_LEAK="demo: no stand-in host:port in discovery, PROPFIND, REPORT or GET responses"
 D_CALDAV="demo: python-caldav from the root URL, n=$CALDAV_N on 'home'"
 D_VDIR="demo: vdirsyncer two-way sync, $N events (work) + $N vCards (card)"
 if [ "$demo_ok" = 1 ]; then
   pass_check "demo: starts and prints url/user/password ($DEMO_URL)"
   CONTEXT_LOGS=("$DEMO_LOG")
+  check "$D_LEAK" 60 leak_check "$DEMO_URL" "$DEMO_USER" "$DEMO_PASS" --pid "$DEMO_PID"
   check "$D_CALDAV" 120 caldav_client "$DEMO_URL" "$DEMO_USER" "$DEMO_PASS" home
   check "$D_VDIR" 280 vdirsyncer_roundtrip "${DEMO_URL}dav/alice/calendars/work/" \
     "${DEMO_URL}dav/alice/contacts/card/" "$DEMO_USER" "$DEMO_PASS" "$RUN_DIR/vd-demo"
@@ -184,6 +176,7 @@ else
   fail_check "demo: starts and prints url/user/password" "see below"
   echo "  stdout:"; sed 's/^/  | /' "$DEMO_OUT" 2>/dev/null || true
   show_log "$DEMO_LOG" 30 2>&1
+  fail_check "$D_LEAK" "not run: demo did not start"
   fail_check "$D_CALDAV" "not run: demo did not start"
   fail_check "$D_VDIR" "not run: demo did not start"
 fi
@@ -198,7 +191,7 @@ RAD_DIR="$RUN_DIR/radicale"
 RAD_URL="http://$HOST:$RAD_PORT/"
 R_CALDAV="radicale: python-caldav through the bridge from the root URL, n=$CALDAV_N"
 R_VDIR="radicale: vdirsyncer two-way sync through the bridge, $N events + $N vCards"
-R_LEAK="radicale: no upstream host:port in a PROPFIND through the bridge"
+R_LEAK="radicale: no upstream host:port in discovery, PROPFIND, REPORT or GET responses"
 rad_ok=0
 if start_radicale "$RAD_DIR" "$RAD_PORT" "$RAD_USER" "$RAD_PASS" 2>"$RUN_DIR/radicale-start.log"; then
   rad_ok=1
@@ -266,8 +259,7 @@ if [ "$bridge_ok" = 1 ]; then
   check "$R_CALDAV" 120 caldav_client "$BR_URL" "$BR_USER" "$BR_PASS" calendar
   check "$R_VDIR" 280 vdirsyncer_roundtrip "${BR_URL}dav/$RAD_USER/calendars/calendar/" \
     "${BR_URL}dav/$RAD_USER/contacts/contacts/" "$BR_USER" "$BR_PASS" "$RUN_DIR/vd-radicale"
-  check "$R_LEAK" 30 no_leak "${BR_URL}dav/$RAD_USER/calendars/" "$BR_USER" "$BR_PASS" \
-    "$HOST:$RAD_PORT"
+  check "$R_LEAK" 60 leak_check "$BR_URL" "$BR_USER" "$BR_PASS" --port "$RAD_PORT"
   CONTEXT_LOGS=()
 else
   fail_check "$R_CALDAV" "not run: bridge did not start"
