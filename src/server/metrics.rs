@@ -15,7 +15,7 @@ const BUCKETS_MS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]
 
 #[derive(Default)]
 struct Inner {
-    requests: BTreeMap<(String, u16), u64>,
+    requests: BTreeMap<(&'static str, u16), u64>,
     latency_buckets: Vec<u64>,
     latency_sum_ms: f64,
     latency_count: u64,
@@ -31,12 +31,27 @@ impl Metrics {
     pub fn record_request(&self, method: &str, status: u16, took: Duration) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // Unknown methods are folded together so clients cannot grow the table.
-        let m = match method {
-            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "PROPFIND" | "PROPPATCH" | "REPORT"
-            | "MKCALENDAR" | "MKCOL" | "MOVE" | "COPY" | "POST" => method,
-            _ => "OTHER",
-        };
-        *g.requests.entry((m.to_string(), status)).or_default() += 1;
+        const KNOWN: &[&str] = &[
+            "GET",
+            "HEAD",
+            "PUT",
+            "DELETE",
+            "OPTIONS",
+            "PROPFIND",
+            "PROPPATCH",
+            "REPORT",
+            "MKCALENDAR",
+            "MKCOL",
+            "MOVE",
+            "COPY",
+            "POST",
+        ];
+        let m: &'static str = KNOWN
+            .iter()
+            .find(|k| **k == method)
+            .copied()
+            .unwrap_or("OTHER");
+        *g.requests.entry((m, status)).or_default() += 1;
         if g.latency_buckets.is_empty() {
             g.latency_buckets = vec![0; BUCKETS_MS.len()];
         }

@@ -231,6 +231,9 @@ impl Upstream {
 
     fn is_down(&self, url: &Url) -> bool {
         let mut g = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_empty() {
+            return false;
+        }
         let key = url.origin().ascii_serialization();
         match g.get(&key) {
             Some(t) if t.elapsed() < HOST_DOWN_FOR => true,
