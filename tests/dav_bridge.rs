@@ -332,6 +332,10 @@ async fn sync_collection_reports_changes_deletions_and_invalid_tokens() {
     );
     let token = sync_token(&body);
     env.assert_no_leak("sync-collection", &body);
+    assert!(
+        !hrefs(&body).contains(&"/dav/alice/calendars/work/".to_string()),
+        "{body}"
+    );
 
     // Another device edits one event and deletes another.
     c.put_object(

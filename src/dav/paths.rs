@@ -146,6 +146,9 @@ pub struct ToLocal {
     /// How clients reach the bridge, e.g. `http://127.0.0.1:8008` (for absolute URLs in bodies).
     pub public_origin: String,
     pub hosts: Arc<dyn UpstreamHosts>,
+    /// For REPORTs: the local path of the collection asked. iCloud lists the collection
+    /// itself among the results, which clients take for an unsolicited item; it is dropped.
+    pub report_collection: Option<String>,
 }
 
 impl ToLocal {
@@ -214,6 +217,13 @@ impl HrefMap for ToLocal {
             self.map_url(&abs)?
         };
         (mapped != href).then_some(mapped)
+    }
+
+    fn keep_response(&self, href: &str) -> bool {
+        match &self.report_collection {
+            Some(c) => href.trim_end_matches('/') != c.trim_end_matches('/'),
+            None => true,
+        }
     }
 
     /// Some servers (Radicale) use one URL for the principal and both homes; the element an
@@ -451,6 +461,7 @@ mod tests {
             base: Url::parse("https://p42-caldav.icloud.com/1234567890/calendars/").unwrap(),
             public_origin: "http://127.0.0.1:8008".into(),
             hosts: Arc::new(Hosts),
+            report_collection: None,
         }
     }
 
@@ -572,6 +583,7 @@ mod tests {
             base: shared.clone(),
             public_origin: "http://127.0.0.1:8008".into(),
             hosts: Arc::new(AnyHost),
+            report_collection: None,
         };
         assert_eq!(
             m.href_in("d:current-user-principal", "/test/").as_deref(),

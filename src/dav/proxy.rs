@@ -227,6 +227,13 @@ pub async fn forward(
             upstream: app.upstream.clone(),
             account: account.clone(),
         }),
+        report_collection: (method.as_str() == "REPORT").then(|| {
+            format!(
+                "/dav/{}/{}/{rest}",
+                account.name(),
+                crate::dav::paths::home_segment(service)
+            )
+        }),
     });
 
     let mut out = Response::builder().status(status);

@@ -140,7 +140,7 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
             tokio::select! {
                 _ = token.cancelled() => {}
                 r = crate::dav::proxy::ensure_learned(&app, &acc) => match r {
-                    Ok(_) => tracing::info!(account = acc.name(), "iCloud accepted the app-specific password"),
+                    Ok(_) => tracing::info!(account = acc.name(), "upstream accepted the stored password"),
                     Err(e) => tracing::warn!(account = acc.name(), error = %e, "start-up check failed"),
                 },
             }

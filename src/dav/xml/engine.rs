@@ -63,6 +63,17 @@ pub(super) struct Engine {
     cap_text: String,
     /// A CR arrived as `&#13;` in the captured text; write CRs back as references.
     cap_cr_ref: bool,
+    /// The `DAV:response` being written, held back until its first href says whether the
+    /// map wants it (see [`HrefMap::keep_response`]).
+    resp: Option<Held>,
+}
+
+/// A `DAV:response` whose output starts at `start` in `out`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    pub(super) start: usize,
+    decided: bool,
+    drop: bool,
 }
 
 fn malformed(position: u64, message: impl Into<String>) -> XmlError {
@@ -107,6 +118,23 @@ impl Engine {
             capture: Capture::None,
             cap_text: String::new(),
             cap_cr_ref: false,
+            resp: None,
+        }
+    }
+
+    /// How many bytes of `out` may be handed on now (a response whose fate is not yet known,
+    /// or that will be dropped, stays behind).
+    pub(super) fn flushable(&self) -> usize {
+        match self.resp {
+            Some(h) if !h.decided || h.drop => h.start,
+            _ => self.out.len(),
+        }
+    }
+
+    /// The first `n` bytes of output were handed on.
+    pub(super) fn consumed(&mut self, n: usize) {
+        if let Some(h) = self.resp.as_mut() {
+            h.start = h.start.saturating_sub(n);
         }
     }
 
@@ -252,6 +280,13 @@ impl Engine {
             self.prolog_used = true;
             self.out.extend_from_slice(OUTPUT_DECL);
         }
+        if depth == 2 && !empty && ns == Some(DAV.as_bytes()) && local == b"response" {
+            self.resp = Some(Held {
+                start: self.out.len(),
+                decided: false,
+                drop: false,
+            });
+        }
         let prefix = self.generated.prefix(ns, depth);
         let name_start = self.names.len();
         let fresh = Self::push_qname(&mut self.names, &prefix, local);
@@ -350,7 +385,14 @@ impl Engine {
                 let parent_start = self.open.last().copied().unwrap_or(name_start);
                 let parent =
                     String::from_utf8_lossy(&self.names[parent_start..name_start]).into_owned();
-                self.finish_href(map, &parent)
+                let href = self.finish_href(map, &parent);
+                // The first href directly inside a response decides whether it is kept.
+                if let Some(h) = self.resp.as_mut() {
+                    if !h.decided && depth == 3 {
+                        h.decided = true;
+                        h.drop = !map.keep_response(&href);
+                    }
+                }
             }
             Capture::Body => self.finish_body(map),
             Capture::None => {
@@ -367,6 +409,13 @@ impl Engine {
         self.out.push(b'>');
         self.names.truncate(name_start);
         self.pop_scopes(depth);
+        if depth == 2 {
+            if let Some(h) = self.resp.take() {
+                if h.drop {
+                    self.out.truncate(h.start);
+                }
+            }
+        }
         if self.open.is_empty() {
             self.root_done = true;
         }

@@ -33,6 +33,12 @@ pub trait HrefMap: Send + Sync {
         self.href(href)
     }
 
+    /// Whether a `DAV:response` whose first href is `href` (already mapped) belongs in the
+    /// output. Default: keep everything.
+    fn keep_response(&self, _href: &str) -> bool {
+        true
+    }
+
     /// Rewrite the text of CALDAV:calendar-data / CARDDAV:address-data (e.g. upstream photo
     /// URLs inside a vCard). `None` = unchanged. Default: `None`.
     fn body_text(&self, _text: &str) -> Option<String> {
@@ -147,7 +153,7 @@ where
             };
             let pos = self.reader.buffer_position();
             let flow = self.engine.handle(event, &*self.map, pos)?;
-            if flow == Flow::Done || self.engine.out.len() >= CHUNK_SIZE {
+            if flow == Flow::Done || self.engine.flushable() >= CHUNK_SIZE {
                 return Ok(flow);
             }
         }
@@ -156,7 +162,15 @@ where
 
 impl<S> Inner<S> {
     fn take(&mut self) -> Bytes {
-        let fresh = Vec::with_capacity(CHUNK_SIZE + CHUNK_SIZE / 2);
-        Bytes::from(std::mem::replace(&mut self.engine.out, fresh))
+        let n = self.engine.flushable();
+        if n == self.engine.out.len() {
+            let fresh = Vec::with_capacity(CHUNK_SIZE + CHUNK_SIZE / 2);
+            return Bytes::from(std::mem::replace(&mut self.engine.out, fresh));
+        }
+        // Hand on what is settled; keep the held-back response.
+        let rest = self.engine.out.split_off(n);
+        let chunk = std::mem::replace(&mut self.engine.out, rest);
+        self.engine.consumed(n);
+        Bytes::from(chunk)
     }
 }

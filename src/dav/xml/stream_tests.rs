@@ -108,3 +108,42 @@ fn stream_is_send_and_static() {
     );
     assert_send(&s);
 }
+
+/// Drops every response whose href ends in an odd event number.
+struct DropOdd;
+
+impl HrefMap for DropOdd {
+    fn href(&self, _href: &str) -> Option<String> {
+        None
+    }
+    fn keep_response(&self, href: &str) -> bool {
+        let n: usize = href
+            .trim_end_matches("%40x.ics")
+            .rsplit("ev")
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        n % 2 == 0
+    }
+}
+
+#[tokio::test]
+async fn dropped_responses_vanish_whatever_the_chunking() {
+    let doc = big_doc(300);
+    let expected = rewrite_to_vec(doc.as_bytes(), &DropOdd).unwrap();
+    let text = String::from_utf8(expected.clone()).unwrap();
+    assert!(
+        text.contains("/ev2%40x.ics") && !text.contains("/ev3%40x.ics"),
+        "{text}"
+    );
+    assert_eq!(text.matches("<d:response>").count(), 150);
+    assert!(text.ends_with("</d:multistatus>"), "{text}");
+    for chunk in [1, 7, 4096, 64 * 1024] {
+        let items = stream_items(doc.as_bytes(), chunk, Arc::new(DropOdd)).await;
+        let mut got = Vec::new();
+        for item in items {
+            got.extend_from_slice(&item.unwrap());
+        }
+        assert_eq!(got, expected, "chunk size {chunk}");
+    }
+}

@@ -7,16 +7,19 @@ use crate::dav::xml::escape::{is_ws, push_raw_text, push_text, resolve_ref};
 use crate::dav::xml::rewrite::HrefMap;
 
 impl Engine {
-    pub(super) fn finish_href(&mut self, map: &dyn HrefMap, parent: &str) {
+    /// Writes the mapped href and returns it.
+    pub(super) fn finish_href(&mut self, map: &dyn HrefMap, parent: &str) -> String {
         let mut text = std::mem::take(&mut self.cap_text);
         let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
-        match map.href_in(parent, trimmed) {
-            Some(mapped) => push_text(&mut self.out, &mapped, self.cap_cr_ref),
-            None => push_text(&mut self.out, trimmed, self.cap_cr_ref),
-        }
+        let result = match map.href_in(parent, trimmed) {
+            Some(mapped) => mapped,
+            None => trimmed.to_string(),
+        };
+        push_text(&mut self.out, &result, self.cap_cr_ref);
         text.clear();
         self.cap_text = text;
         self.end_capture();
+        result
     }
 
     pub(super) fn finish_body(&mut self, map: &dyn HrefMap) {
