@@ -105,7 +105,7 @@ fn main() -> ExitCode {
 fn limit_heap_retention() {
     // SAFETY: mallopt only adjusts allocator tunables; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }

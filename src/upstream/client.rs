@@ -111,7 +111,7 @@ impl Upstream {
         service: Service,
         mut req: UpstreamRequest,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let secret = account.gate(service)?;
+        let authorization = account.gate(service)?;
         let _permit = account
             .limiter
             .acquire()
@@ -133,7 +133,7 @@ impl Upstream {
                 .http
                 .request(req.method.clone(), req.url.clone())
                 .headers(req.headers.clone())
-                .basic_auth(account.apple_id(), Some(secret.expose()))
+                .header(http::header::AUTHORIZATION, authorization.clone())
                 .body(req.body.clone())
                 .send()
                 .await;

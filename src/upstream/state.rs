@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::{AccountConfig, UpstreamKind};
-use crate::upstream::credential::{looks_like_app_password, Credential, Secret};
+use crate::upstream::credential::{looks_like_app_password, Credential};
 use crate::upstream::discover::Learned;
 use crate::upstream::error::{AuthReason, UpstreamError};
 
@@ -92,6 +92,8 @@ fn ser_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok,
 
 struct Inner {
     credential: Option<Credential>,
+    /// `Authorization: Basic ...` for the credential, built once.
+    auth_header: Option<http::HeaderValue>,
     /// Apple accepted the current credential at least once.
     accepted_before: bool,
     /// Per service: when Apple rejected the credential, and when we last asked again.
@@ -133,6 +135,7 @@ impl Account {
             probe_every,
             inner: Mutex::new(Inner {
                 credential: None,
+                auth_header: None,
                 accepted_before: false,
                 rejected: HashMap::new(),
                 services: HashMap::new(),
@@ -177,6 +180,17 @@ impl Account {
                 }
             }
         }
+        g.auth_header = credential.as_ref().and_then(|c| {
+            use base64::Engine;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                self.config.apple_id,
+                c.secret.expose()
+            ));
+            let mut v = http::HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
         g.credential = credential;
     }
 
@@ -188,9 +202,10 @@ impl Account {
         self.lock().credential.is_some()
     }
 
-    /// The secret to send for `service`, or the error a client gets without asking Apple.
-    /// After a rejection, lets one request through every `auth_probe_secs` as the probe.
-    pub fn gate(&self, service: Service) -> Result<Secret, UpstreamError> {
+    /// The `Authorization` header to send for `service`, or the error a client gets without
+    /// asking Apple. After a rejection, lets one request through every `auth_probe_secs` as
+    /// the probe.
+    pub fn gate(&self, service: Service) -> Result<http::HeaderValue, UpstreamError> {
         let mut g = self.lock();
         let Some(cred) = g.credential.as_ref() else {
             let e = UpstreamError::Unconfigured {
@@ -207,7 +222,13 @@ impl Account {
             set_status(&mut g, service, &e, None);
             return Err(e);
         }
-        let secret = cred.secret.clone();
+        let Some(header) = g.auth_header.clone() else {
+            let e = UpstreamError::Unconfigured {
+                account: self.config.name.clone(),
+            };
+            set_status(&mut g, service, &e, None);
+            return Err(e);
+        };
         if let Some((reason, last_probe)) = g.rejected.get(&service).copied() {
             if last_probe.elapsed() < self.probe_every {
                 return Err(UpstreamError::AuthRejected {
@@ -218,7 +239,7 @@ impl Account {
             // This request is the probe; others wait for the next window.
             g.rejected.insert(service, (reason, Instant::now()));
         }
-        Ok(secret)
+        Ok(header)
     }
 
     /// Apple answered `status` (not 401/429/503) for `service`: the credential works.
