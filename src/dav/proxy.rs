@@ -197,7 +197,7 @@ pub async fn forward(
             },
         )
         .await?;
-    if resp.url().origin() != target.origin() {
+    if !same_origin(resp.url(), &target) {
         relearn_later(app, account);
     }
 
@@ -328,6 +328,12 @@ pub async fn forward(
         .map_err(|_| DavError::BadRequest("could not build the response".into()))?;
     dedupe_content_type(response.headers_mut());
     Ok(response)
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Keep only the last Content-Type (the bridge's own when it set one).

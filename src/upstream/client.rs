@@ -19,7 +19,7 @@ const MAX_REDIRECTS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Upstream {
     http: reqwest::Client,
-    pub config: UpstreamConfig,
+    pub config: std::sync::Arc<UpstreamConfig>,
     /// Partition hosts that failed recently (origin -> when), skipped for `HOST_DOWN_FOR`.
     down: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
 }
@@ -65,7 +65,7 @@ impl Upstream {
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
         Ok(Upstream {
             http,
-            config: config.clone(),
+            config: std::sync::Arc::new(config.clone()),
             down: Default::default(),
         })
     }
