@@ -61,9 +61,13 @@ fn demo_prints_exactly_three_lines_and_serves() {
     assert!(st.code().is_none() || st.success(), "{st:?}");
 }
 
+/// SIGTERM, as systemd and Docker send it, for a clean shutdown.
 fn unsafe_kill(child: &std::process::Child) {
-    // SIGTERM for a clean shutdown.
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
     std::thread::sleep(Duration::from_millis(100));
 }
 

@@ -800,3 +800,71 @@ async fn raw_request(env: &Env, request_line: &str) -> String {
     sock.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn head_copy_and_collection_options_pass_through() {
+    let env = start().await;
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/copy-src.ics")
+        .header("Content-Type", "text/calendar")
+        .body(event("copy-src", "Copy me", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let r = env
+        .req("HEAD", "/dav/alice/calendars/home/copy-src.ics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    let r = env
+        .req("COPY", "/dav/alice/calendars/home/copy-src.ics")
+        .header("Destination", "/dav/alice/calendars/work/copy-dst.ics")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 201 || r.status() == 204, "{}", r.status());
+    assert!(env
+        .control()
+        .get_object(DEMO_APPLE_ID, "calendars/home", "copy-src.ics")
+        .is_some());
+    assert!(env
+        .control()
+        .get_object(DEMO_APPLE_ID, "calendars/work", "copy-dst.ics")
+        .is_some());
+    let r = env
+        .req("OPTIONS", "/dav/alice/calendars/home/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("dav").is_some());
+    for (n, v) in r.headers() {
+        env.assert_no_leak(n.as_str(), v.to_str().unwrap_or(""));
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn thunderbird_style_carddav_discovery_from_the_root() {
+    let env = start().await;
+    // Thunderbird asks the root URL for everything at once, then lists the home.
+    let body = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:card="urn:ietf:params:xml:ns:carddav" xmlns:cs="http://calendarserver.org/ns/"><d:prop><d:resourcetype/><d:displayname/><d:current-user-principal/><card:addressbook-home-set/><cs:getctag/></d:prop></d:propfind>"#;
+    let (s, root) = env.propfind("/", "0", body).await;
+    assert_eq!(s, 207, "{root}");
+    assert!(
+        root.contains("<d:href>/dav/alice/contacts/</d:href>"),
+        "{root}"
+    );
+    let (s, home) = env.propfind("/dav/alice/contacts/", "1", body).await;
+    assert_eq!(s, 207, "{home}");
+    assert!(home.contains("<card:addressbook/>"), "{home}");
+    assert!(
+        hrefs(&home).contains(&"/dav/alice/contacts/card/".to_string()),
+        "{home}"
+    );
+    env.stop().await;
+}
