@@ -14,6 +14,9 @@
 //! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
 //! - [`shutdown`]: signal handling and cancellation.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod dav;
 pub mod server;
