@@ -11,12 +11,11 @@ pub mod xml;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 
 use crate::dav::discovery::Resource;
 use crate::dav::paths::{url_from_key, Local};
-use crate::dav::respond::{Body, BoxError, DavError};
+use crate::dav::respond::{Body, DavError};
 use crate::dav::xml::inspect::{inspect, PropRequest};
 use crate::server::app::App;
 use crate::upstream::client::UpstreamRequest;
@@ -141,18 +140,15 @@ async fn fetch_upstream_url(
     let url = url_from_key(key)
         .filter(|u| app.upstream.trusted(account, u))
         .ok_or_else(|| DavError::NotFound("unknown upstream resource".into()))?;
-    let service = if app
-        .upstream
-        .front(Service::Carddav)
-        .host_str()
-        .zip(url.host_str())
-        .map(|(a, b)| a == b)
-        .unwrap_or(false)
-        || url
-            .host_str()
-            .map(|h| h.contains("contacts"))
-            .unwrap_or(false)
-    {
+    // The service whose hosts serve this URL (contact photos live on the contacts hosts).
+    let on = |u: &url::Url| {
+        u.host_str() == url.host_str() && u.port_or_known_default() == url.port_or_known_default()
+    };
+    let contacts = on(app.upstream.front(Service::Carddav))
+        || account
+            .learned()
+            .is_some_and(|l| on(&l.card_home) || on(&l.card_principal));
+    let service = if contacts {
         Service::Carddav
     } else {
         Service::Caldav
@@ -176,10 +172,6 @@ async fn fetch_upstream_url(
             out = out.header(name, v.clone());
         }
     }
-    use futures_util::StreamExt;
-    let s = resp
-        .bytes_stream()
-        .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
-    out.body(BodyExt::boxed(http_body_util::StreamBody::new(s)))
+    out.body(respond::stream_body(resp))
         .map_err(|_| DavError::BadRequest("could not build the response".into()))
 }

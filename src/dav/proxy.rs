@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use url::Url;
 
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{escapes, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts};
-use crate::dav::respond::{empty, full, Body, BoxError, DavError};
+use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
 use crate::dav::xml::inspect::{inspect, RequestInfo};
 use crate::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
 use crate::server::app::App;
@@ -318,10 +318,7 @@ pub async fn forward(
         if let Some(len) = resp.content_length() {
             out = out.header(http::header::CONTENT_LENGTH, len);
         }
-        let s = resp
-            .bytes_stream()
-            .map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
-        BodyExt::boxed(StreamBody::new(s))
+        stream_body(resp)
     };
     let mut response = out
         .body(body)
@@ -373,31 +370,10 @@ async fn read_back_etag(
     service: Service,
     target: &Url,
 ) -> Option<String> {
-    let mut headers = HeaderMap::new();
-    headers.insert("depth", HeaderValue::from_static("0"));
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml; charset=utf-8"),
-    );
-    let body = Bytes::from_static(br#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#);
-    let resp = app
-        .upstream
-        .send(
-            account,
-            service,
-            UpstreamRequest {
-                method: Method::from_bytes(b"PROPFIND").ok()?,
-                url: target.clone(),
-                headers,
-                body,
-            },
-        )
+    const GETETAG: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
+    let (_, bytes) = discover::propfind0(&app.upstream, account, service, target.clone(), GETETAG)
         .await
         .ok()?;
-    if resp.status() != StatusCode::MULTI_STATUS {
-        return None;
-    }
-    let bytes = resp.bytes().await.ok()?;
     discover::text_of(&bytes, b"DAV:", b"getetag")
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())

@@ -95,6 +95,16 @@ impl DavError {
     }
 }
 
+/// An upstream body passed through as it arrives (an upstream failure aborts it).
+pub fn stream_body(resp: reqwest::Response) -> Body {
+    use futures_util::StreamExt;
+    let s = resp.bytes_stream().map(|r| {
+        r.map(hyper::body::Frame::data)
+            .map_err(|e| Box::new(e) as BoxError)
+    });
+    BodyExt::boxed(http_body_util::StreamBody::new(s))
+}
+
 /// A plain response with a status and no body.
 pub fn status_only(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(empty());

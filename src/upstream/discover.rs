@@ -44,7 +44,8 @@ const PRINCIPAL_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfin
 const CAL_HOME_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><c:calendar-home-set/><c:calendar-user-address-set/><d:displayname/></d:prop></d:propfind>"#;
 const CARD_HOME_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><a:addressbook-home-set/></d:prop></d:propfind>"#;
 
-async fn propfind0(
+/// PROPFIND Depth 0 with `body`; the final URL and the 207 body (anything else is an error).
+pub async fn propfind0(
     upstream: &Upstream,
     account: &Account,
     service: Service,
