@@ -13,12 +13,13 @@ fn bin() -> Command {
     c
 }
 
-#[test]
-fn demo_prints_exactly_three_lines_and_serves() {
-    let mut child = bin()
+type Stdout = BufReader<std::process::ChildStdout>;
+
+/// Start `demo` on a free port; return the child, its stdout and the three lines it printed.
+fn start_demo(cmd: &mut Command) -> (std::process::Child, Stdout, Vec<String>) {
+    let mut child = cmd
         .args(["demo", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -28,6 +29,12 @@ fn demo_prints_exactly_three_lines_and_serves() {
         out.read_line(&mut l).unwrap();
         lines.push(l.trim_end().to_string());
     }
+    (child, out, lines)
+}
+
+#[test]
+fn demo_prints_exactly_three_lines_and_serves() {
+    let (mut child, mut out, lines) = start_demo(bin().stderr(Stdio::null()));
     assert!(lines[0].starts_with("url: http://127.0.0.1:"), "{lines:?}");
     assert_eq!(lines[1], "user: demo");
     assert!(
@@ -175,20 +182,11 @@ fn client_add_list_remove() {
 #[test]
 fn no_secret_reaches_the_log_even_at_trace_level() {
     use base64::Engine;
-    let mut child = bin()
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env("ICLOUD_BRIDGE_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..3 {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        lines.push(l.trim_end().to_string());
-    }
+    let (mut child, _out, lines) = start_demo(
+        bin()
+            .env("ICLOUD_BRIDGE_LOG", "trace")
+            .stderr(Stdio::piped()),
+    );
     let url = lines[0].trim_start_matches("url: ").to_string();
     let pw = lines[2].trim_start_matches("password: ").to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -98,9 +98,10 @@ impl Env {
             .basic_auth(&self.user, Some(&self.pass))
     }
 
-    pub async fn propfind(&self, path: &str, depth: &str, body: &str) -> (u16, String) {
+    /// A DAV request with an XML body and a Depth header; (status, body text).
+    pub async fn xml(&self, method: &str, path: &str, depth: &str, body: &str) -> (u16, String) {
         let r = self
-            .req("PROPFIND", path)
+            .req(method, path)
             .header("Depth", depth)
             .header("Content-Type", "application/xml; charset=utf-8")
             .body(body.to_string())
@@ -111,17 +112,12 @@ impl Env {
         (s, r.text().await.unwrap())
     }
 
+    pub async fn propfind(&self, path: &str, depth: &str, body: &str) -> (u16, String) {
+        self.xml("PROPFIND", path, depth, body).await
+    }
+
     pub async fn report(&self, path: &str, depth: &str, body: &str) -> (u16, String) {
-        let r = self
-            .req("REPORT", path)
-            .header("Depth", depth)
-            .header("Content-Type", "application/xml; charset=utf-8")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.text().await.unwrap())
+        self.xml("REPORT", path, depth, body).await
     }
 
     /// Every upstream port of the stand-in, as `:port` strings, for leak checks.
