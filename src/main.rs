@@ -229,9 +229,14 @@ async fn standin(seed: bool) -> Result<(), String> {
     let s = Standin::start(cfg)
         .await
         .map_err(|e| format!("cannot start the iCloud stand-in: {e}"))?;
+    let control = s
+        .serve_control()
+        .await
+        .map_err(|e| format!("cannot start the stand-in's control port: {e}"))?;
     println!(
         "{}",
         serde_json::json!({
+            "control": control,
             "caldav": s.caldav_url(),
             "carddav": s.carddav_url(),
             "apple_id": DEMO_APPLE_ID,

@@ -25,6 +25,7 @@ mod body;
 mod collections;
 mod config;
 mod control;
+mod control_http;
 mod ctx;
 mod faults;
 mod filters;
@@ -165,6 +166,14 @@ impl Standin {
     /// The `AppleHttpServer/<hash>` token of this run.
     pub fn server_hash(&self) -> &str {
         &self.shared.server_hash
+    }
+
+    /// Serve the control API over HTTP on `127.0.0.1` (an ephemeral port); returns its
+    /// base URL, e.g. `http://127.0.0.1:41005/`. For scripts in other processes.
+    pub async fn serve_control(&self) -> std::io::Result<String> {
+        let addr =
+            control_http::serve(self.control(), SocketAddr::new(self.shared.bind_ip, 0)).await?;
+        Ok(format!("http://{addr}/"))
     }
 
     pub fn control(&self) -> Control {

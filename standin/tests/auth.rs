@@ -204,3 +204,50 @@ async fn partition_mismatch_is_401_and_foreign_dsid_403() {
     assert_eq!(r.status(), 403);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_http_control_port_drives_the_same_switches_and_accounts() {
+    let s = Standin::start(StandinConfig::demo()).await.unwrap();
+    let base = s.serve_control().await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str| http.post(format!("{base}{path}")).send();
+    // A new ASP works; after revoke-all, neither it nor the seeded one does.
+    let r = post("generate-asp?label=script").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let asp = r.text().await.unwrap().trim().to_string();
+    assert!(s
+        .control()
+        .active_asps(DEMO_APPLE_ID)
+        .iter()
+        .any(|(v, _)| v == &asp));
+    let target = url(&s.caldav_url(), &format!("/{DEMO_DSID}/principal/"));
+    let ok = Dav::new(DEMO_APPLE_ID, &asp)
+        .propfind(&target, "0", PROPFIND_CUP)
+        .await;
+    assert_eq!(ok.status(), 207);
+    assert_eq!(post("revoke-all").await.unwrap().status(), 200);
+    let bad = Dav::new(DEMO_APPLE_ID, &asp)
+        .propfind(&target, "0", PROPFIND_CUP)
+        .await;
+    assert_eq!(bad.status(), 401);
+    // Switches by name; an unknown one is a 400 naming it.
+    let r = post("switch?name=latency_ms&value=7").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.control().switches().latency_ms, 7);
+    let r = post("switch?name=no.such&value=1").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no.such"));
+    // The request log is readable and clearable.
+    let log = http
+        .get(format!("{base}request-log"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("PROPFIND"), "{log}");
+    assert_eq!(post("clear-request-log").await.unwrap().status(), 200);
+    assert!(s.control().request_log().is_empty());
+    s.stop().await;
+}

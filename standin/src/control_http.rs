@@ -1,0 +1,159 @@
+//! The control API (C11) over HTTP on its own loopback port, for scripts and tools in other
+//! processes (interop tests, screenshots): `POST /switch?name=…&value=…`, `POST /revoke-all`,
+//! `POST /generate-asp`, `POST /service?service=caldav&on=false`, `GET /request-log`, …
+
+use crate::body::Body;
+use crate::config::Service;
+use crate::control::Control;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+/// Serve the control API on `addr` (normally `127.0.0.1:0`); returns the bound address. The
+/// listener lives until the stand-in stops.
+pub async fn serve(control: Control, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let mut shutdown = control.shared.shutdown.subscribe();
+    let tasks = control.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = listener.accept() => {
+                    let Ok((stream, _)) = r else { continue };
+                    let c = control.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let c = c.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(&c, req)) }
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+            }
+        }
+    });
+    crate::accounts::lock(&tasks.shared.tasks).push(task);
+    Ok(local)
+}
+
+fn reply(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let mut text = text.into();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut r = Response::new(Body::from_string(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    let q = req.uri().query().unwrap_or("");
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn dec(s: &str) -> String {
+    let s = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn parse_service(s: &str) -> Option<Service> {
+    match s {
+        "caldav" => Some(Service::Calendar),
+        "carddav" => Some(Service::Contacts),
+        "mail" | "imap" | "smtp" => Some(Service::Mail),
+        _ => None,
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
+    let q = query(&req);
+    let apple_id = q
+        .get("apple_id")
+        .cloned()
+        .unwrap_or_else(|| crate::DEMO_APPLE_ID.to_string());
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let post = req.method() == Method::POST;
+    match (req.uri().path(), post) {
+        ("/switch", true) => match c.set_switch(get("name"), get("value")) {
+            Ok(()) => reply(StatusCode::OK, "ok"),
+            Err(e) => reply(StatusCode::BAD_REQUEST, e),
+        },
+        ("/revoke-all", true) => {
+            c.revoke_all_asps(&apple_id);
+            reply(StatusCode::OK, "ok")
+        }
+        ("/generate-asp", true) => match c.generate_asp(&apple_id, get("label")) {
+            Ok(asp) => reply(StatusCode::OK, asp),
+            Err(e) => reply(StatusCode::CONFLICT, e),
+        },
+        ("/service", true) => match (parse_service(get("service")), parse_bool(get("on"))) {
+            (Some(s), Some(on)) => {
+                c.set_service(&apple_id, s, on);
+                reply(StatusCode::OK, "ok")
+            }
+            _ => reply(
+                StatusCode::BAD_REQUEST,
+                "need service=caldav|carddav|mail and on=true|false",
+            ),
+        },
+        ("/two-factor", true) => match parse_bool(get("on")) {
+            Some(on) => {
+                c.set_two_factor(&apple_id, on);
+                reply(StatusCode::OK, "ok")
+            }
+            None => reply(StatusCode::BAD_REQUEST, "need on=true|false"),
+        },
+        ("/primary-password", true) => {
+            c.change_primary_password(&apple_id, get("value"));
+            reply(StatusCode::OK, "ok")
+        }
+        ("/clear-request-log", true) => {
+            c.clear_request_log();
+            reply(StatusCode::OK, "ok")
+        }
+        ("/request-log", false) => {
+            let lines: Vec<String> = c
+                .request_log()
+                .iter()
+                .map(|r| format!("{} {} {} {}", r.role, r.method, r.path, r.status))
+                .collect();
+            reply(StatusCode::OK, lines.join("\n"))
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "POST /switch?name=&value= | /revoke-all | /generate-asp?label= | \
+             /service?service=&on= | /two-factor?on= | /primary-password?value= | \
+             /clear-request-log; GET /request-log (all take apple_id=, default the demo account)",
+        ),
+    }
+}
