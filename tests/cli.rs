@@ -231,3 +231,92 @@ fn no_secret_reaches_the_log_even_at_trace_level() {
         assert!(!err.contains(&secret), "secret found in the log");
     }
 }
+
+/// A config for the binary with the in-process stand-in as its iCloud.
+fn standin_config(
+    dir: &std::path::Path,
+    s: &icloud_bridge::standin::Standin,
+) -> std::path::PathBuf {
+    let cfg = dir.join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[account]]\nname = \"alice\"\napple_id = \"{}\"\n\n[upstream]\ncaldav = \"{}\"\ncarddav = \"{}\"\n",
+            icloud_bridge::standin::DEMO_APPLE_ID,
+            s.caldav_url(),
+            s.carddav_url()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn reconnect_with(cfg: &std::path::Path, password: &str, crash: bool) -> std::process::ExitStatus {
+    let mut cmd = bin();
+    cmd.args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "reconnect",
+        "--password-stdin",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if crash {
+        cmd.env("ICLOUD_BRIDGE_TEST_CRASH_BEFORE_RENAME", "1");
+    }
+    let mut child = cmd.spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_crash_between_vault_write_and_rename_keeps_the_old_password() {
+    use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(Standin::start(StandinConfig::demo())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = standin_config(dir.path(), &s);
+    let vault = dir.path().join("data/vault.json");
+    let data = dir.path().join("data");
+
+    assert!(reconnect_with(&cfg, DEMO_APP_PASSWORD, false).success());
+    let before = std::fs::read_to_string(&vault).unwrap();
+    assert!(before.contains(DEMO_APP_PASSWORD));
+
+    // A new password, tested against the stand-in, then the process dies before the rename.
+    let new = s.control().generate_asp(DEMO_APPLE_ID, "new").unwrap();
+    let st = reconnect_with(&cfg, &new, true);
+    assert!(
+        !st.success() && st.code().is_none(),
+        "expected an abort: {st:?}"
+    );
+    // The temporary file was written (so the crash came between write and rename) ...
+    let temps: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".vault.json.tmp.")
+        })
+        .collect();
+    assert_eq!(temps.len(), 1, "no temporary vault file was left behind");
+    // ... and the vault still holds the old password, byte for byte.
+    assert_eq!(std::fs::read_to_string(&vault).unwrap(), before);
+    // `check` uses it: with the new password revoked, the old one still works.
+    assert!(s.control().revoke_asp(DEMO_APPLE_ID, &new));
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("alice caldav ok"), "{text}");
+    // A later reconnect works despite the leftover temporary file.
+    let newer = s.control().generate_asp(DEMO_APPLE_ID, "newer").unwrap();
+    assert!(reconnect_with(&cfg, &newer, false).success());
+    assert!(std::fs::read_to_string(&vault).unwrap().contains(&newer));
+    rt.block_on(s.stop());
+}

@@ -216,6 +216,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        crash_point_before_rename();
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -223,6 +224,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     result?;
     sync_dir(&dir)
+}
+
+/// Test hook for "the process dies between write and rename": with
+/// `ICLOUD_BRIDGE_TEST_CRASH_BEFORE_RENAME` set, abort here as a kill would. The test in
+/// `tests/cli.rs` proves the old password survives and the leftover temporary file is harmless.
+fn crash_point_before_rename() {
+    if std::env::var_os("ICLOUD_BRIDGE_TEST_CRASH_BEFORE_RENAME").is_some() {
+        std::process::abort();
+    }
 }
 
 #[cfg(unix)]
