@@ -868,3 +868,115 @@ async fn thunderbird_style_carddav_discovery_from_the_root() {
     );
     env.stop().await;
 }
+
+/// Upstream requests in the stand-in's log that carried the (now dead) demo credential.
+fn requests_with_dead_credential(env: &Env) -> usize {
+    use base64::Engine;
+    let dead = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{DEMO_APPLE_ID}:{DEMO_APP_PASSWORD}"))
+    );
+    env.control()
+        .request_log()
+        .iter()
+        .filter(|r| {
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && *v == dead)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn after_a_rejection_200_client_requests_send_the_dead_credential_at_most_once() {
+    let env = start_with(Options {
+        auth_probe_secs: 3,
+        ..Options::default()
+    })
+    .await;
+    let (s, _) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 207);
+    env.control().revoke_all_asps(DEMO_APPLE_ID);
+    // The request that learns of the rejection.
+    let (s, _) = env
+        .propfind("/dav/alice/calendars/home/", "1", PROPFIND_LIST)
+        .await;
+    assert_eq!(s, 503);
+    env.control().clear_request_log();
+
+    // 200 requests in the next moment: 100 at once, then 100 one after another, of every kind.
+    let started = std::time::Instant::now();
+    let burst = (0..100).map(|i| {
+        let r = match i % 4 {
+            0 => env
+                .req("PROPFIND", "/dav/alice/calendars/home/")
+                .header("Depth", "1")
+                .body(PROPFIND_LIST),
+            1 => env.req("GET", "/dav/alice/calendars/home/x.ics"),
+            2 => env
+                .req("PUT", &format!("/dav/alice/calendars/home/n{i}.ics"))
+                .body(event(&format!("n{i}"), "new", true)),
+            _ => env.req("DELETE", "/dav/alice/contacts/card/x.vcf"),
+        };
+        r.send()
+    });
+    let mut statuses: Vec<u16> = futures_join(burst).await;
+    for i in 0..100 {
+        let path = if i % 2 == 0 {
+            "/dav/alice/calendars/home/"
+        } else {
+            "/dav/alice/contacts/card/"
+        };
+        let r = env
+            .req("PROPFIND", path)
+            .header("Depth", "1")
+            .body(PROPFIND_LIST)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses.len(), 200);
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    // The contacts service had not answered since the rejection: one request checked it
+    // (and the other contact requests waited for its answer); nothing else reached Apple.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert!(
+        requests_with_dead_credential(&env) <= 1,
+        "{} upstream requests with the dead credential",
+        requests_with_dead_credential(&env)
+    );
+
+    // After auth_probe_secs, 50 concurrent requests share one probe.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    env.control().clear_request_log();
+    let burst = (0..50).map(|_| {
+        env.req("PROPFIND", "/dav/alice/calendars/home/")
+            .header("Depth", "1")
+            .body(PROPFIND_LIST)
+            .send()
+    });
+    let statuses = futures_join(burst).await;
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    assert_eq!(
+        requests_with_dead_credential(&env),
+        1,
+        "exactly one probe after the window"
+    );
+    env.stop().await;
+}
+
+async fn futures_join<F>(reqs: impl Iterator<Item = F>) -> Vec<u16>
+where
+    F: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let handles: Vec<_> = reqs.collect();
+    let mut out = Vec::new();
+    for r in futures_util::future::join_all(handles).await {
+        out.push(r.unwrap().status().as_u16());
+    }
+    out
+}

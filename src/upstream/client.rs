@@ -111,7 +111,8 @@ impl Upstream {
         service: Service,
         mut req: UpstreamRequest,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let authorization = account.gate(service)?;
+        let admitted = account.admit(service).await?;
+        let authorization = &admitted.authorization;
         let _permit = account
             .limiter
             .acquire()

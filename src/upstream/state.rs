@@ -98,6 +98,8 @@ struct Inner {
     accepted_before: bool,
     /// Per service: when Apple rejected the credential, and when we last asked again.
     rejected: HashMap<Service, (AuthReason, Instant)>,
+    /// Services that Apple answered with the current credential since its last rejection.
+    confirmed: std::collections::HashSet<Service>,
     services: HashMap<Service, ServiceStatus>,
     learned: Option<Arc<Learned>>,
 }
@@ -112,6 +114,22 @@ pub struct Account {
     pub limiter: tokio::sync::Semaphore,
     /// Serialises discovery so concurrent first requests share one.
     pub learn_lock: tokio::sync::Mutex<()>,
+    /// Held by the one request that checks a suspect credential (see [`Account::admit`]).
+    probe_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Permission to send one request upstream: the `Authorization` header, and, when this
+/// request is the one checking a suspect credential, the guard that makes others wait for it.
+pub struct Admitted {
+    pub authorization: http::HeaderValue,
+    _probe: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+enum Gate {
+    Go(http::HeaderValue),
+    /// Apple rejected the credential on another service and this one has not answered
+    /// since: one request checks, the others wait for its answer.
+    Suspect(http::HeaderValue),
 }
 
 impl std::fmt::Debug for Account {
@@ -138,11 +156,13 @@ impl Account {
                 auth_header: None,
                 accepted_before: false,
                 rejected: HashMap::new(),
+                confirmed: Default::default(),
                 services: HashMap::new(),
                 learned: None,
             }),
             limiter: tokio::sync::Semaphore::new(max_concurrent),
             learn_lock: tokio::sync::Mutex::new(()),
+            probe_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -170,6 +190,7 @@ impl Account {
         if changed {
             g.accepted_before = false;
             g.rejected.clear();
+            g.confirmed.clear();
             for s in g.services.values_mut() {
                 if matches!(
                     s.state,
@@ -202,10 +223,35 @@ impl Account {
         self.lock().credential.is_some()
     }
 
-    /// The `Authorization` header to send for `service`, or the error a client gets without
-    /// asking Apple. After a rejection, lets one request through every `auth_probe_secs` as
-    /// the probe.
-    pub fn gate(&self, service: Service) -> Result<http::HeaderValue, UpstreamError> {
+    /// May a request go to Apple for `service`? Returns the `Authorization` header, or the
+    /// error a client gets without asking Apple. After a rejection of this service, one
+    /// request every `auth_probe_secs` is let through as the probe; after a rejection of
+    /// another service, concurrent requests share one check instead of all sending a
+    /// credential that is probably dead.
+    pub async fn admit(&self, service: Service) -> Result<Admitted, UpstreamError> {
+        match self.gate(service)? {
+            Gate::Go(authorization) => Ok(Admitted {
+                authorization,
+                _probe: None,
+            }),
+            Gate::Suspect(_) => {
+                let guard = self.probe_lock.clone().lock_owned().await;
+                // Whoever held the lock has answered; look again.
+                match self.gate(service)? {
+                    Gate::Go(authorization) => Ok(Admitted {
+                        authorization,
+                        _probe: None,
+                    }),
+                    Gate::Suspect(authorization) => Ok(Admitted {
+                        authorization,
+                        _probe: Some(guard),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn gate(&self, service: Service) -> Result<Gate, UpstreamError> {
         let mut g = self.lock();
         let Some(cred) = g.credential.as_ref() else {
             let e = UpstreamError::Unconfigured {
@@ -238,8 +284,12 @@ impl Account {
             }
             // This request is the probe; others wait for the next window.
             g.rejected.insert(service, (reason, Instant::now()));
+            return Ok(Gate::Go(header));
         }
-        Ok(header)
+        if !g.rejected.is_empty() && !g.confirmed.contains(&service) {
+            return Ok(Gate::Suspect(header));
+        }
+        Ok(Gate::Go(header))
     }
 
     /// Apple answered `status` (not 401/429/503) for `service`: the credential works.
@@ -247,6 +297,7 @@ impl Account {
         let mut g = self.lock();
         g.accepted_before = true;
         g.rejected.remove(&service);
+        g.confirmed.insert(service);
         let s = g.services.entry(service).or_default();
         s.state = ServiceState::Ok;
         s.reason = None;
@@ -263,6 +314,8 @@ impl Account {
             AuthReason::NeverAccepted
         };
         g.rejected.insert(service, (reason, Instant::now()));
+        // A revoked password is dead for every service: each must check again.
+        g.confirmed.clear();
         let e = UpstreamError::AuthRejected {
             reason,
             apple_id: self.config.apple_id.clone(),

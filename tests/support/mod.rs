@@ -24,6 +24,7 @@ pub struct Options {
     pub standin: StandinConfig,
     pub app_password: String,
     pub max_body_bytes: usize,
+    pub auth_probe_secs: u64,
 }
 
 impl Default for Options {
@@ -32,6 +33,7 @@ impl Default for Options {
             standin: StandinConfig::demo(),
             app_password: DEMO_APP_PASSWORD.to_string(),
             max_body_bytes: 10 * 1024 * 1024,
+            auth_probe_secs: 900,
         }
     }
 }
@@ -51,6 +53,7 @@ pub async fn start_with(opts: Options) -> Env {
     cfg.upstream.carddav = standin.carddav_url().parse().unwrap();
     cfg.upstream.timeout_secs = 5;
     cfg.limits.max_body_bytes = opts.max_body_bytes;
+    cfg.upstream.auth_probe_secs = opts.auth_probe_secs;
     cfg.accounts = vec![AccountConfig {
         name: "alice".into(),
         apple_id: DEMO_APPLE_ID.into(),
