@@ -10,7 +10,10 @@
 #   (a) `icloud-bridge demo` (the built-in iCloud stand-in):
 #       python-caldav from the ROOT url on the `home` calendar, and vdirsyncer
 #       two-way sync of 200 events (`work`) and 200 vCards (`card`);
-#   (b) Radicale as a generic upstream behind `icloud-bridge serve`:
+#   (b) `icloud-bridge serve` against the stand-in (`icloud-bridge standin`, driven
+#       through its control port): revocation, then `reconnect --password-stdin`,
+#       and python-caldav syncing again within 2 s (reconnect.py);
+#   (c) Radicale as a generic upstream behind `icloud-bridge serve`:
 #       the same two clients through the bridge.
 # Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 if any
 # check failed. Every process it starts is stopped on exit.
@@ -183,7 +186,56 @@ fi
 stop_pid "$DEMO_PID"
 CONTEXT_LOGS=()
 
-# (b) Radicale as a generic upstream --------------------------------------------
+# (b) revocation and reconnect: `serve` against the stand-in, driven from outside ------
+RC_DIR="$RUN_DIR/reconnect"
+mkdir -p "$RC_DIR"
+RC_NAME="reconnect: revoke -> 503 with the sentence -> 'reconnect --password-stdin' -> python-caldav syncs within 2 s"
+spawn_split standin "$RC_DIR/standin.json" "$RC_DIR/standin.log" "$BIN" standin --seed
+SI_PID="$SPAWN_PID"
+rc_ok=0
+if wait_lines "$SI_PID" "$RC_DIR/standin.json" 1; then
+  SI_JSON="$(head -n1 "$RC_DIR/standin.json")"
+  si() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$SI_JSON" "$1"; }
+  RC_PORT="$(free_port)"
+  RC_CFG="$RC_DIR/icloud-bridge.toml"
+  cat >"$RC_CFG" <<CONF
+[server]
+listen = "$HOST:$RC_PORT"
+data_dir = "data"
+
+[[account]]
+name = "alice"
+apple_id = "$(si apple_id)"
+
+[upstream]
+caldav = "$(si caldav)"
+carddav = "$(si carddav)"
+auth_probe_secs = 900
+CONF
+  if printf '%s\n' "$(si password)" | "$BIN" --config "$RC_CFG" reconnect --password-stdin \
+        >"$RC_DIR/first-reconnect.log" 2>&1 \
+      && RC_PASS="$("$BIN" --config "$RC_CFG" client add laptop 2>"$RC_DIR/client-add.log")"; then
+    spawn bridge-reconnect "$RC_DIR/bridge.log" "$BIN" --config "$RC_CFG" serve
+    RC_PID="$SPAWN_PID"
+    if wait_http "$RC_PID" "http://$HOST:$RC_PORT/healthz"; then
+      rc_ok=1
+      CONTEXT_LOGS=("$RC_DIR/bridge.log")
+      check "$RC_NAME" 120 "$PY" "$HERE/reconnect.py" --bridge "http://$HOST:$RC_PORT/" \
+        --user laptop --password "$RC_PASS" --control "$(si control)" --bin "$BIN" --config "$RC_CFG"
+      CONTEXT_LOGS=()
+    fi
+    stop_pid "$RC_PID"
+  fi
+fi
+if [ "$rc_ok" = 0 ]; then
+  fail_check "$RC_NAME" "not run: stand-in or bridge did not start"
+  show_log "$RC_DIR/standin.log" 10 2>&1
+  show_log "$RC_DIR/first-reconnect.log" 10 2>&1
+  show_log "$RC_DIR/bridge.log" 20 2>&1
+fi
+stop_pid "$SI_PID"
+
+# (c) Radicale as a generic upstream --------------------------------------------
 RAD_USER="test"
 RAD_PASS=testpass
 RAD_PORT="$(free_port)"

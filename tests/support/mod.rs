@@ -25,6 +25,11 @@ pub struct Options {
     pub app_password: String,
     pub max_body_bytes: usize,
     pub auth_probe_secs: u64,
+    /// The Apple ID the bridge is configured with (default: the stand-in's demo account).
+    pub apple_id: String,
+    /// Use this upstream URL for both services instead of the stand-in's front hosts.
+    pub upstream_override: Option<String>,
+    pub timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -34,6 +39,9 @@ impl Default for Options {
             app_password: DEMO_APP_PASSWORD.to_string(),
             max_body_bytes: 10 * 1024 * 1024,
             auth_probe_secs: 900,
+            apple_id: DEMO_APPLE_ID.to_string(),
+            upstream_override: None,
+            timeout_secs: 5,
         }
     }
 }
@@ -49,14 +57,18 @@ pub async fn start_with(opts: Options) -> Env {
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.server.data_dir = dir.path().to_path_buf();
     cfg.upstream.kind = UpstreamKind::Icloud;
-    cfg.upstream.caldav = standin.caldav_url().parse().unwrap();
-    cfg.upstream.carddav = standin.carddav_url().parse().unwrap();
-    cfg.upstream.timeout_secs = 5;
+    let (cal, card) = match &opts.upstream_override {
+        Some(u) => (u.clone(), u.clone()),
+        None => (standin.caldav_url(), standin.carddav_url()),
+    };
+    cfg.upstream.caldav = cal.parse().unwrap();
+    cfg.upstream.carddav = card.parse().unwrap();
+    cfg.upstream.timeout_secs = opts.timeout_secs;
     cfg.limits.max_body_bytes = opts.max_body_bytes;
     cfg.upstream.auth_probe_secs = opts.auth_probe_secs;
     cfg.accounts = vec![AccountConfig {
         name: "alice".into(),
-        apple_id: DEMO_APPLE_ID.into(),
+        apple_id: opts.apple_id.clone(),
         password_file: None,
         password_command: None,
     }];

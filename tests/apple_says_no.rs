@@ -1,0 +1,357 @@
+//! Every row of the design's "When Apple says no" table, driven through the stand-in's
+//! switches: the account state, what a DAV client sees (status, Retry-After, reason phrase,
+//! `DAV:error` body, never a 401), `/status.json` and the `/metrics` state gauge.
+
+mod support;
+
+use icloud_bridge::standin::{Service as StandinService, DEMO_APPLE_ID};
+use support::*;
+
+const PROPFIND_LIST: &str = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:resourcetype/><d:displayname/></d:prop></d:propfind>"#;
+
+/// What a client saw for one request.
+struct Seen {
+    status: u16,
+    reason: String,
+    retry_after: Option<String>,
+    prompts: bool,
+    body: String,
+}
+
+async fn seen(env: &Env, path: &str) -> Seen {
+    let r = env
+        .req("PROPFIND", path)
+        .header("Depth", "1")
+        .body(PROPFIND_LIST)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    Seen {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("").to_string(),
+        retry_after: r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string()),
+        prompts: r.headers().get("www-authenticate").is_some(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// The reason phrase as sent on the wire (reqwest only exposes the canonical one).
+async fn raw_status_line(env: &Env, path: &str) -> String {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = env.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", env.user, env.pass));
+    let req = format!(
+        "PROPFIND {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nDepth: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PROPFIND_LIST}",
+        PROPFIND_LIST.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn status_json(env: &Env) -> serde_json::Value {
+    let text = env
+        .http
+        .get(env.url("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The value of the state gauge for (service, state).
+async fn gauge(env: &Env, service: &str, state: &str) -> u8 {
+    let text = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!(
+        "icloud_bridge_account_state{{account=\"alice\",service=\"{service}\",state=\"{state}\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("no gauge {key} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The row's expectations, checked everywhere at once.
+struct Row<'a> {
+    status: u16,
+    retry_after: Option<&'a str>,
+    sentence: &'a str,
+    state: &'a str,
+    service: &'a str,
+}
+
+async fn expect(env: &Env, path: &str, row: Row<'_>) {
+    let s = seen(env, path).await;
+    assert_eq!(s.status, row.status, "{}", s.body);
+    assert_eq!(s.retry_after.as_deref(), row.retry_after, "Retry-After");
+    assert!(
+        !s.prompts,
+        "a WWW-Authenticate header would make clients prompt"
+    );
+    assert!(!s.reason.is_empty());
+    assert!(
+        s.body.contains("DAV:") && s.body.contains(row.sentence),
+        "body lacks {:?}: {}",
+        row.sentence,
+        s.body
+    );
+    env.assert_no_leak("error body", &s.body);
+    let line = raw_status_line(env, path).await;
+    assert!(
+        line.starts_with(&format!("HTTP/1.1 {} ", row.status)) && line.len() > 14,
+        "status line {line:?}"
+    );
+    let st = status_json(env).await;
+    let acc = &st["accounts"][0];
+    assert_eq!(acc["services"][row.service]["state"], row.state, "{st}");
+    assert_eq!(acc["state"], row.state, "{st}");
+    assert!(
+        acc["reason"].as_str().unwrap_or("").contains(row.sentence),
+        "status.json reason: {st}"
+    );
+    assert_eq!(gauge(env, row.service, row.state).await, 1);
+    assert_eq!(gauge(env, row.service, "ok").await, 0);
+}
+
+#[tokio::test]
+async fn row_1_a_primary_password_is_refused_before_asking_apple() {
+    let env = start_with(Options {
+        app_password: "MySecret-Horse-1".into(),
+        ..Options::default()
+    })
+    .await;
+    env.control().clear_request_log();
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 503,
+            retry_after: Some("60"),
+            sentence: "looks like the Apple ID password, not an app-specific password",
+            state: "auth_rejected",
+            service: "caldav",
+        },
+    )
+    .await;
+    assert!(env.control().request_log().is_empty(), "Apple was asked");
+    let st = status_json(&env).await.to_string();
+    assert!(!st.contains("MySecret-Horse-1"), "secret in status.json");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_2_a_password_never_accepted_wrong_password() {
+    let env = start_with(Options {
+        app_password: "wxyz-wxyz-wxyz-wxyz".into(),
+        ..Options::default()
+    })
+    .await;
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 503,
+            retry_after: Some("60"),
+            sentence: "iCloud refused the app-specific password for alice@icloud.com",
+            state: "auth_rejected",
+            service: "caldav",
+        },
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_2_b_a_password_never_accepted_wrong_apple_id() {
+    let env = start_with(Options {
+        apple_id: "nobody@icloud.com".into(),
+        ..Options::default()
+    })
+    .await;
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 503,
+            retry_after: Some("60"),
+            sentence: "iCloud refused the app-specific password for nobody@icloud.com",
+            state: "auth_rejected",
+            service: "caldav",
+        },
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_3_a_password_accepted_before_and_revoked_now() {
+    let env = start().await;
+    assert_eq!(seen(&env, "/dav/alice/calendars/home/").await.status, 207);
+    env.control().revoke_all_asps(DEMO_APPLE_ID);
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 503,
+            retry_after: Some("60"),
+            sentence: "no longer accepts the app-specific password for alice@icloud.com",
+            state: "auth_rejected",
+            service: "caldav",
+        },
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_3_b_one_service_switched_off_leaves_the_other_working() {
+    let env = start().await;
+    assert_eq!(seen(&env, "/dav/alice/calendars/home/").await.status, 207);
+    env.control()
+        .set_service(DEMO_APPLE_ID, StandinService::Calendar, false);
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 503,
+            retry_after: Some("60"),
+            sentence: "no longer accepts the app-specific password",
+            state: "auth_rejected",
+            service: "caldav",
+        },
+    )
+    .await;
+    // Contacts still work, and say so.
+    assert_eq!(seen(&env, "/dav/alice/contacts/card/").await.status, 207);
+    let st = status_json(&env).await;
+    assert_eq!(
+        st["accounts"][0]["services"]["carddav"]["state"], "ok",
+        "{st}"
+    );
+    assert_eq!(gauge(&env, "carddav", "ok").await, 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_4_a_connection_refused_is_unreachable_502() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/");
+    drop(dead);
+    let env = start_with(Options {
+        upstream_override: Some(url),
+        ..Options::default()
+    })
+    .await;
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 502,
+            retry_after: Some("30"),
+            sentence: "iCloud could not be reached",
+            state: "unreachable",
+            service: "caldav",
+        },
+    )
+    .await;
+    let s = seen(&env, "/dav/alice/calendars/home/").await;
+    assert!(
+        !s.body.contains(&port.to_string()),
+        "upstream port leaked: {}",
+        s.body
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_4_b_a_hanging_upstream_is_unreachable_504() {
+    let env = start_with(Options {
+        timeout_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(seen(&env, "/dav/alice/calendars/home/").await.status, 207);
+    env.control().set_switch("flaky.timeout", "1").unwrap();
+    env.control()
+        .set_switch("flaky.timeout_delay_ms", "4000")
+        .unwrap();
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 504,
+            retry_after: Some("30"),
+            sentence: "iCloud could not be reached",
+            state: "unreachable",
+            service: "caldav",
+        },
+    )
+    .await;
+    env.stop().await;
+}
+
+async fn rate_limited(status: &str, retry_after: Option<&str>, expect_ra: &str) {
+    let env = start().await;
+    assert_eq!(seen(&env, "/dav/alice/calendars/home/").await.status, 207);
+    let c = env.control();
+    c.set_switch("rate.status", status).unwrap();
+    c.set_switch("rate.retry_after", retry_after.unwrap_or("none"))
+        .unwrap();
+    c.set_switch("rate.window_ms", "600000").unwrap();
+    c.set_switch("rate.limit_after", "0").unwrap();
+    expect(
+        &env,
+        "/dav/alice/calendars/home/",
+        Row {
+            status: 503,
+            retry_after: Some(expect_ra),
+            sentence: "iCloud is limiting requests",
+            state: "rate_limited",
+            service: "caldav",
+        },
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn row_5_a_503_with_retry_after_is_passed_on_clamped() {
+    rate_limited("503", Some("120"), "120").await;
+}
+
+#[tokio::test]
+async fn row_5_b_503_without_retry_after_gives_60() {
+    rate_limited("503", None, "60").await;
+}
+
+#[tokio::test]
+async fn row_5_c_429_with_a_tiny_retry_after_is_clamped_to_60() {
+    rate_limited("429", Some("2"), "60").await;
+}
