@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use url::Url;
 
+use crate::cache::Entry;
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{escapes, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts};
 use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
@@ -97,7 +98,17 @@ fn is_blank(b: &[u8]) -> bool {
     b.iter().all(|c| c.is_ascii_whitespace())
 }
 
-/// Forward one request under `/dav/<account>/{calendars,contacts}/<rest>`.
+/// Conditional request headers: such requests always go to upstream.
+const CONDITIONAL: &[&str] = &[
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+];
+
+/// Forward one request under `/dav/<account>/{calendars,contacts}/<rest>`: the cache phase
+/// (fresh answers, identical misses sharing one upstream request, stale answers while
+/// iCloud fails, invalidation by writes), then the upstream phase.
 pub async fn forward(
     app: &App,
     account: &Arc<Account>,
@@ -111,8 +122,145 @@ pub async fn forward(
             "the path may not contain '.' or '..' segments".into(),
         ));
     }
-    let learned = ensure_learned(app, account).await?;
     let (parts, body) = req.into_parts();
+    let body = read_body(body, app.config.limits.max_body_bytes).await?;
+    let method = parts.method.as_str();
+    let home = crate::dav::paths::home_segment(service);
+    let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");
+    if !safe {
+        // A write: what it touches is outdated before and after it reaches upstream.
+        let dest = write_targets(account.name(), &parts.headers);
+        invalidate(app, account.name(), home, rest, &dest);
+        let r = upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+        invalidate(app, account.name(), home, rest, &dest);
+        return r;
+    }
+    let cacheable = matches!(method, "GET" | "PROPFIND" | "REPORT")
+        && !CONDITIONAL.iter().any(|h| parts.headers.contains_key(*h));
+    if !cacheable {
+        return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+    }
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let cache = &app.cache;
+    let key = cache.key(
+        account.name(),
+        home,
+        method,
+        &format!("{rest}{query}"),
+        public_origin,
+        &parts.headers,
+        &body,
+    );
+    if let Some(e) = cache.fresh(&key) {
+        cache.record_hit();
+        return Ok(e.response(None));
+    }
+    let _flight = cache.single_flight(&key).await;
+    if let Some(e) = cache.fresh(&key) {
+        cache.record_hit();
+        return Ok(e.response(None));
+    }
+    cache.record_miss();
+    match upstream_phase(app, account, service, rest, parts, body, public_origin).await {
+        Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
+            let (head, body) = resp.into_parts();
+            match buffer_up_to(body, cache.max_entry()).await {
+                Ok(Buffered::Whole(bytes)) => {
+                    let entry = Entry {
+                        status: head.status,
+                        headers: head.headers,
+                        body: bytes,
+                        stored: std::time::Instant::now(),
+                    };
+                    let resp = entry.response(None);
+                    cache.insert(key, entry);
+                    Ok(resp)
+                }
+                Ok(Buffered::TooBig(body)) => Ok(Response::from_parts(head, body)),
+                Err(e) => Err(DavError::Upstream(UpstreamError::BadResponse {
+                    detail: format!("its answer was cut off ({e})"),
+                })),
+            }
+        }
+        Ok(resp) => Ok(resp),
+        Err(DavError::Upstream(e)) if e.serve_stale() => match cache.any(&key) {
+            Some(stale) => {
+                cache
+                    .stats
+                    .stale_served
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(stale.response(Some(e.state().as_str())))
+            }
+            None => Err(DavError::Upstream(e)),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// (home, rest) of the local Destination of a MOVE or COPY, if it is this account's.
+fn write_targets(account: &str, headers: &HeaderMap) -> Option<(&'static str, String)> {
+    let d = headers.get("destination")?.to_str().ok()?;
+    let path = destination_path(d);
+    let prefix = format!("/dav/{account}/");
+    let after = path.strip_prefix(&prefix)?;
+    let (home, rest) = after.split_once('/')?;
+    let home = match home {
+        "calendars" => "calendars",
+        "contacts" => "contacts",
+        _ => return None,
+    };
+    Some((home, rest.to_string()))
+}
+
+fn invalidate(app: &App, account: &str, home: &str, rest: &str, dest: &Option<(&str, String)>) {
+    app.cache.invalidate(account, home, rest);
+    if let Some((h, r)) = dest {
+        app.cache.invalidate(account, h, r);
+    }
+}
+
+enum Buffered {
+    Whole(Bytes),
+    /// Longer than the limit: the part read so far followed by the rest, as a stream.
+    TooBig(Body),
+}
+
+/// Read `body` whole if it is at most `limit` bytes; otherwise hand it back as a stream
+/// that starts with what was read.
+async fn buffer_up_to(mut body: Body, limit: usize) -> Result<Buffered, BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > limit {
+                let head = buf.freeze();
+                let first = futures_util::stream::once(async move { Ok(Frame::data(head)) });
+                let rest = http_body_util::BodyStream::new(body);
+                return Ok(Buffered::TooBig(BodyExt::boxed(StreamBody::new(
+                    first.chain(rest),
+                ))));
+            }
+        }
+    }
+    Ok(Buffered::Whole(buf.freeze()))
+}
+
+/// The upstream phase: rewrite the request, send it, explain refusals, rewrite the answer.
+async fn upstream_phase(
+    app: &App,
+    account: &Arc<Account>,
+    service: Service,
+    rest: &str,
+    parts: http::request::Parts,
+    body: Bytes,
+    public_origin: &str,
+) -> Result<Response<Body>, DavError> {
+    let learned = ensure_learned(app, account).await?;
     let method = parts.method.clone();
     let query = parts
         .uri
@@ -121,8 +269,6 @@ pub async fn forward(
         .unwrap_or_default();
     let target = Url::parse(&format!("{}{rest}{query}", learned.home(service)))
         .map_err(|_| DavError::BadRequest("the request path is not a valid URL path".into()))?;
-
-    let body = read_body(body, app.config.limits.max_body_bytes).await?;
     let to_up = ToUpstream {
         account: account.name().to_string(),
         learned: learned.clone(),

@@ -34,6 +34,7 @@ pub struct App {
     pub upstream: Upstream,
     pub vault: Vault,
     pub metrics: Metrics,
+    pub cache: crate::cache::Cache,
     pub started: Instant,
 }
 
@@ -65,6 +66,7 @@ impl App {
             upstream,
             vault,
             metrics: Metrics::default(),
+            cache: crate::cache::Cache::new(&config.cache),
             started: Instant::now(),
             config,
         };

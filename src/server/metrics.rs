@@ -115,6 +115,7 @@ impl Metrics {
                 }
             }
         }
+        render_cache(&mut out, app);
         let mut r = Response::new(full(out));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -122,4 +123,52 @@ impl Metrics {
         );
         r
     }
+}
+
+/// The cache's counters and size.
+fn render_cache(out: &mut String, app: &App) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &app.cache.stats;
+    let (entries, bytes) = app.cache.size();
+    for (name, help, v) in [
+        (
+            "icloud_bridge_cache_hits_total",
+            "Requests answered from the cache.",
+            st.hits.load(Relaxed),
+        ),
+        (
+            "icloud_bridge_cache_misses_total",
+            "Cacheable requests that went to upstream.",
+            st.misses.load(Relaxed),
+        ),
+        (
+            "icloud_bridge_cache_stale_served_total",
+            "Stale answers served while iCloud failed.",
+            st.stale_served.load(Relaxed),
+        ),
+        (
+            "icloud_bridge_cache_coalesced_total",
+            "Requests that waited for an identical one instead of asking upstream.",
+            st.coalesced.load(Relaxed),
+        ),
+        (
+            "icloud_bridge_cache_evictions_total",
+            "Entries evicted to stay within cache.max_bytes.",
+            st.evictions.load(Relaxed),
+        ),
+        (
+            "icloud_bridge_cache_invalidations_total",
+            "Writes that invalidated cached collections.",
+            st.invalidations.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP icloud_bridge_cache_bytes Bytes held by the cache.\n# TYPE icloud_bridge_cache_bytes gauge\nicloud_bridge_cache_bytes {bytes}\n# HELP icloud_bridge_cache_entries Entries held by the cache.\n# TYPE icloud_bridge_cache_entries gauge\nicloud_bridge_cache_entries {entries}"
+    );
 }

@@ -107,6 +107,18 @@ impl UpstreamError {
         }
     }
 
+    /// May a cached (stale) answer stand in for iCloud's? Yes while iCloud cannot be
+    /// reached, refuses the credential or limits requests; not for a garbled answer.
+    pub fn serve_stale(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unconfigured { .. }
+                | UpstreamError::AuthRejected { .. }
+                | UpstreamError::Unreachable { .. }
+                | UpstreamError::RateLimited { .. }
+        )
+    }
+
     /// The account state this error puts a service in.
     pub fn state(&self) -> crate::upstream::state::ServiceState {
         use crate::upstream::state::ServiceState;

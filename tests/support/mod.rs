@@ -30,6 +30,7 @@ pub struct Options {
     /// Use this upstream URL for both services instead of the stand-in's front hosts.
     pub upstream_override: Option<String>,
     pub timeout_secs: u64,
+    pub fresh_secs: u64,
 }
 
 impl Default for Options {
@@ -42,6 +43,7 @@ impl Default for Options {
             apple_id: DEMO_APPLE_ID.to_string(),
             upstream_override: None,
             timeout_secs: 5,
+            fresh_secs: 30,
         }
     }
 }
@@ -64,6 +66,7 @@ pub async fn start_with(opts: Options) -> Env {
     cfg.upstream.caldav = cal.parse().unwrap();
     cfg.upstream.carddav = card.parse().unwrap();
     cfg.upstream.timeout_secs = opts.timeout_secs;
+    cfg.cache.fresh_secs = opts.fresh_secs;
     cfg.limits.max_body_bytes = opts.max_body_bytes;
     cfg.upstream.auth_probe_secs = opts.auth_probe_secs;
     cfg.accounts = vec![AccountConfig {

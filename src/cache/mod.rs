@@ -1,0 +1,395 @@
+//! The response cache: rewritten answers to safe DAV requests (GET, PROPFIND, REPORT), per
+//! account, bounded by `cache.max_bytes`, fresh for `cache.fresh_secs`, kept longer as stale
+//! copies for when iCloud is unreachable or refusing; identical concurrent misses share one
+//! upstream request, and every write through the bridge invalidates what it touches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::config::CacheConfig;
+use crate::dav::respond::{full, Body};
+
+/// How long entries are kept at most (as stale copies after `fresh_secs`).
+const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Request headers that change the answer and so belong in the key.
+const VARY: &[&str] = &["depth", "prefer", "brief", "accept"];
+
+/// What identifies one cacheable request.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Key {
+    account: String,
+    method: String,
+    /// The local path and query.
+    path: String,
+    /// The origin the client used (it can appear in rewritten bodies).
+    origin: String,
+    vary: Vec<Option<HeaderValue>>,
+    body: [u8; 32],
+    /// The generation of the collection (or home) the path is in, bumped by writes.
+    generation: u64,
+}
+
+/// One stored answer, already rewritten for the client.
+#[derive(Debug)]
+pub struct Entry {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub stored: Instant,
+}
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        let h: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 16)
+            .sum();
+        u32::try_from(self.body.len() + h + 256).unwrap_or(u32::MAX)
+    }
+
+    /// The response for a client; `stale` marks an answer given while iCloud is failing.
+    pub fn response(&self, stale: Option<&str>) -> Response<Body> {
+        let mut r = Response::new(full(self.body.clone()));
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers.clone();
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(self.body.len()),
+        );
+        h.insert(
+            http::header::AGE,
+            HeaderValue::from(self.stored.elapsed().as_secs()),
+        );
+        if let Some(why) = stale {
+            h.insert(
+                "x-icloud-bridge-stale",
+                HeaderValue::from_str(why).unwrap_or(HeaderValue::from_static("stale")),
+            );
+            h.insert(
+                http::header::WARNING,
+                HeaderValue::from_static("110 icloud-bridge \"Response is Stale\""),
+            );
+        }
+        r
+    }
+}
+
+/// Counters for `/metrics` and the status page.
+#[derive(Default, Debug)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub evictions: AtomicU64,
+    pub invalidations: AtomicU64,
+}
+
+/// The cache shared by all accounts (keys carry the account, so none sees another's data).
+pub struct Cache {
+    entries: moka::sync::Cache<Key, Arc<Entry>>,
+    fresh: Duration,
+    max_entry: usize,
+    /// Generation per (account, collection path), bumped by writes.
+    generations: Mutex<HashMap<String, u64>>,
+    /// One lock per key being fetched, so identical misses share one upstream request.
+    inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    pub stats: Arc<CacheStats>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The collection a local path under a home belongs to: `cal/x.ics` -> `cal/`, `cal/` ->
+/// `cal/`, `` (the home) -> ``.
+fn collection_of(rest: &str) -> &str {
+    match rest.find('/') {
+        Some(i) => &rest[..=i],
+        None => "",
+    }
+}
+
+impl Cache {
+    pub fn new(config: &CacheConfig) -> Cache {
+        let stats = Arc::new(CacheStats::default());
+        let evictions = stats.clone();
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_k: &Key, v: &Arc<Entry>| v.weight())
+            .time_to_live(KEEP_FOR)
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evictions.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Cache {
+            entries,
+            fresh: Duration::from_secs(config.fresh_secs),
+            // No single answer may take more than an eighth of the cache (8 MiB at most).
+            max_entry: usize::try_from(config.max_bytes / 8)
+                .unwrap_or(usize::MAX)
+                .min(8 << 20),
+            generations: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            stats,
+        }
+    }
+
+    /// The largest body stored.
+    pub fn max_entry(&self) -> usize {
+        self.max_entry
+    }
+
+    fn generation_key(account: &str, home: &str, collection: &str) -> String {
+        format!("{account}\n{home}\n{collection}")
+    }
+
+    fn generation(&self, account: &str, home: &str, collection: &str) -> u64 {
+        lock(&self.generations)
+            .get(&Self::generation_key(account, home, collection))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The key for a safe request under `/dav/<account>/<home>/<rest>`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn key(
+        &self,
+        account: &str,
+        home: &str,
+        method: &str,
+        rest_and_query: &str,
+        origin: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Key {
+        let path_only = rest_and_query.split('?').next().unwrap_or("");
+        let collection = collection_of(path_only);
+        Key {
+            account: account.to_string(),
+            method: method.to_string(),
+            path: format!("{home}/{rest_and_query}"),
+            origin: origin.to_string(),
+            vary: VARY.iter().map(|h| headers.get(*h).cloned()).collect(),
+            body: Sha256::digest(body).into(),
+            generation: self.generation(account, home, collection),
+        }
+    }
+
+    /// A fresh entry, if any.
+    pub fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+        let e = self.entries.get(key)?;
+        (e.stored.elapsed() < self.fresh).then_some(e)
+    }
+
+    /// Any entry, however old (for degraded mode).
+    pub fn any(&self, key: &Key) -> Option<Arc<Entry>> {
+        self.entries.get(key)
+    }
+
+    pub fn insert(&self, key: Key, entry: Entry) {
+        if entry.body.len() <= self.max_entry {
+            self.entries.insert(key, Arc::new(entry));
+        }
+    }
+
+    /// Wait for any identical request in flight; the guard makes later ones wait for us.
+    pub async fn single_flight(&self, key: &Key) -> Flight<'_> {
+        let m = lock(&self.inflight).entry(key.clone()).or_default().clone();
+        let waited = m.try_lock().is_err();
+        if waited {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        let guard = m.clone().lock_owned().await;
+        Flight {
+            cache: self,
+            key: key.clone(),
+            mutex: m,
+            guard: Some(guard),
+        }
+    }
+
+    /// A write to `/dav/<account>/<home>/<rest>` happened (or is about to): everything cached
+    /// for its collection and for the home listing is outdated.
+    pub fn invalidate(&self, account: &str, home: &str, rest: &str) {
+        let path_only = rest.split('?').next().unwrap_or("");
+        let mut g = lock(&self.generations);
+        for collection in [collection_of(path_only), ""] {
+            *g.entry(Self::generation_key(account, home, collection))
+                .or_insert(0) += 1;
+        }
+        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (entries, bytes) for the status page and metrics.
+    pub fn size(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
+    pub fn record_hit(&self) {
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_miss(&self) {
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Held while one request fetches a key; dropping it lets the next waiter look again.
+pub struct Flight<'a> {
+    cache: &'a Cache,
+    key: Key,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut g = lock(&self.cache.inflight);
+        // Forget the lock once nobody else holds or waits for it.
+        if Arc::strong_count(&self.mutex) <= 2 {
+            if let Some(m) = g.get(&self.key) {
+                if Arc::ptr_eq(m, &self.mutex) {
+                    g.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(fresh: u64) -> Cache {
+        Cache::new(&CacheConfig {
+            max_bytes: 1 << 20,
+            fresh_secs: fresh,
+        })
+    }
+
+    fn entry(body: &str) -> Entry {
+        Entry {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            stored: Instant::now(),
+        }
+    }
+
+    fn key(c: &Cache, account: &str, path: &str) -> Key {
+        c.key(
+            account,
+            "calendars",
+            "GET",
+            path,
+            "http://h",
+            &HeaderMap::new(),
+            b"",
+        )
+    }
+
+    #[test]
+    fn accounts_never_share_entries() {
+        let c = cache(30);
+        c.insert(key(&c, "alice", "home/a.ics"), entry("alice's"));
+        assert!(c.fresh(&key(&c, "bob", "home/a.ics")).is_none());
+        assert_eq!(
+            &c.fresh(&key(&c, "alice", "home/a.ics")).unwrap().body[..],
+            b"alice's"
+        );
+    }
+
+    #[test]
+    fn a_write_invalidates_its_collection_and_the_home_but_not_other_collections() {
+        let c = cache(30);
+        for p in ["home/a.ics", "home/", "", "work/b.ics"] {
+            c.insert(key(&c, "alice", p), entry(p));
+        }
+        c.invalidate("alice", "calendars", "home/new.ics");
+        assert!(c.fresh(&key(&c, "alice", "home/a.ics")).is_none());
+        assert!(c.fresh(&key(&c, "alice", "home/")).is_none());
+        assert!(c.fresh(&key(&c, "alice", "")).is_none());
+        assert!(c.fresh(&key(&c, "alice", "work/b.ics")).is_some());
+    }
+
+    #[test]
+    fn entries_go_stale_after_fresh_secs_but_stay_for_degraded_mode() {
+        let c = cache(0);
+        let k = key(&c, "alice", "home/a.ics");
+        c.insert(k.clone(), entry("x"));
+        assert!(c.fresh(&k).is_none());
+        assert!(c.any(&k).is_some());
+        let r = c.any(&k).unwrap().response(Some("unreachable"));
+        assert_eq!(r.headers()["x-icloud-bridge-stale"], "unreachable");
+        assert!(r.headers().contains_key("warning"));
+    }
+
+    #[test]
+    fn bodies_differ_in_the_key_and_oversized_entries_are_not_kept() {
+        let c = cache(30);
+        let a = c.key(
+            "alice",
+            "calendars",
+            "REPORT",
+            "home/",
+            "o",
+            &HeaderMap::new(),
+            b"<a/>",
+        );
+        let b = c.key(
+            "alice",
+            "calendars",
+            "REPORT",
+            "home/",
+            "o",
+            &HeaderMap::new(),
+            b"<b/>",
+        );
+        assert_ne!(a, b);
+        let big = "x".repeat(c.max_entry() + 1);
+        c.insert(a.clone(), entry(&big));
+        assert!(c.any(&a).is_none());
+    }
+
+    #[tokio::test]
+    async fn identical_misses_wait_for_the_first() {
+        let c = Arc::new(cache(30));
+        let k = key(&c, "alice", "home/a.ics");
+        let first = c.single_flight(&k).await;
+        let c2 = c.clone();
+        let k2 = k.clone();
+        let waiter = tokio::spawn(async move {
+            let _f = c2.single_flight(&k2).await;
+            c2.fresh(&k2).map(|e| e.body.clone())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        c.insert(k.clone(), entry("filled"));
+        drop(first);
+        assert_eq!(&waiter.await.unwrap().unwrap()[..], b"filled");
+        assert_eq!(c.stats.coalesced.load(Ordering::Relaxed), 1);
+        assert!(lock(&c.inflight).is_empty());
+    }
+}

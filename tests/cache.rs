@@ -1,0 +1,263 @@
+//! The cache seen from clients: a second client's sync costs no upstream requests, identical
+//! concurrent requests share one, writes are seen at once by every client, changes made on
+//! iCloud show up within `fresh_secs`, and reads are served (marked stale) while iCloud fails.
+
+mod support;
+
+use icloud_bridge::standin::DEMO_APPLE_ID;
+use support::*;
+
+const LIST: &str = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/><d:resourcetype/></d:prop></d:propfind>"#;
+
+fn multiget(hrefs: &[String]) -> String {
+    let h: String = hrefs
+        .iter()
+        .map(|h| format!("<d:href>{h}</d:href>"))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/><c:calendar-data/></d:prop>{h}</c:calendar-multiget>"#
+    )
+}
+
+/// A second device with its own login on the same account.
+fn second_login(env: &Env) -> String {
+    env.bridge
+        .app
+        .logins
+        .add("laptop", "alice", false, None)
+        .unwrap()
+}
+
+async fn as_user(
+    env: &Env,
+    user: &str,
+    pass: &str,
+    method: &str,
+    path: &str,
+    depth: &str,
+    body: &str,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let r = env
+        .http
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            env.url(path),
+        )
+        .basic_auth(user, Some(pass))
+        .header("Depth", depth)
+        .header("Content-Type", "application/xml")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.text().await.unwrap(), headers)
+}
+
+/// A DAVx5-like sync of one calendar: list, then fetch every object with a multiget.
+async fn sync(env: &Env, user: &str, pass: &str, coll: &str) -> (usize, String) {
+    let (s, listing, _) = as_user(env, user, pass, "PROPFIND", coll, "1", LIST).await;
+    assert_eq!(s, 207, "{listing}");
+    let objects: Vec<String> = hrefs(&listing)
+        .into_iter()
+        .filter(|h| h.ends_with(".ics"))
+        .collect();
+    let (s, data, _) = as_user(env, user, pass, "REPORT", coll, "1", &multiget(&objects)).await;
+    assert_eq!(s, 207, "{data}");
+    (objects.len(), data)
+}
+
+#[tokio::test]
+async fn a_second_client_syncing_the_same_calendar_causes_no_upstream_requests() {
+    let env = start().await;
+    let c = env.control();
+    for i in 0..20 {
+        c.put_object(
+            DEMO_APPLE_ID,
+            "calendars/work",
+            &format!("e{i}.ics"),
+            &event(&format!("e{i}"), "x", true),
+        );
+    }
+    let laptop = second_login(&env);
+    let (n, first) = sync(&env, &env.user, &env.pass, "/dav/alice/calendars/work/").await;
+    assert!(n >= 20, "{n}");
+    c.clear_request_log();
+    let (n2, second) = sync(&env, "laptop", &laptop, "/dav/alice/calendars/work/").await;
+    assert_eq!(n2, n);
+    assert_eq!(first, second);
+    assert!(
+        c.request_log().is_empty(),
+        "upstream asked: {:?}",
+        c.request_log()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn identical_concurrent_requests_share_one_upstream_request() {
+    let env = start().await;
+    // Learn the layout first, so only the listing itself is counted.
+    let (s, _) = env.propfind("/dav/alice/calendars/", "1", LIST).await;
+    assert_eq!(s, 207);
+    let c = env.control();
+    c.set_switch("latency_ms", "300").unwrap();
+    c.clear_request_log();
+    let reqs = (0..20).map(|_| env.propfind("/dav/alice/calendars/home/", "1", LIST));
+    let results = futures_util::future::join_all(reqs).await;
+    assert!(results.iter().all(|(s, _)| *s == 207));
+    assert!(results.windows(2).all(|w| w[0].1 == w[1].1));
+    let n = c
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "PROPFIND")
+        .count();
+    assert_eq!(
+        n, 1,
+        "{n} upstream PROPFINDs for 20 identical client requests"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_by_one_client_is_seen_by_the_other_at_once() {
+    let env = start().await;
+    let laptop = second_login(&env);
+    let coll = "/dav/alice/calendars/home/";
+    let (_, before, _) = as_user(&env, "laptop", &laptop, "PROPFIND", coll, "1", LIST).await;
+    assert!(!before.contains("written-by-phone"));
+    // The home listing (with the calendars' ctags) is cached too.
+    let (_, home_before, _) = as_user(
+        &env,
+        "laptop",
+        &laptop,
+        "PROPFIND",
+        "/dav/alice/calendars/",
+        "1",
+        LIST,
+    )
+    .await;
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/written-by-phone.ics")
+        .header("Content-Type", "text/calendar")
+        .body(event("written-by-phone", "new", true))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_, after, _) = as_user(&env, "laptop", &laptop, "PROPFIND", coll, "1", LIST).await;
+    assert!(after.contains("written-by-phone.ics"), "{after}");
+    let (_, home_after, _) = as_user(
+        &env,
+        "laptop",
+        &laptop,
+        "PROPFIND",
+        "/dav/alice/calendars/",
+        "1",
+        LIST,
+    )
+    .await;
+    assert_ne!(
+        home_before, home_after,
+        "the home listing still shows the old ctag/etag"
+    );
+    // And a delete as well.
+    let r = env
+        .req("DELETE", "/dav/alice/calendars/home/written-by-phone.ics")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let (_, gone, _) = as_user(&env, "laptop", &laptop, "PROPFIND", coll, "1", LIST).await;
+    assert!(!gone.contains("written-by-phone.ics"), "{gone}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_made_on_icloud_shows_up_within_fresh_secs() {
+    let env = start_with(Options {
+        fresh_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let coll = "/dav/alice/calendars/work/";
+    let (_, before) = env.propfind(coll, "1", LIST).await;
+    env.control().put_object(
+        DEMO_APPLE_ID,
+        "calendars/work",
+        "from-ipad.ics",
+        &event("from-ipad", "x", true),
+    );
+    // Inside the window the cached answer stands (that is the point of the cache) ...
+    let (_, cached) = env.propfind(coll, "1", LIST).await;
+    assert_eq!(before, cached);
+    // ... and after it the change is there.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, after) = env.propfind(coll, "1", LIST).await;
+    assert!(after.contains("from-ipad.ics"), "{after}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn while_icloud_refuses_reads_are_served_stale_and_writes_get_503() {
+    let env = start_with(Options {
+        fresh_secs: 0,
+        ..Options::default()
+    })
+    .await;
+    let coll = "/dav/alice/calendars/home/";
+    let (s, fresh) = env.propfind(coll, "1", LIST).await;
+    assert_eq!(s, 207);
+    env.control().revoke_all_asps(DEMO_APPLE_ID);
+    let (s, body, headers) = as_user(&env, &env.user, &env.pass, "PROPFIND", coll, "1", LIST).await;
+    assert_eq!(s, 207);
+    assert_eq!(body, fresh);
+    assert_eq!(headers["x-icloud-bridge-stale"], "auth_rejected");
+    assert!(headers.contains_key("warning"));
+    // A read the cache cannot answer, and every write, get the row's status.
+    let (s, _) = env.propfind("/dav/alice/calendars/work/", "1", LIST).await;
+    assert_eq!(s, 503);
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/while-refused.ics")
+        .body(event("while-refused", "x", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("no longer accepts"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_hits_misses_and_bytes() {
+    let env = start().await;
+    for _ in 0..3 {
+        let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+        assert_eq!(s, 207);
+    }
+    let m = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("icloud_bridge_cache_misses_total"), 1);
+    assert_eq!(value("icloud_bridge_cache_hits_total"), 2);
+    assert!(value("icloud_bridge_cache_bytes") > 500);
+    assert_eq!(value("icloud_bridge_cache_entries"), 1);
+    env.stop().await;
+}
