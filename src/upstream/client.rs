@@ -111,6 +111,9 @@ impl Upstream {
         service: Service,
         mut req: UpstreamRequest,
     ) -> Result<reqwest::Response, UpstreamError> {
+        if let Some(e) = account.held() {
+            return Err(e);
+        }
         let admitted = account.admit(service).await?;
         let authorization = &admitted.authorization;
         let _permit = account
@@ -123,6 +126,12 @@ impl Upstream {
             })?;
         let mut redirects = 0;
         let mut tried_front = false;
+        let safe = matches!(
+            req.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT"
+        );
+        // Safe requests get one more try after a broken connection or a 5xx (not 503).
+        let mut retried = false;
         if self.is_down(&req.url) {
             if let Some(front_url) = self.on_front(service, &req.url) {
                 tried_front = true;
@@ -144,10 +153,6 @@ impl Upstream {
                     // A partition host that stops answering: the front host serves the same
                     // account paths. Retry there when nothing was sent (connect failed) or
                     // the method is safe; skip the partition host for a while.
-                    let safe = matches!(
-                        req.method.as_str(),
-                        "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT"
-                    );
                     if !tried_front && !e.is_timeout() && (e.is_connect() || safe) {
                         if let Some(front_url) = self.on_front(service, &req.url) {
                             tracing::warn!(
@@ -160,6 +165,11 @@ impl Upstream {
                             req.url = front_url;
                             continue;
                         }
+                    }
+                    if safe && !retried && !e.is_timeout() {
+                        retried = true;
+                        retry_pause().await;
+                        continue;
                     }
                     let err = classify_error(&e);
                     account.record_failure(service, &err, None);
@@ -182,12 +192,30 @@ impl Upstream {
                         .headers()
                         .get(http::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok());
+                    let given = ra.map(|v| clamp_retry_after(Some(v)));
+                    let wait = account.hold_off(status.as_u16(), given);
                     let err = UpstreamError::RateLimited {
                         status: status.as_u16(),
-                        retry_after: clamp_retry_after(ra),
+                        retry_after: given.unwrap_or_else(|| clamp_retry_after(None)),
                     };
+                    tracing::warn!(
+                        account = account.name(),
+                        service = service.as_str(),
+                        status = status.as_u16(),
+                        hold_secs = wait.as_secs(),
+                        "iCloud is limiting requests; holding upstream requests"
+                    );
                     account.record_failure(service, &err, Some(status.as_u16()));
                     return Err(err);
+                }
+                StatusCode::INTERNAL_SERVER_ERROR
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::GATEWAY_TIMEOUT
+                    if safe && !retried =>
+                {
+                    retried = true;
+                    retry_pause().await;
+                    continue;
                 }
                 StatusCode::MOVED_PERMANENTLY
                 | StatusCode::FOUND
@@ -218,6 +246,7 @@ impl Upstream {
                     }
                 }
                 _ => {
+                    account.clear_hold();
                     account.record_success(service, status.as_u16());
                     return Ok(resp);
                 }
@@ -259,6 +288,12 @@ impl Upstream {
         u.set_query(url.query());
         Some(u)
     }
+}
+
+/// A short, jittered pause before the one retry of a safe request (100–400 ms).
+async fn retry_pause() {
+    let ms = 100 + rand::random::<u64>() % 300;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// Map a transport error to the unreachable kinds of the design's table.

@@ -116,6 +116,9 @@ pub struct Account {
     pub learn_lock: tokio::sync::Mutex<()>,
     /// Held by the one request that checks a suspect credential (see [`Account::admit`]).
     probe_lock: Arc<tokio::sync::Mutex<()>>,
+    /// After a 503/429 from Apple: no upstream request until then (and the status Apple
+    /// sent); with the number of such answers in a row, for the backoff without Retry-After.
+    hold: Mutex<Option<(Instant, u16, u32)>>,
 }
 
 /// Permission to send one request upstream: the `Authorization` header, and, when this
@@ -163,6 +166,7 @@ impl Account {
             limiter: tokio::sync::Semaphore::new(max_concurrent),
             learn_lock: tokio::sync::Mutex::new(()),
             probe_lock: Arc::new(tokio::sync::Mutex::new(())),
+            hold: Mutex::new(None),
         }
     }
 
@@ -336,6 +340,36 @@ impl Account {
             .get(&service)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// While Apple asked us to wait: the error to give without asking again.
+    pub fn held(&self) -> Option<UpstreamError> {
+        let g = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        let (until, status, _) = (*g)?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(UpstreamError::RateLimited {
+            status,
+            retry_after: Duration::from_secs(left.as_secs().clamp(60, 3600)),
+        })
+    }
+
+    /// Apple answered 503/429: hold every request for `retry_after` (Apple's, clamped) or,
+    /// without one, for a backoff that doubles from 5 s to 60 s; both with up to 10 % jitter.
+    pub fn hold_off(&self, status: u16, retry_after: Option<Duration>) -> Duration {
+        let mut g = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        let streak = g.map(|(_, _, n)| n).unwrap_or(0).saturating_add(1);
+        let base = retry_after
+            .unwrap_or_else(|| Duration::from_secs((5u64 << (streak - 1).min(4)).min(60)));
+        let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
+        let wait = base + jitter;
+        *g = Some((Instant::now() + wait, status, streak));
+        wait
+    }
+
+    /// A normal answer from Apple ends any hold.
+    pub fn clear_hold(&self) {
+        let mut g = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        *g = None;
     }
 
     pub fn learned(&self) -> Option<Arc<Learned>> {

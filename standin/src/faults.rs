@@ -42,7 +42,10 @@ pub fn pre(shared: &Shared, sw: &Switches) -> Option<Fault> {
     }
     let mut rng = rand::thread_rng();
     if sw.flaky_5xx > 0.0 && rng.gen_bool(sw.flaky_5xx.clamp(0.0, 1.0)) {
-        let code = [500u16, 502, 503][rng.gen_range(0..3)];
+        let code = match sw.flaky_5xx_status.and_then(|c| u16::try_from(c).ok()) {
+            Some(c) => c,
+            None => [500u16, 502, 503][rng.gen_range(0..3)],
+        };
         return Some(Fault::Respond(respond::status(code)));
     }
     if sw.flaky_timeout > 0.0 && rng.gen_bool(sw.flaky_timeout.clamp(0.0, 1.0)) {
@@ -50,6 +53,20 @@ pub fn pre(shared: &Shared, sw: &Switches) -> Option<Fault> {
             Some(ms) => Fault::Delay(Duration::from_millis(ms)),
             None => Fault::Hang,
         });
+    }
+    if sw.flaky_garbage > 0.0 && rng.gen_bool(sw.flaky_garbage.clamp(0.0, 1.0)) {
+        let garbage = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<multistatus xmlns=\"DAV:\"><response><href>/1234567890/calendars/</hr";
+        let mut r = respond::status(207);
+        *r.body_mut() = crate::body::Body::from_string(garbage.to_string());
+        r.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(garbage.len()),
+        );
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=UTF-8"),
+        );
+        return Some(Fault::Respond(r));
     }
     if sw.flaky_reset > 0.0 && rng.gen_bool(sw.flaky_reset.clamp(0.0, 1.0)) {
         return Some(Fault::Reset);

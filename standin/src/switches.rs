@@ -176,6 +176,10 @@ pub struct Switches {
     pub rate_status: u16,
     /// `flaky.5xx` (0.0): probability of a random 500/502/503.
     pub flaky_5xx: f64,
+    /// `flaky.5xx_status` (none = a random one of 500/502/503): the status `flaky.5xx` sends.
+    pub flaky_5xx_status: Option<u64>,
+    /// `flaky.garbage` (0.0): probability of answering 207 with truncated, unparseable XML.
+    pub flaky_garbage: f64,
     /// `flaky.timeout` (0.0): probability of hanging (or answering after `flaky.timeout_delay_ms`).
     pub flaky_timeout: f64,
     /// `flaky.timeout_delay_ms` (none = hang until the client gives up).
@@ -243,6 +247,8 @@ impl Default for Switches {
             rate_retry_after: None,
             rate_status: 503,
             flaky_5xx: 0.0,
+            flaky_5xx_status: None,
+            flaky_garbage: 0.0,
             flaky_timeout: 0.0,
             flaky_timeout_delay_ms: None,
             flaky_reset: 0.0,

@@ -1,0 +1,198 @@
+//! Upstream faults injected by the stand-in's switches: rate limits are honoured (no retry
+//! storm), safe requests get one retry after a 5xx or a broken connection, writes never get
+//! retried, garbage XML becomes a clean 502, and no fault loses a write or panics.
+
+mod support;
+
+use support::*;
+
+const LIST: &str =
+    r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
+
+/// Upstream requests (method, path) in the stand-in's log for paths containing `part`.
+fn upstream(env: &Env, method: &str, part: &str) -> usize {
+    env.control()
+        .request_log()
+        .iter()
+        .filter(|r| r.method == method && r.path.contains(part))
+        .count()
+}
+
+async fn learned(opts: Options) -> Env {
+    let env = start_with(Options {
+        fresh_secs: 0,
+        ..opts
+    })
+    .await;
+    let (s, _) = env.propfind("/dav/alice/calendars/", "1", LIST).await;
+    assert_eq!(s, 207);
+    env.control().clear_request_log();
+    env
+}
+
+#[tokio::test]
+async fn after_a_503_with_retry_after_nothing_is_sent_until_it_passes() {
+    let env = learned(Options::default()).await;
+    let c = env.control();
+    c.set_switch("rate.retry_after", "120").unwrap();
+    c.set_switch("rate.window_ms", "600000").unwrap();
+    c.set_switch("rate.limit_after", "0").unwrap();
+    let r = env
+        .req("PROPFIND", "/dav/alice/calendars/home/")
+        .header("Depth", "1")
+        .body(LIST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "120");
+    c.clear_request_log();
+    // 30 more requests of every kind: none reaches Apple, all say when to come back.
+    for i in 0..30 {
+        let r = match i % 3 {
+            0 => env.req("GET", "/dav/alice/calendars/home/x.ics"),
+            1 => env
+                .req("PUT", &format!("/dav/alice/calendars/home/w{i}.ics"))
+                .body(event(&format!("w{i}"), "x", true)),
+            _ => env
+                .req("PROPFIND", "/dav/alice/contacts/card/")
+                .header("Depth", "1")
+                .body(LIST),
+        }
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 503);
+        let ra: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((60..=3600).contains(&ra), "{ra}");
+    }
+    assert!(
+        c.request_log().is_empty(),
+        "{} upstream requests while held",
+        c.request_log().len()
+    );
+    let st: serde_json::Value = serde_json::from_str(
+        &env.http
+            .get(env.url("/status.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["accounts"][0]["state"], "rate_limited", "{st}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_503_without_retry_after_backs_off_for_seconds_then_recovers() {
+    let env = learned(Options::default()).await;
+    let c = env.control();
+    c.set_switch("rate.window_ms", "600000").unwrap();
+    c.set_switch("rate.limit_after", "0").unwrap();
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 503);
+    c.set_switch("rate.limit_after", "none").unwrap();
+    c.clear_request_log();
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 503, "held: the bridge waits before asking again");
+    assert!(c.request_log().is_empty());
+    // The first backoff is 5 s (+ up to 10 % jitter).
+    tokio::time::sleep(std::time::Duration::from_millis(5600)).await;
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 207);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_500_is_retried_once_for_reads_and_never_for_writes() {
+    let env = learned(Options::default()).await;
+    let c = env.control();
+    c.set_switch("flaky.5xx_status", "500").unwrap();
+    c.set_switch("flaky.5xx", "1").unwrap();
+    let (s, body) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 502, "{body}");
+    assert_eq!(upstream(&env, "PROPFIND", "/calendars/home/"), 2);
+    let r = env
+        .req("PUT", "/dav/alice/calendars/home/once.ics")
+        .body(event("once", "x", true))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert_eq!(upstream(&env, "PUT", "once.ics"), 1, "a write was retried");
+    // Once upstream answers again, so do reads.
+    c.set_switch("flaky.5xx", "0").unwrap();
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 207);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_connection_is_retried_for_reads() {
+    let env = learned(Options::default()).await;
+    let c = env.control();
+    c.set_switch("flaky.reset", "1").unwrap();
+    let r = env
+        .req(
+            "GET",
+            "/dav/alice/calendars/home/1761bf8c-6363-11eb-8fe4-74e5f9bfd8c1.ics",
+        )
+        .send()
+        .await;
+    // Either a clean error status or an aborted body; never a complete-looking success.
+    if let Ok(r) = r {
+        let status = r.status();
+        let body = r.bytes().await;
+        assert!(
+            status.is_server_error() || body.is_err(),
+            "a broken upstream answer was passed on as {status}"
+        );
+    }
+    c.set_switch("flaky.reset", "0").unwrap();
+    let r = env
+        .req(
+            "GET",
+            "/dav/alice/calendars/home/1761bf8c-6363-11eb-8fe4-74e5f9bfd8c1.ics",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("BEGIN:VCALENDAR"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_xml_from_upstream_is_a_clean_502() {
+    let env = learned(Options::default()).await;
+    env.control().set_switch("flaky.garbage", "1").unwrap();
+    for path in ["/dav/alice/calendars/home/", "/dav/alice/contacts/card/"] {
+        let (s, body) = env.propfind(path, "1", LIST).await;
+        assert_eq!(s, 502, "{body}");
+        assert!(
+            body.contains("DAV:error") || body.contains("d:error"),
+            "{body}"
+        );
+        env.assert_no_leak("502 body", &body);
+    }
+    // The same for a REPORT, and the bridge is fine afterwards.
+    let (s, _) = env
+        .report(
+            "/dav/alice/calendars/home/",
+            "1",
+            r#"<?xml version="1.0"?><c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/></d:prop><c:filter><c:comp-filter name="VCALENDAR"/></c:filter></c:calendar-query>"#,
+        )
+        .await;
+    assert_eq!(s, 502);
+    env.control().set_switch("flaky.garbage", "0").unwrap();
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 207);
+    env.stop().await;
+}
