@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -25,10 +25,26 @@ use crate::upstream::credential;
 use crate::upstream::state::Account;
 use crate::upstream::vault::Vault;
 
+/// The accounts by name, swappable at run time (readers take a cheap snapshot).
+pub type AccountSnapshot = Arc<BTreeMap<String, Arc<Account>>>;
+
+#[derive(Clone, Default)]
+struct AccountMap(Arc<RwLock<AccountSnapshot>>);
+
+impl AccountMap {
+    fn snapshot(&self) -> AccountSnapshot {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    pub accounts: Arc<BTreeMap<String, Arc<Account>>>,
+    /// The accounts served; swapped whole when the setup page adds one.
+    accounts: AccountMap,
     pub logins: LoginStore,
     pub throttle: FailureThrottle,
     pub upstream: Upstream,
@@ -48,6 +64,8 @@ impl App {
         let upstream = Upstream::new(&config.upstream)?;
         let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
         let vault = Vault::open(&config.server.data_dir);
+        let mut config = config;
+        crate::server::stored_accounts::merge(&mut config);
         let mut accounts = BTreeMap::new();
         for a in &config.accounts {
             let acc = Account::new(
@@ -59,7 +77,7 @@ impl App {
             accounts.insert(a.name.clone(), Arc::new(acc));
         }
         let app = App {
-            accounts: Arc::new(accounts),
+            accounts: AccountMap(Arc::new(RwLock::new(Arc::new(accounts)))),
             logins,
             throttle: FailureThrottle::new(),
             upstream,
@@ -75,8 +93,9 @@ impl App {
 
     /// Resolve every account's credential again (vault, file, command, env).
     pub fn reload_credentials(&self) {
-        let single = self.accounts.len() == 1;
-        for acc in self.accounts.values() {
+        let accounts = self.accounts();
+        let single = accounts.len() == 1;
+        for acc in accounts.values() {
             match credential::resolve(&acc.config, &self.vault, single) {
                 Ok(c) => acc.set_credential(c),
                 Err(e) => {
@@ -102,7 +121,7 @@ impl App {
         let accounts = self.accounts.clone();
         move || {
             let mut map = serde_json::Map::new();
-            for (name, acc) in accounts.iter() {
+            for (name, acc) in accounts.snapshot().iter() {
                 if let Some(l) = acc.learned() {
                     if let Ok(v) = serde_json::to_value(&*l) {
                         map.insert(name.clone(), serde_json::json!({ "learned": v }));
@@ -126,7 +145,7 @@ impl App {
             tracing::warn!("state.json is unreadable; starting fresh");
             return;
         };
-        for (name, acc) in self.accounts.iter() {
+        for (name, acc) in self.accounts().iter() {
             if let Some(l) = v
                 .get("accounts")
                 .and_then(|a| a.get(name))
@@ -139,8 +158,36 @@ impl App {
     }
 
     /// The account a login belongs to.
-    pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
-        self.accounts.get(name)
+    pub fn account(&self, name: &str) -> Option<Arc<Account>> {
+        self.accounts().get(name).cloned()
+    }
+
+    /// A snapshot of the accounts served now.
+    pub fn accounts(&self) -> AccountSnapshot {
+        self.accounts.snapshot()
+    }
+
+    /// Serve one more account from now on (no-op if the name is taken); returns the account
+    /// now registered under that name.
+    pub fn add_account(&self, config: crate::config::AccountConfig) -> Arc<Account> {
+        let mut guard = self
+            .accounts
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = guard.get(&config.name) {
+            return existing.clone();
+        }
+        let acc = Arc::new(Account::new(
+            config,
+            self.config.upstream.kind,
+            std::time::Duration::from_secs(self.config.upstream.auth_probe_secs),
+            self.config.upstream.max_concurrent,
+        ));
+        let mut map = BTreeMap::clone(&guard);
+        map.insert(acc.name().to_string(), acc.clone());
+        *guard = Arc::new(map);
+        acc
     }
 }
 
@@ -206,7 +253,7 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
         AuthOutcome::Challenge => return auth::challenge(false),
         AuthOutcome::Wrong => return auth::challenge(true),
     };
-    let Some(account) = app.account(&login.account).cloned() else {
+    let Some(account) = app.account(&login.account) else {
         return text(
             StatusCode::FORBIDDEN,
             &format!(

@@ -125,7 +125,7 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationTo
 /// Start-up credential test and the watcher that picks up a new password within 1 s.
 fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
     // Test each account's credential once at start-up by learning its layout.
-    for acc in app.accounts.values() {
+    for acc in app.accounts().values() {
         let app = app.clone();
         let acc = acc.clone();
         let token = token.clone();

@@ -6,4 +6,5 @@ pub mod listener;
 pub mod logins;
 pub mod metrics;
 pub mod status;
+pub mod stored_accounts;
 pub mod throttle;

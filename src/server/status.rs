@@ -49,7 +49,7 @@ fn fmt_time(t: Option<SystemTime>) -> Option<String> {
 pub fn collect(app: &App) -> Status {
     let base = app.config.public_base();
     let accounts = app
-        .accounts
+        .accounts()
         .values()
         .map(|acc| {
             let services = [Service::Caldav, Service::Carddav];
