@@ -156,11 +156,6 @@ fn load(path: &Option<PathBuf>) -> Result<Config, String> {
 
 async fn serve(cfg: Config) -> Result<(), String> {
     let running = listener::start(cfg).await?;
-    if running.app.logins.is_empty() {
-        tracing::warn!(
-            "no client login exists yet; create one with `icloud-bridge client add NAME`"
-        );
-    }
     let token = running.token();
     tokio::spawn(async move {
         icloud_bridge::shutdown::signal().await;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::dav;
 use crate::dav::paths::{self, Local};
 use crate::dav::respond::{full, Body};
+use crate::server::admin::{self, AdminState};
 use crate::server::auth::{self, AuthOutcome};
 use crate::server::logins::LoginStore;
 use crate::server::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct App {
     pub vault: Vault,
     pub metrics: Metrics,
     pub started: Instant,
+    /// CSRF key and the one-time setup token of the operator's forms.
+    pub admin: AdminState,
 }
 
 impl App {
@@ -64,6 +67,7 @@ impl App {
         let upstream = Upstream::new(&config.upstream)?;
         let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
         let vault = Vault::open(&config.server.data_dir);
+        let admin = AdminState::new(logins.is_empty());
         let mut config = config;
         crate::server::stored_accounts::merge(&mut config);
         let mut accounts = BTreeMap::new();
@@ -84,6 +88,7 @@ impl App {
             vault,
             metrics: Metrics::default(),
             started: Instant::now(),
+            admin,
             config,
         };
         app.load_state();
@@ -204,6 +209,29 @@ fn public_origin(app: &App, req: &Request<Incoming>) -> String {
     }
 }
 
+/// The base URL shown on the operator's pages: `public_url` if configured, else how the
+/// reader reached us.
+fn page_base(app: &App, req: &Request<Incoming>) -> String {
+    if app.config.server.public_url.is_some() {
+        app.config.public_base()
+    } else {
+        public_origin(app, req)
+    }
+}
+
+/// The success note after a reconnect (`/status?reconnected=NAME`), for a known account only.
+fn status_note(app: &App, req: &Request<Incoming>) -> Option<String> {
+    let q = req.uri().query()?;
+    let name = url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "reconnected")
+        .map(|(_, v)| v.into_owned())?;
+    let acc = app.account(&name)?;
+    Some(format!(
+        "The new app-specific password for {} was accepted by iCloud, stored, and is in use now.",
+        acc.name()
+    ))
+}
+
 /// The HTTP service: one request in, one response out, never an error.
 pub async fn service(
     app: Arc<App>,
@@ -224,10 +252,22 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
     let is_get = method == Method::GET || method == Method::HEAD;
     // Public pages: no login needed.
     match (path.as_str(), is_get) {
-        ("/" | "/status", true) => return status::html(app),
+        ("/" | "/status", true) => {
+            let note = status_note(app, &req);
+            return status::html(app, &page_base(app, &req), note.as_deref());
+        }
         ("/status.json", true) => return status::json(app),
         ("/healthz", true) => return text(StatusCode::OK, "ok\n"),
         ("/metrics", true) => return app.metrics.render(app),
+        _ => {}
+    }
+    // The operator's forms check their own logins, tokens and origins.
+    match path.as_str() {
+        "/admin/reconnect" => return admin::reconnect(app, remote, req).await,
+        "/setup" => {
+            let base = page_base(app, &req);
+            return admin::setup(app, req, &base).await;
+        }
         _ => {}
     }
     let local = paths::parse(&path);
