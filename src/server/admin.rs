@@ -20,7 +20,7 @@ use crate::server::page::{self, SetupAccount};
 use crate::server::stored_accounts;
 use crate::upstream::discover::Learned;
 use crate::upstream::reconnect::test_and_store;
-use crate::upstream::state::Account;
+use crate::upstream::state::{Account, Service};
 
 /// Largest form body accepted.
 const MAX_FORM_BYTES: usize = 4 * 1024;
@@ -152,6 +152,11 @@ async fn reload(app: &Arc<App>) {
 /// account had not learned its layout yet.
 async fn use_new_password(app: &Arc<App>, acc: &Account, learned: Learned) {
     reload(app).await;
+    // Apple accepted exactly this password a moment ago, for both DAV services.
+    if acc.has_credential() {
+        acc.record_success(Service::Caldav, 207);
+        acc.record_success(Service::Carddav, 207);
+    }
     if acc.learned().is_none() {
         acc.set_learned(learned);
         app.save_state();
