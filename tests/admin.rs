@@ -581,6 +581,9 @@ async fn setup_page_needs_its_token_creates_an_admin_and_closes() {
         logs().contains(&format!("/setup?token={token} to create the first login")),
         "the setup URL was not logged"
     );
+    let (_, status_html) = get_text(&env, "/").await;
+    assert!(status_html.contains("Set up first"), "{status_html}");
+    assert!(!status_html.contains(&token), "the token is not public");
     assert_eq!(get_text(&env, "/setup").await.0, 403);
     assert_eq!(get_text(&env, "/setup?token=nope").await.0, 403);
     let (s, html) = get_text(&env, &format!("/setup?token={token}")).await;
@@ -678,6 +681,7 @@ async fn setup_page_needs_its_token_creates_an_admin_and_closes() {
         410
     );
     assert_eq!(env.bridge.app.logins.list().unwrap().len(), 1);
+    assert!(!get_text(&env, "/").await.1.contains("Set up first"));
     assert_not_logged(&[DEMO_APP_PASSWORD, &pw]);
     env.stop().await;
 }

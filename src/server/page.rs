@@ -144,11 +144,19 @@ fn reconnect_href(account: &str) -> String {
 }
 
 /// The status page. `base` is how the reader reaches the bridge (`http://host:port`);
-/// `note` is a short success message (already plain text).
-pub fn status_page(accounts: &[AccountView], base: &str, note: Option<&str>) -> String {
+/// `note` is a short success message (plain text); `setup_pending`: no login exists yet.
+pub fn status_page(
+    accounts: &[AccountView],
+    base: &str,
+    note: Option<&str>,
+    setup_pending: bool,
+) -> String {
     let now = SystemTime::now();
     let mut b = String::new();
     b.push_str("<h1>icloud-bridge</h1>");
+    if setup_pending {
+        b.push_str("<div class=\"fix\"><h3>Set up first</h3><p>No login exists yet. Open the setup link printed in the server's log (it ends in <code>/setup?token=...</code>), or run <code>icloud-bridge client add NAME --admin</code> on the server.</p></div>");
+    }
     if let Some(n) = note {
         let _ = write!(b, "<p class=\"note\" role=\"status\">{}</p>", esc(n));
     }

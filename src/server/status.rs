@@ -46,6 +46,14 @@ pub fn mask(apple_id: &str) -> String {
     }
 }
 
+/// `text` with every occurrence of `apple_id` masked.
+fn mask_in(text: &str, apple_id: &str) -> String {
+    if apple_id.is_empty() {
+        return text.to_string();
+    }
+    text.replace(apple_id, &mask(apple_id))
+}
+
 fn fmt_time(t: Option<SystemTime>) -> Option<String> {
     t.map(httpdate::fmt_http_date)
 }
@@ -83,12 +91,12 @@ pub fn collect(app: &App) -> Status {
                     })
                 })
                 // Anonymous readers see the Apple ID masked, in the sentence too.
-                .map(|r| r.replace(acc.apple_id(), &mask(acc.apple_id())));
+                .map(|r| mask_in(&r, acc.apple_id()));
             let mut map = serde_json::Map::new();
             for (svc, st) in services.iter().zip(&statuses) {
                 let mut v = serde_json::to_value(st).unwrap_or(serde_json::Value::Null);
                 if let Some(serde_json::Value::String(r)) = v.get_mut("reason") {
-                    *r = r.replace(acc.apple_id(), &mask(acc.apple_id()));
+                    *r = mask_in(r, acc.apple_id());
                 }
                 map.insert(svc.as_str().to_string(), v);
             }
@@ -147,5 +155,9 @@ pub fn json(app: &App) -> Response<Body> {
 pub fn html(app: &App, base: &str, note: Option<&str>) -> Response<Body> {
     let st = collect(app);
     let views: Vec<AccountView> = st.accounts.into_iter().map(|a| a.view).collect();
-    page::respond(http::StatusCode::OK, page::status_page(&views, base, note))
+    let setup_pending = app.admin.setup_token().is_some() && app.logins.is_empty();
+    page::respond(
+        http::StatusCode::OK,
+        page::status_page(&views, base, note, setup_pending),
+    )
 }
