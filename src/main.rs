@@ -10,7 +10,7 @@ use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
 use icloud_bridge::server::listener;
 use icloud_bridge::server::logins::LoginStore;
 use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
-use icloud_bridge::upstream::credential::{self, Secret};
+use icloud_bridge::upstream::credential::Secret;
 use icloud_bridge::upstream::vault::Vault;
 
 #[derive(Parser)]
@@ -148,16 +148,14 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn load(path: &Option<PathBuf>) -> Result<Config, String> {
-    Config::resolve(path.as_deref()).map_err(|e| e.to_string())
+    let mut cfg = Config::resolve(path.as_deref()).map_err(|e| e.to_string())?;
+    // Accounts made by the setup page count like configured ones.
+    icloud_bridge::server::stored_accounts::merge(&mut cfg);
+    Ok(cfg)
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
     let running = listener::start(cfg).await?;
-    if running.app.logins.is_empty() {
-        tracing::warn!(
-            "no client login exists yet; create one with `icloud-bridge client add NAME`"
-        );
-    }
     let token = running.token();
     tokio::spawn(async move {
         icloud_bridge::shutdown::signal().await;
@@ -322,12 +320,12 @@ fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
 async fn check(cfg: Config) -> Result<(), String> {
     use icloud_bridge::server::app::App;
     let app = App::new(cfg)?;
-    if app.accounts.is_empty() {
+    if app.accounts().is_empty() {
         println!("config ok; no account is configured");
         return Ok(());
     }
     let mut bad = false;
-    for acc in app.accounts.values() {
+    for acc in app.accounts().values() {
         match icloud_bridge::dav::proxy::ensure_learned(&app, acc).await {
             Ok(_) => {
                 println!("{} caldav ok", acc.name());
@@ -351,38 +349,20 @@ async fn reconnect(
     account: Option<String>,
     password_stdin: bool,
 ) -> Result<(), String> {
-    use icloud_bridge::server::app::App;
-    use icloud_bridge::upstream::credential::{Credential, CredentialSource};
     let name = pick_account(&cfg, account)?;
+    let acc = cfg
+        .account(&name)
+        .cloned()
+        .ok_or_else(|| format!("no account named {name:?}"))?;
     if !password_stdin {
         eprint!("New app-specific password for {name}: ");
     }
     let raw = read_stdin_line()?;
-    let pw = credential::normalise(&raw);
-    if cfg.upstream.kind == UpstreamKind::Icloud && !credential::looks_like_app_password(&pw) {
-        return Err(icloud_bridge::upstream::error::auth_sentence(
-            icloud_bridge::upstream::error::AuthReason::NotAppPassword,
-            cfg.account(&name)
-                .map(|a| a.apple_id.as_str())
-                .unwrap_or("?"),
-        ));
-    }
-    let app = App::new(cfg)?;
-    let acc = app
-        .account(&name)
-        .ok_or_else(|| format!("no account named {name:?}"))?
-        .clone();
-    let secret = Secret::new(pw);
-    acc.set_credential(Some(Credential {
-        secret: secret.clone(),
-        source: CredentialSource::Vault,
-        set_at: None,
-    }));
-    let learned = icloud_bridge::upstream::discover::learn(&app.upstream, &acc)
+    let upstream = icloud_bridge::upstream::client::Upstream::new(&cfg.upstream)?;
+    let vault = Vault::open(&cfg.server.data_dir);
+    icloud_bridge::upstream::reconnect::test_and_store(&cfg, &upstream, &vault, &acc, &raw)
         .await
-        .map_err(|e| format!("the new password was not stored: {e}"))?;
-    drop(learned);
-    app.vault.set(&name, &secret).map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     println!("stored; the running bridge uses it within a second");
     Ok(())
 }

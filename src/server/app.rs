@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::dav;
 use crate::dav::paths::{self, Local};
 use crate::dav::respond::{full, Body};
+use crate::server::admin::{self, AdminState};
 use crate::server::auth::{self, AuthOutcome};
 use crate::server::logins::LoginStore;
 use crate::server::metrics::Metrics;
@@ -25,10 +26,26 @@ use crate::upstream::credential;
 use crate::upstream::state::Account;
 use crate::upstream::vault::Vault;
 
+/// The accounts by name, swappable at run time (readers take a cheap snapshot).
+pub type AccountSnapshot = Arc<BTreeMap<String, Arc<Account>>>;
+
+#[derive(Clone, Default)]
+struct AccountMap(Arc<RwLock<AccountSnapshot>>);
+
+impl AccountMap {
+    fn snapshot(&self) -> AccountSnapshot {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    pub accounts: Arc<BTreeMap<String, Arc<Account>>>,
+    /// The accounts served; swapped whole when the setup page adds one.
+    accounts: AccountMap,
     pub logins: LoginStore,
     pub throttle: FailureThrottle,
     pub upstream: Upstream,
@@ -36,6 +53,8 @@ pub struct App {
     pub metrics: Metrics,
     pub cache: crate::cache::Cache,
     pub started: Instant,
+    /// CSRF key and the one-time setup token of the operator's forms.
+    pub admin: AdminState,
 }
 
 impl App {
@@ -49,6 +68,9 @@ impl App {
         let upstream = Upstream::new(&config.upstream)?;
         let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
         let vault = Vault::open(&config.server.data_dir);
+        let admin = AdminState::new(logins.is_empty());
+        let mut config = config;
+        crate::server::stored_accounts::merge(&mut config);
         let mut accounts = BTreeMap::new();
         for a in &config.accounts {
             let acc = Account::new(
@@ -60,7 +82,7 @@ impl App {
             accounts.insert(a.name.clone(), Arc::new(acc));
         }
         let app = App {
-            accounts: Arc::new(accounts),
+            accounts: AccountMap(Arc::new(RwLock::new(Arc::new(accounts)))),
             logins,
             throttle: FailureThrottle::new(),
             upstream,
@@ -68,6 +90,7 @@ impl App {
             metrics: Metrics::default(),
             cache: crate::cache::Cache::new(&config.cache),
             started: Instant::now(),
+            admin,
             config,
         };
         app.load_state();
@@ -77,8 +100,9 @@ impl App {
 
     /// Resolve every account's credential again (vault, file, command, env).
     pub fn reload_credentials(&self) {
-        let single = self.accounts.len() == 1;
-        for acc in self.accounts.values() {
+        let accounts = self.accounts();
+        let single = accounts.len() == 1;
+        for acc in accounts.values() {
             match credential::resolve(&acc.config, &self.vault, single) {
                 Ok(c) => acc.set_credential(c),
                 Err(e) => {
@@ -104,7 +128,7 @@ impl App {
         let accounts = self.accounts.clone();
         move || {
             let mut map = serde_json::Map::new();
-            for (name, acc) in accounts.iter() {
+            for (name, acc) in accounts.snapshot().iter() {
                 if let Some(l) = acc.learned() {
                     if let Ok(v) = serde_json::to_value(&*l) {
                         map.insert(name.clone(), serde_json::json!({ "learned": v }));
@@ -128,7 +152,7 @@ impl App {
             tracing::warn!("state.json is unreadable; starting fresh");
             return;
         };
-        for (name, acc) in self.accounts.iter() {
+        for (name, acc) in self.accounts().iter() {
             if let Some(l) = v
                 .get("accounts")
                 .and_then(|a| a.get(name))
@@ -141,8 +165,36 @@ impl App {
     }
 
     /// The account a login belongs to.
-    pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
-        self.accounts.get(name)
+    pub fn account(&self, name: &str) -> Option<Arc<Account>> {
+        self.accounts().get(name).cloned()
+    }
+
+    /// A snapshot of the accounts served now.
+    pub fn accounts(&self) -> AccountSnapshot {
+        self.accounts.snapshot()
+    }
+
+    /// Serve one more account from now on (no-op if the name is taken); returns the account
+    /// now registered under that name.
+    pub fn add_account(&self, config: crate::config::AccountConfig) -> Arc<Account> {
+        let mut guard = self
+            .accounts
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = guard.get(&config.name) {
+            return existing.clone();
+        }
+        let acc = Arc::new(Account::new(
+            config,
+            self.config.upstream.kind,
+            std::time::Duration::from_secs(self.config.upstream.auth_probe_secs),
+            self.config.upstream.max_concurrent,
+        ));
+        let mut map = BTreeMap::clone(&guard);
+        map.insert(acc.name().to_string(), acc.clone());
+        *guard = Arc::new(map);
+        acc
     }
 }
 
@@ -157,6 +209,29 @@ fn public_origin(app: &App, req: &Request<Incoming>) -> String {
         Some(h) => format!("http://{h}"),
         None => app.config.public_base(),
     }
+}
+
+/// The base URL shown on the operator's pages: `public_url` if configured, else how the
+/// reader reached us.
+fn page_base(app: &App, req: &Request<Incoming>) -> String {
+    if app.config.server.public_url.is_some() {
+        app.config.public_base()
+    } else {
+        public_origin(app, req)
+    }
+}
+
+/// The success note after a reconnect (`/status?reconnected=NAME`), for a known account only.
+fn status_note(app: &App, req: &Request<Incoming>) -> Option<String> {
+    let q = req.uri().query()?;
+    let name = url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "reconnected")
+        .map(|(_, v)| v.into_owned())?;
+    let acc = app.account(&name)?;
+    Some(format!(
+        "The new app-specific password for {} was accepted by iCloud, stored, and is in use now.",
+        acc.name()
+    ))
 }
 
 /// The HTTP service: one request in, one response out, never an error.
@@ -179,10 +254,22 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
     let is_get = method == Method::GET || method == Method::HEAD;
     // Public pages: no login needed.
     match (path.as_str(), is_get) {
-        ("/" | "/status", true) => return status::html(app),
+        ("/" | "/status", true) => {
+            let note = status_note(app, &req);
+            return status::html(app, &page_base(app, &req), note.as_deref());
+        }
         ("/status.json", true) => return status::json(app),
         ("/healthz", true) => return text(StatusCode::OK, "ok\n"),
         ("/metrics", true) => return app.metrics.render(app),
+        _ => {}
+    }
+    // The operator's forms check their own logins, tokens and origins.
+    match path.as_str() {
+        "/admin/reconnect" => return admin::reconnect(app, remote, req).await,
+        "/setup" => {
+            let base = page_base(app, &req);
+            return admin::setup(app, req, &base).await;
+        }
         _ => {}
     }
     let local = paths::parse(&path);
@@ -208,7 +295,7 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
         AuthOutcome::Challenge => return auth::challenge(false),
         AuthOutcome::Wrong => return auth::challenge(true),
     };
-    let Some(account) = app.account(&login.account).cloned() else {
+    let Some(account) = app.account(&login.account) else {
         return text(
             StatusCode::FORBIDDEN,
             &format!(

@@ -65,6 +65,15 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     spawn_background(&app, &token);
     let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
+    if let Some(token) = app.admin.setup_token() {
+        let mut shown = addr;
+        if shown.ip().is_unspecified() {
+            shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        tracing::warn!(
+            "no client login exists yet: open http://{shown}/setup?token={token} to create the first login (or run `icloud-bridge client add NAME --admin`)"
+        );
+    }
     Ok(Running {
         addr,
         app,
@@ -125,7 +134,7 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationTo
 /// Start-up credential test and the watcher that picks up a new password within 1 s.
 fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
     // Test each account's credential once at start-up by learning its layout.
-    for acc in app.accounts.values() {
+    for acc in app.accounts().values() {
         let app = app.clone();
         let acc = acc.clone();
         let token = token.clone();

@@ -94,7 +94,7 @@ impl Metrics {
             );
         }
         out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
-        for (name, acc) in app.accounts.iter() {
+        for (name, acc) in app.accounts().iter() {
             for svc in [Service::Caldav, Service::Carddav] {
                 let st = acc.status(svc).state;
                 for s in [

@@ -1,9 +1,13 @@
 //! HTTP listener, local authentication and logins, and the operator's pages.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod csrf;
 pub mod listener;
 pub mod logins;
 pub mod metrics;
+pub mod page;
 pub mod status;
+pub mod stored_accounts;
 pub mod throttle;

@@ -7,8 +7,9 @@ use http::{HeaderValue, Response};
 use serde::Serialize;
 
 use crate::dav::respond::{full, Body};
-use crate::dav::xml::build::escape_text;
 use crate::server::app::App;
+use crate::server::page::{self, AccountView, ServiceRow};
+use crate::upstream::error::UpstreamError;
 use crate::upstream::state::{Service, ServiceState, ServiceStatus};
 
 #[derive(Serialize)]
@@ -22,6 +23,9 @@ pub struct AccountStatus {
     pub services: serde_json::Map<String, serde_json::Value>,
     pub caldav_url: String,
     pub carddav_url: String,
+    /// For the HTML page (not part of `/status.json`).
+    #[serde(skip)]
+    pub view: AccountView,
 }
 
 #[derive(Serialize)]
@@ -42,6 +46,14 @@ pub fn mask(apple_id: &str) -> String {
     }
 }
 
+/// `text` with every occurrence of `apple_id` masked.
+fn mask_in(text: &str, apple_id: &str) -> String {
+    if apple_id.is_empty() {
+        return text.to_string();
+    }
+    text.replace(apple_id, &mask(apple_id))
+}
+
 fn fmt_time(t: Option<SystemTime>) -> Option<String> {
     t.map(httpdate::fmt_http_date)
 }
@@ -49,7 +61,7 @@ fn fmt_time(t: Option<SystemTime>) -> Option<String> {
 pub fn collect(app: &App) -> Status {
     let base = app.config.public_base();
     let accounts = app
-        .accounts
+        .accounts()
         .values()
         .map(|acc| {
             let services = [Service::Caldav, Service::Carddav];
@@ -69,15 +81,44 @@ pub fn collect(app: &App) -> Status {
             let reason = statuses
                 .iter()
                 .filter(|s| s.state == worst)
-                .find_map(|s| s.reason.clone());
+                .find_map(|s| s.reason.clone())
+                .or_else(|| {
+                    (state == ServiceState::Unconfigured).then(|| {
+                        UpstreamError::Unconfigured {
+                            account: acc.name().to_string(),
+                        }
+                        .to_string()
+                    })
+                })
+                // Anonymous readers see the Apple ID masked, in the sentence too.
+                .map(|r| mask_in(&r, acc.apple_id()));
             let mut map = serde_json::Map::new();
             for (svc, st) in services.iter().zip(&statuses) {
-                map.insert(
-                    svc.as_str().to_string(),
-                    serde_json::to_value(st).unwrap_or(serde_json::Value::Null),
-                );
+                let mut v = serde_json::to_value(st).unwrap_or(serde_json::Value::Null);
+                if let Some(serde_json::Value::String(r)) = v.get_mut("reason") {
+                    *r = mask_in(r, acc.apple_id());
+                }
+                map.insert(svc.as_str().to_string(), v);
             }
             let last_success = statuses.iter().filter_map(|s| s.last_success).max();
+            let view = AccountView {
+                name: acc.name().to_string(),
+                apple_id_shown: mask(acc.apple_id()),
+                state,
+                reason: reason.clone(),
+                last_success,
+                credential_set_at: acc.credential_set_at(),
+                has_credential: acc.has_credential(),
+                services: services
+                    .iter()
+                    .zip(&statuses)
+                    .map(|(svc, st)| ServiceRow {
+                        name: svc.as_str(),
+                        state: st.state,
+                        last_success: st.last_success,
+                    })
+                    .collect(),
+            };
             AccountStatus {
                 name: acc.name().to_string(),
                 apple_id: mask(acc.apple_id()),
@@ -88,6 +129,7 @@ pub fn collect(app: &App) -> Status {
                 services: map,
                 caldav_url: format!("{base}/dav/{}/calendars/", acc.name()),
                 carddav_url: format!("{base}/dav/{}/contacts/", acc.name()),
+                view,
             }
         })
         .collect();
@@ -108,34 +150,14 @@ pub fn json(app: &App) -> Response<Body> {
     r
 }
 
-pub fn html(app: &App) -> Response<Body> {
+/// The HTML status page; `base` is how the reader reached the bridge, `note` a short
+/// message to show on top (e.g. after a successful reconnect).
+pub fn html(app: &App, base: &str, note: Option<&str>) -> Response<Body> {
     let st = collect(app);
-    let base = app.config.public_base();
-    let mut rows = String::new();
-    for a in &st.accounts {
-        rows.push_str(&format!(
-            "<section><h2>{name} <small>{apple}</small></h2><p class=\"state {state}\">{state}</p>{reason}<dl><dt>Last contact with iCloud</dt><dd>{last}</dd><dt>App-specific password set</dt><dd>{set}</dd><dt>CalDAV URL</dt><dd><code>{cal}</code></dd><dt>CardDAV URL</dt><dd><code>{card}</code></dd></dl></section>",
-            name = escape_text(&a.name),
-            apple = escape_text(&a.apple_id),
-            state = serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            reason = a.reason.as_ref().map(|r| format!("<p class=\"reason\">{}</p>", escape_text(r))).unwrap_or_default(),
-            last = escape_text(a.last_success.as_deref().unwrap_or("never")),
-            set = escape_text(a.credential_set_at.as_deref().unwrap_or("unknown")),
-            cal = escape_text(&a.caldav_url),
-            card = escape_text(&a.carddav_url),
-        ));
-    }
-    if st.accounts.is_empty() {
-        rows.push_str("<p>No account is configured yet. Add an <code>[[account]]</code> to the config file, or run <code>icloud-bridge init</code>.</p>");
-    }
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>icloud-bridge</title><style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:1rem auto;padding:0 1rem;line-height:1.4}}.state{{display:inline-block;padding:.1rem .6rem;border-radius:.3rem;background:#eee;font-weight:bold}}.ok{{background:#c8f0c8}}.auth_rejected,.unconfigured{{background:#f6c6c6}}.unreachable,.rate_limited{{background:#f6e6b0}}code{{word-break:break-all}}dt{{font-weight:bold;margin-top:.4rem}}</style></head><body><h1>icloud-bridge</h1><p>Point Thunderbird or DAVx5 at <code>{base}/</code> with a bridge login.</p>{rows}</body></html>",
-        base = escape_text(&base),
-    );
-    let mut r = Response::new(full(page));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
+    let views: Vec<AccountView> = st.accounts.into_iter().map(|a| a.view).collect();
+    let setup_pending = app.admin.setup_token().is_some() && app.logins.is_empty();
+    page::respond(
+        http::StatusCode::OK,
+        page::status_page(&views, base, note, setup_pending),
+    )
 }

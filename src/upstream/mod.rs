@@ -4,5 +4,6 @@ pub mod client;
 pub mod credential;
 pub mod discover;
 pub mod error;
+pub mod reconnect;
 pub mod state;
 pub mod vault;

@@ -1,0 +1,450 @@
+//! The operator's forms: `/admin/reconnect` (paste a new app-specific password; admin login,
+//! CSRF token and same-origin check) and `/setup` (one-time first-run page, by token).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+
+use crate::config::{valid_account_name, AccountConfig};
+use crate::dav::respond::Body;
+use crate::server::app::App;
+use crate::server::auth::{self, AuthOutcome};
+use crate::server::csrf::{self, Csrf};
+use crate::server::logins::Login;
+use crate::server::page::{self, SetupAccount};
+use crate::server::stored_accounts;
+use crate::upstream::discover::Learned;
+use crate::upstream::reconnect::test_and_store;
+use crate::upstream::state::{Account, Service};
+
+/// Largest form body accepted.
+const MAX_FORM_BYTES: usize = 4 * 1024;
+
+/// State of the operator's forms, one per process.
+pub struct AdminState {
+    pub csrf: Csrf,
+    /// The one-time setup token, while no login exists.
+    setup_token: Mutex<Option<String>>,
+    /// One setup attempt at a time.
+    setup_lock: tokio::sync::Mutex<()>,
+}
+
+impl AdminState {
+    /// `offer_setup`: no login exists, so a setup token is made.
+    pub fn new(offer_setup: bool) -> AdminState {
+        AdminState {
+            csrf: Csrf::new(),
+            setup_token: Mutex::new(offer_setup.then(csrf::random_token)),
+            setup_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The setup token, if the setup page is still offered.
+    pub fn setup_token(&self) -> Option<String> {
+        self.setup_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn end_setup(&self) {
+        *self
+            .setup_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn setup_token_matches(&self, given: &str) -> bool {
+        self.setup_token()
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())))
+    }
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    parse_pairs(req.uri().query().unwrap_or("").as_bytes())
+}
+
+/// URL-encoded pairs; the first value of a name wins.
+fn parse_pairs(bytes: &[u8]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(bytes) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+/// Read an `application/x-www-form-urlencoded` body of at most [`MAX_FORM_BYTES`].
+async fn read_form(req: Request<Incoming>) -> Result<HashMap<String, String>, Response<Body>> {
+    let is_form = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !is_form {
+        return Err(page::message(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Refused",
+            "The form must be sent as application/x-www-form-urlencoded.",
+        ));
+    }
+    match Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(parse_pairs(&c.to_bytes())),
+        Err(_) => Err(page::message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Refused",
+            "The form was too large or could not be read.",
+        )),
+    }
+}
+
+fn not_allowed() -> Response<Body> {
+    let mut r = page::message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Not allowed",
+        "This page answers GET and POST only.",
+    );
+    r.headers_mut().insert(
+        http::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST"),
+    );
+    r
+}
+
+fn cross_origin() -> Response<Body> {
+    page::message(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "This form must be sent from the bridge's own page: the Origin or Referer header is missing or names another site.",
+    )
+}
+
+fn see_other(location: &str) -> Response<Body> {
+    let mut r = page::respond(
+        StatusCode::SEE_OTHER,
+        page::layout("Done", "<p><a href=\"/status\">Status page</a></p>"),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
+/// Resolve every account's credential again, off the async threads.
+async fn reload(app: &Arc<App>) {
+    let a = app.clone();
+    let _ = tokio::task::spawn_blocking(move || a.reload_credentials()).await;
+}
+
+/// After a new password was stored: use it now, and keep what discovery learned if the
+/// account had not learned its layout yet.
+async fn use_new_password(app: &Arc<App>, acc: &Account, learned: Learned) {
+    reload(app).await;
+    // Apple accepted exactly this password a moment ago, for both DAV services.
+    if acc.has_credential() {
+        acc.record_success(Service::Caldav, 207);
+        acc.record_success(Service::Carddav, 207);
+    }
+    if acc.learned().is_none() {
+        acc.set_learned(learned);
+        app.save_state();
+    }
+}
+
+/// The account an admin login may manage through the forms: its own.
+#[allow(clippy::result_large_err)] // the error is the page to answer with; a rare path
+fn account_for(
+    app: &App,
+    login: &Login,
+    requested: Option<&String>,
+) -> Result<Arc<Account>, Response<Body>> {
+    let name = requested.map(String::as_str).unwrap_or(&login.account);
+    if name != login.account {
+        return Err(page::message(
+            StatusCode::FORBIDDEN,
+            "Not this account",
+            &format!(
+                "The login {} belongs to account {} and may only change that account's app-specific password.",
+                login.name, login.account
+            ),
+        ));
+    }
+    app.account(name).ok_or_else(|| {
+        page::message(
+            StatusCode::NOT_FOUND,
+            "No such account",
+            &format!("There is no account named {name} in the configuration."),
+        )
+    })
+}
+
+/// `GET|POST /admin/reconnect`: the paste form for a new app-specific password.
+pub async fn reconnect(
+    app: &Arc<App>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let is_get = method == Method::GET || method == Method::HEAD;
+    if !is_get && method != Method::POST {
+        return not_allowed();
+    }
+    let login = match auth::authenticate(app, remote.ip(), req.headers()).await {
+        AuthOutcome::Ok(login) => login,
+        AuthOutcome::Challenge => return auth::challenge(false),
+        AuthOutcome::Wrong => return auth::challenge(true),
+    };
+    if !login.admin {
+        return page::message(
+            StatusCode::FORBIDDEN,
+            "Admin login needed",
+            &format!(
+                "The login {} is not an admin login, so it may not change the app-specific password. Use an admin login (made with `icloud-bridge client add NAME --admin`), or run `icloud-bridge reconnect` on the server.",
+                login.name
+            ),
+        );
+    }
+    if is_get {
+        let q = query(&req);
+        let acc = match account_for(app, &login, q.get("account")) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let token = app.admin.csrf.token(&login.name, acc.name());
+        return page::respond(
+            StatusCode::OK,
+            page::reconnect_form(acc.name(), acc.apple_id(), &token, None),
+        );
+    }
+    if !csrf::same_origin(req.headers()) {
+        return cross_origin();
+    }
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let acc = match account_for(app, &login, form.get("account")) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let token_ok = form
+        .get("csrf")
+        .is_some_and(|t| app.admin.csrf.verify(&login.name, acc.name(), t));
+    if !token_ok {
+        return page::message(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "The form was too old or did not come from this bridge, so nothing was changed; open it again and paste the password once more.",
+        );
+    }
+    let raw = form.get("password").map(String::as_str).unwrap_or("");
+    match test_and_store(&app.config, &app.upstream, &app.vault, &acc.config, raw).await {
+        Ok(learned) => {
+            use_new_password(app, &acc, learned).await;
+            tracing::info!(account = acc.name(), login = %login.name, "app-specific password replaced from the status page");
+            let q: String = url::form_urlencoded::byte_serialize(acc.name().as_bytes()).collect();
+            see_other(&format!("/status?reconnected={q}"))
+        }
+        Err(e) => {
+            tracing::info!(account = acc.name(), error = %e, "a new app-specific password from the status page was refused");
+            let token = app.admin.csrf.token(&login.name, acc.name());
+            page::respond(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page::reconnect_form(acc.name(), acc.apple_id(), &token, Some(&e.to_string())),
+            )
+        }
+    }
+}
+
+/// An account name made from an Apple ID's local part.
+fn account_name_from(apple_id: &str) -> String {
+    let local = apple_id.split('@').next().unwrap_or("");
+    let name: String = local
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if valid_account_name(&name) {
+        name
+    } else {
+        "icloud".to_string()
+    }
+}
+
+/// What the setup form offers, from the configured accounts.
+fn setup_choice(accounts: &[Arc<Account>]) -> SetupAccount<'_> {
+    match accounts {
+        [] => SetupAccount::Ask,
+        [one] => SetupAccount::Fixed {
+            apple_id: one.apple_id(),
+        },
+        many => SetupAccount::Choose {
+            names: many.iter().map(|a| a.name()).collect(),
+        },
+    }
+}
+
+/// `GET|POST /setup?token=...`: the one-time first-run page.
+pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Response<Body> {
+    let method = req.method().clone();
+    let is_get = method == Method::GET || method == Method::HEAD;
+    if !is_get && method != Method::POST {
+        return not_allowed();
+    }
+    if !app.logins.is_empty() {
+        app.admin.end_setup();
+        return page::message(
+            StatusCode::GONE,
+            "Setup is done",
+            "A login exists already, so this page is closed. Log in with it, or add one on the server with `icloud-bridge client add NAME --admin`.",
+        );
+    }
+    if app.admin.setup_token().is_none() {
+        return page::message(
+            StatusCode::NOT_FOUND,
+            "No setup offered",
+            "This server offers no setup page; restart `icloud-bridge serve` to get a new setup link in its log.",
+        );
+    }
+    let bad_token = || {
+        page::message(
+            StatusCode::FORBIDDEN,
+            "Setup link needed",
+            "Open the setup link printed in the server's log (it ends in ?token=...).",
+        )
+    };
+    let accounts: Vec<Arc<Account>> = app.accounts().values().cloned().collect();
+    if is_get {
+        let q = query(&req);
+        let Some(token) = q.get("token").filter(|t| app.admin.setup_token_matches(t)) else {
+            return bad_token();
+        };
+        return page::respond(
+            StatusCode::OK,
+            page::setup_form(token, &setup_choice(&accounts), "admin", "", None),
+        );
+    }
+    if !csrf::same_origin(req.headers()) {
+        return cross_origin();
+    }
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(token) = form
+        .get("token")
+        .filter(|t| app.admin.setup_token_matches(t))
+    else {
+        return bad_token();
+    };
+    let _one_at_a_time = app.admin.setup_lock.lock().await;
+    // Checked again under the lock: another attempt may have finished meanwhile.
+    if !app.admin.setup_token_matches(token) || !app.logins.is_empty() {
+        return bad_token();
+    }
+    let login_name = form
+        .get("login")
+        .map(|s| s.trim())
+        .unwrap_or("")
+        .to_string();
+    let apple_id_given = form
+        .get("apple_id")
+        .map(|s| s.trim())
+        .unwrap_or("")
+        .to_string();
+    let choice = setup_choice(&accounts);
+    let refuse = |sentence: &str| {
+        page::respond(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page::setup_form(token, &choice, &login_name, &apple_id_given, Some(sentence)),
+        )
+    };
+    if !valid_account_name(&login_name) {
+        return refuse("Choose a login name of 1-64 letters, digits, '-', '_' or '.'.");
+    }
+    let (account_cfg, is_new) = match &accounts[..] {
+        [] => {
+            if !stored_accounts::valid_apple_id(&apple_id_given) {
+                return refuse("Enter the Apple ID (an email address such as name@icloud.com).");
+            }
+            let cfg = AccountConfig {
+                name: account_name_from(&apple_id_given),
+                apple_id: apple_id_given.clone(),
+                password_file: None,
+                password_command: None,
+            };
+            (cfg, true)
+        }
+        [one] => (one.config.clone(), false),
+        many => {
+            let wanted = form.get("account").map(String::as_str).unwrap_or("");
+            match many.iter().find(|a| a.name() == wanted) {
+                Some(a) => (a.config.clone(), false),
+                None => return refuse("Choose one of the configured accounts."),
+            }
+        }
+    };
+    let raw = form.get("password").map(String::as_str).unwrap_or("");
+    let learned =
+        match test_and_store(&app.config, &app.upstream, &app.vault, &account_cfg, raw).await {
+            Ok(l) => l,
+            Err(e) => return refuse(&e.to_string()),
+        };
+    let acc = if is_new {
+        if let Err(e) = stored_accounts::add(
+            &app.config.server.data_dir,
+            &account_cfg.name,
+            &account_cfg.apple_id,
+        ) {
+            tracing::warn!(error = %e, "cannot write the stored accounts file");
+            return refuse("The account could not be saved in the data directory; check its permissions and the server's log.");
+        }
+        app.add_account(account_cfg.clone())
+    } else {
+        match app.account(&account_cfg.name) {
+            Some(a) => a,
+            None => return refuse("The account is no longer configured."),
+        }
+    };
+    use_new_password(app, &acc, learned).await;
+    let store = app.clone();
+    let (name, account) = (login_name.clone(), acc.name().to_string());
+    let made =
+        tokio::task::spawn_blocking(move || store.logins.add(&name, &account, true, None)).await;
+    let password = match made {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return refuse(&format!("The login could not be created: {e}")),
+        Err(_) => return refuse("The login could not be created; see the server's log."),
+    };
+    app.admin.end_setup();
+    tracing::info!(login = %login_name, account = acc.name(), "the setup page created the first admin login");
+    page::respond(
+        StatusCode::OK,
+        page::setup_done(&login_name, &password, base, acc.name()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names_from_apple_ids() {
+        assert_eq!(account_name_from("Alice.Smith@icloud.com"), "alice.smith");
+        assert_eq!(account_name_from("a+b@icloud.com"), "ab");
+        assert_eq!(account_name_from("+++@icloud.com"), "icloud");
+    }
+}

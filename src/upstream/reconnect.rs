@@ -1,0 +1,69 @@
+//! Replacing an account's app-specific password, shared by `icloud-bridge reconnect`, the
+//! status page's paste form and the setup page: normalise, check the format (iCloud only),
+//! test it by real discovery on a scratch account (the live one is not disturbed), store it.
+
+use std::time::Duration;
+
+use crate::config::{AccountConfig, Config, UpstreamKind};
+use crate::upstream::client::Upstream;
+use crate::upstream::credential::{
+    looks_like_app_password, normalise, Credential, CredentialSource, Secret,
+};
+use crate::upstream::discover::{self, Learned};
+use crate::upstream::error::{auth_sentence, AuthReason, UpstreamError};
+use crate::upstream::state::Account;
+use crate::upstream::vault::{Vault, VaultError};
+
+/// Why a new password was not stored; each a sentence for a person. Never holds the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconnectError {
+    #[error("no password was given; paste the app-specific password made at appleid.apple.com")]
+    Empty,
+    #[error("{}", auth_sentence(AuthReason::NotAppPassword, .apple_id))]
+    NotAppPassword { apple_id: String },
+    #[error("the new password was not stored: {0}")]
+    Upstream(UpstreamError),
+    #[error("the new password was accepted by iCloud but could not be stored: {0}")]
+    Store(VaultError),
+}
+
+/// Normalise `raw`, check its format (iCloud upstreams), test it against the upstream with a
+/// scratch account built from `account`, and on success write it to `vault`. Returns what
+/// discovery learned, so a caller may hand it to the live account.
+pub async fn test_and_store(
+    config: &Config,
+    upstream: &Upstream,
+    vault: &Vault,
+    account: &AccountConfig,
+    raw: &str,
+) -> Result<Learned, ReconnectError> {
+    let pw = normalise(raw);
+    if pw.is_empty() {
+        return Err(ReconnectError::Empty);
+    }
+    if config.upstream.kind == UpstreamKind::Icloud && !looks_like_app_password(&pw) {
+        return Err(ReconnectError::NotAppPassword {
+            apple_id: account.apple_id.clone(),
+        });
+    }
+    let secret = Secret::new(pw);
+    let scratch = Account::new(
+        account.clone(),
+        config.upstream.kind,
+        Duration::from_secs(config.upstream.auth_probe_secs),
+        config.upstream.max_concurrent,
+    );
+    scratch.set_credential(Some(Credential {
+        secret: secret.clone(),
+        source: CredentialSource::Vault,
+        set_at: None,
+    }));
+    let learned = discover::learn(upstream, &scratch)
+        .await
+        .map_err(ReconnectError::Upstream)?;
+    vault
+        .set(&account.name, &secret)
+        .map_err(ReconnectError::Store)?;
+    tracing::info!(account = %account.name, "a new app-specific password was tested and stored");
+    Ok(learned)
+}
