@@ -122,8 +122,10 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationTo
     }
 }
 
-/// Start-up credential test and the watcher that picks up a new password within 1 s.
+/// Start-up credential test, the watcher that picks up a new password within 1 s, and the
+/// notifier (log lines, webhook, state.json).
 fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
+    crate::server::notify::spawn(app, token);
     // Test each account's credential once at start-up by learning its layout.
     for acc in app.accounts.values() {
         let app = app.clone();

@@ -5,5 +5,6 @@ pub mod auth;
 pub mod listener;
 pub mod logins;
 pub mod metrics;
+pub mod notify;
 pub mod status;
 pub mod throttle;

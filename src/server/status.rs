@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::dav::respond::{full, Body};
 use crate::dav::xml::build::escape_text;
 use crate::server::app::App;
-use crate::upstream::state::{Service, ServiceState, ServiceStatus};
+use crate::upstream::state::{ServiceState, ServiceStatus};
 
 #[derive(Serialize)]
 pub struct AccountStatus {
@@ -52,24 +52,9 @@ pub fn collect(app: &App) -> Status {
         .accounts
         .values()
         .map(|acc| {
-            let services = [Service::Caldav, Service::Carddav];
+            let services = acc.served();
             let statuses: Vec<ServiceStatus> = services.iter().map(|s| acc.status(*s)).collect();
-            let worst = statuses
-                .iter()
-                .map(|s| s.state)
-                .max()
-                .unwrap_or(ServiceState::Unknown);
-            let state = if !acc.has_credential() {
-                ServiceState::Unconfigured
-            } else if statuses.iter().all(|s| s.state == ServiceState::Unknown) {
-                ServiceState::Unknown
-            } else {
-                worst
-            };
-            let reason = statuses
-                .iter()
-                .filter(|s| s.state == worst)
-                .find_map(|s| s.reason.clone());
+            let (state, reason) = acc.overall();
             let mut map = serde_json::Map::new();
             for (svc, st) in services.iter().zip(&statuses) {
                 map.insert(
