@@ -88,6 +88,14 @@ impl Metrics {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn inner_webhooks(&self) -> [u64; 3] {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .webhooks
+    }
+
     pub fn render(&self, app: &App) -> Response<Body> {
         let mut out = String::new();
         {

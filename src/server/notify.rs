@@ -362,11 +362,9 @@ pub struct Notifier {
     pub save: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Start the notifier for `app` (once; later calls do nothing).
-pub fn spawn(app: &Arc<App>, token: &CancellationToken) {
-    let Some(rx) = app.take_events() else {
-        return;
-    };
+/// Start the notifier for `app` (once; later calls do nothing and return `None`).
+pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let rx = app.take_events()?;
     let sink: Option<Arc<dyn Deliver>> = match &app.config.notify.webhook {
         Some(url) => match Webhook::new(url.clone(), app.config.notify.secret.clone()) {
             Ok(w) => {
@@ -390,7 +388,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) {
         metrics: app.metrics.clone(),
         save: Arc::new(saver),
     };
-    tokio::spawn(n.run(rx, token.clone()));
+    Some(tokio::spawn(n.run(rx, token.clone())))
 }
 
 impl Notifier {
@@ -583,5 +581,425 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AccountConfig, UpstreamKind};
+    use crate::upstream::credential::{Credential, CredentialSource};
+    use crate::upstream::error::{Unreachable, UpstreamError};
+    use crate::upstream::state::Service;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A sink that records bodies and fails its first `fail_first` attempts.
+    #[derive(Default)]
+    struct Recorder {
+        fail_first: AtomicUsize,
+        attempts: AtomicUsize,
+        bodies: Mutex<Vec<serde_json::Value>>,
+    }
+
+    impl Recorder {
+        fn bodies(&self) -> Vec<serde_json::Value> {
+            self.bodies.lock().unwrap().clone()
+        }
+        fn states(&self) -> Vec<String> {
+            self.bodies()
+                .iter()
+                .map(|b| b["state"].as_str().unwrap_or("").to_string())
+                .collect()
+        }
+    }
+
+    impl Deliver for Recorder {
+        fn attempt(&self, body: Bytes) -> BoxFuture<'static, Result<(), String>> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            let fail = self
+                .fail_first
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if !fail {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                self.bodies.lock().unwrap().push(v);
+            }
+            Box::pin(async move {
+                if fail {
+                    Err("HTTP 500".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        fn describe(&self) -> String {
+            "test://sink".into()
+        }
+    }
+
+    fn account(set_at: SystemTime) -> Arc<Account> {
+        let acc = Account::new(
+            AccountConfig {
+                name: "alice".into(),
+                apple_id: "alice@icloud.com".into(),
+                password_file: None,
+                password_command: None,
+            },
+            UpstreamKind::Icloud,
+            Duration::from_secs(900),
+            4,
+        );
+        acc.set_credential(Some(Credential {
+            secret: Secret::new("abcd-efgh-ijkl-mnop".into()),
+            source: CredentialSource::Vault,
+            set_at: Some(set_at),
+        }));
+        Arc::new(acc)
+    }
+
+    struct Rig {
+        acc: Arc<Account>,
+        sink: Arc<Recorder>,
+        metrics: Arc<Metrics>,
+        saves: Arc<AtomicUsize>,
+        token: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn rig_with(acc: Arc<Account>, min_secs: u64, warn_after_days: Option<u64>) -> Rig {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        acc.set_events(tx);
+        let sink = Arc::new(Recorder::default());
+        let metrics = Arc::new(Metrics::default());
+        let saves = Arc::new(AtomicUsize::new(0));
+        let s = saves.clone();
+        let mut accounts = BTreeMap::new();
+        accounts.insert("alice".to_string(), acc.clone());
+        let n = Notifier {
+            accounts: Arc::new(accounts),
+            config: NotifyConfig {
+                webhook: None,
+                min_secs,
+                warn_after_days,
+                secret: None,
+            },
+            status_url: "http://127.0.0.1:8008/status".into(),
+            sink: Some(sink.clone()),
+            backoff: BACKOFF,
+            metrics: metrics.clone(),
+            save: Arc::new(move || {
+                s.fetch_add(1, Ordering::SeqCst);
+            }),
+        };
+        let token = CancellationToken::new();
+        let task = tokio::spawn(n.run(rx, token.clone()));
+        Rig {
+            acc,
+            sink,
+            metrics,
+            saves,
+            token,
+            task,
+        }
+    }
+
+    fn rig(min_secs: u64) -> Rig {
+        rig_with(account(SystemTime::now()), min_secs, None)
+    }
+
+    fn down() -> UpstreamError {
+        UpstreamError::Unreachable {
+            kind: Unreachable::Connect,
+            detail: "connection failed".into(),
+        }
+    }
+
+    fn all_ok(acc: &Account) {
+        acc.record_success(Service::Caldav, 207);
+        acc.record_success(Service::Carddav, 207);
+    }
+
+    async fn wait(secs: u64) {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_blip_sends_nothing_not_even_its_recovery() {
+        let r = rig(300);
+        all_ok(&r.acc);
+        wait(1).await;
+        r.acc.record_failure(Service::Caldav, &down(), None);
+        wait(299).await;
+        all_ok(&r.acc);
+        wait(3600).await;
+        assert!(r.sink.bodies().is_empty(), "{:?}", r.sink.bodies());
+        assert_eq!(r.sink.attempts.load(Ordering::SeqCst), 0);
+        r.token.cancel();
+        let _ = r.task.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_is_sent_after_min_secs_and_so_is_the_recovery() {
+        let r = rig(300);
+        all_ok(&r.acc);
+        wait(1).await;
+        for _ in 0..50 {
+            r.acc.record_failure(Service::Caldav, &down(), None);
+        }
+        wait(299).await;
+        assert!(r.sink.bodies().is_empty());
+        wait(2).await;
+        assert_eq!(r.sink.states(), ["unreachable"]);
+        let b = &r.sink.bodies()[0];
+        assert_eq!(b["previous_state"], "ok");
+        assert_eq!(b["fix_url"], "http://127.0.0.1:8008/status");
+        assert_eq!(b["apple_id"], "alice@icloud.com");
+        assert!(b["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(r.acc.notified(), Some(ServiceState::Unreachable));
+        all_ok(&r.acc);
+        wait(1).await;
+        assert_eq!(r.sink.states(), ["unreachable", "ok"]);
+        assert_eq!(r.sink.bodies()[1]["previous_state"], "unreachable");
+        r.token.cancel();
+        let _ = r.task.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auth_rejected_is_sent_at_once_and_once() {
+        let r = rig(300);
+        all_ok(&r.acc);
+        wait(1).await;
+        for _ in 0..200 {
+            let _ = r.acc.record_auth_rejected(Service::Caldav);
+            let _ = r.acc.gate(Service::Caldav);
+        }
+        wait(1).await;
+        assert_eq!(r.sink.states(), ["auth_rejected"]);
+        let b = &r.sink.bodies()[0];
+        assert_eq!(b["fix_url"], APPLE_ID_URL);
+        assert!(b["reason"].as_str().unwrap().contains("no longer accepts"));
+        wait(3600).await;
+        assert_eq!(r.sink.bodies().len(), 1);
+        r.token.cancel();
+        let _ = r.task.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_state_supersedes_a_pending_retry() {
+        let r = rig(300);
+        all_ok(&r.acc);
+        wait(1).await;
+        r.sink.fail_first.store(2, Ordering::SeqCst);
+        let _ = r.acc.record_auth_rejected(Service::Caldav);
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        // The rejection's first try failed; before its retry the password works again.
+        assert_eq!(r.sink.attempts.load(Ordering::SeqCst), 1);
+        all_ok(&r.acc);
+        wait(600).await;
+        assert_eq!(r.sink.states(), ["ok"]);
+        assert_eq!(r.sink.bodies()[0]["previous_state"], "auth_rejected");
+        assert_eq!(r.sink.attempts.load(Ordering::SeqCst), 3);
+        r.token.cancel();
+        let _ = r.task.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_with_jitter_and_give_up_after_eight_tries() {
+        let sink = Arc::new(Recorder::default());
+        let metrics = Arc::new(Metrics::default());
+        sink.fail_first.store(3, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let ok = deliver_with_retry(
+            sink.clone(),
+            Bytes::from_static(b"{\"state\":\"ok\"}"),
+            BACKOFF,
+            metrics.clone(),
+            "t".into(),
+        )
+        .await;
+        let took = t0.elapsed();
+        assert!(ok);
+        assert_eq!(sink.attempts.load(Ordering::SeqCst), 4);
+        // 1 + 2 + 4 s, each jittered to 50-100 %.
+        assert!(
+            took >= Duration::from_millis(3500) && took <= Duration::from_secs(7),
+            "{took:?}"
+        );
+        sink.fail_first.store(usize::MAX, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let ok = deliver_with_retry(
+            sink.clone(),
+            Bytes::from_static(b"{}"),
+            BACKOFF,
+            metrics.clone(),
+            "t".into(),
+        )
+        .await;
+        assert!(!ok);
+        assert_eq!(sink.attempts.load(Ordering::SeqCst), 4 + 8);
+        // 1+2+4+...+64 s = 127 s at most.
+        assert!(
+            t0.elapsed() <= Duration::from_secs(127),
+            "{:?}",
+            t0.elapsed()
+        );
+        let g = metrics.inner_webhooks();
+        assert_eq!(g, [1, 3 + 7, 1]);
+        for n in 0..20 {
+            let d = BACKOFF.delay(n);
+            assert!(d <= BACKOFF.max && d >= BACKOFF.first / 2, "{n}: {d:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn saves_are_debounced_off_the_request_path() {
+        let r = rig(300);
+        wait(5).await;
+        let base = r.saves.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            all_ok(&r.acc);
+            r.acc.record_failure(Service::Caldav, &down(), None);
+        }
+        // Nothing is written synchronously by the state changes themselves.
+        assert_eq!(r.saves.load(Ordering::SeqCst), base);
+        wait(2).await;
+        let mut n = 0;
+        for _ in 0..200 {
+            n = r.saves.load(Ordering::SeqCst);
+            if n > base {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(n, base + 1, "one save for a burst of changes");
+        r.token.cancel();
+        let _ = r.task.await;
+        assert_eq!(
+            r.saves.load(Ordering::SeqCst),
+            base + 2,
+            "and one at shutdown"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_credential_age_reminder_is_sent_once_per_credential() {
+        let old = SystemTime::now() - Duration::from_secs(40 * 86400);
+        let acc = account(old);
+        let r = rig_with(acc.clone(), 300, Some(30));
+        wait(1).await;
+        let b = r.sink.bodies();
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0]["event"], "credential_age");
+        assert_eq!(b[0]["age_days"], 40);
+        wait(3 * 86400).await;
+        assert_eq!(r.sink.bodies().len(), 1);
+        r.token.cancel();
+        let _ = r.task.await;
+        // Remembered (this is what state.json keeps): a restart reminds no more.
+        assert!(acc.persisted().credential_age_reminded.is_some());
+        let again = account(old);
+        again.restore(&acc.persisted());
+        let r = rig_with(again, 300, Some(30));
+        wait(1).await;
+        assert!(r.sink.bodies().is_empty());
+        // A young credential is not reminded of.
+        let r2 = rig_with(account(SystemTime::now()), 300, Some(30));
+        wait(1).await;
+        assert!(r2.sink.bodies().is_empty());
+        assert_eq!(r.metrics.inner_webhooks(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn rfc3339_and_signature() {
+        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            signature("key", b"The quick brown fox jumps over the lazy dog"),
+            "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn tracker_rules() {
+        let now = Instant::now();
+        let t0 = SystemTime::now();
+        let mut t = Tracker::new(Duration::from_secs(300));
+        assert!(t
+            .start("a", ServiceState::Unknown, None, None, now)
+            .is_none());
+        // Unknown -> ok at start: nothing to tell.
+        assert!(t
+            .observe("a", ServiceState::Unknown, ServiceState::Ok, None, t0, now)
+            .is_none());
+        let n = t.observe(
+            "a",
+            ServiceState::Ok,
+            ServiceState::RateLimited,
+            Some("slow".into()),
+            t0,
+            now,
+        );
+        assert!(n.is_none());
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(300)));
+        assert!(t.due(now + Duration::from_secs(299)).is_empty());
+        let d = t.due(now + Duration::from_secs(300));
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].state, d[0].previous),
+            (ServiceState::RateLimited, ServiceState::Ok)
+        );
+        assert_eq!(t.next_deadline(), None);
+        // Already told: coming back to the same state after `unknown` says nothing.
+        assert!(t
+            .observe(
+                "a",
+                ServiceState::RateLimited,
+                ServiceState::Unknown,
+                None,
+                t0,
+                now
+            )
+            .is_none());
+        assert!(t
+            .observe(
+                "a",
+                ServiceState::Unknown,
+                ServiceState::RateLimited,
+                None,
+                t0,
+                now
+            )
+            .is_none());
+        assert_eq!(t.next_deadline(), None);
+        // A restart that had told auth_rejected does not tell it again.
+        let mut t = Tracker::new(Duration::from_secs(300));
+        assert!(t
+            .start(
+                "a",
+                ServiceState::AuthRejected,
+                None,
+                Some(ServiceState::AuthRejected),
+                now
+            )
+            .is_none());
+        let n = t
+            .observe(
+                "a",
+                ServiceState::AuthRejected,
+                ServiceState::Ok,
+                None,
+                t0,
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            (n.state, n.previous),
+            (ServiceState::Ok, ServiceState::AuthRejected)
+        );
     }
 }

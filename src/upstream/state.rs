@@ -610,3 +610,167 @@ fn set_status(g: &mut Inner, service: Service, err: &UpstreamError, status: Opti
         s.last_upstream_status = status;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::credential::{CredentialSource, Secret};
+    use crate::upstream::error::Unreachable;
+
+    fn account(name: &str) -> Account {
+        Account::new(
+            AccountConfig {
+                name: name.into(),
+                apple_id: format!("{name}@icloud.com"),
+                password_file: None,
+                password_command: None,
+            },
+            UpstreamKind::Icloud,
+            Duration::from_secs(900),
+            4,
+        )
+    }
+
+    fn cred(pw: &str) -> Option<Credential> {
+        Some(Credential {
+            secret: Secret::new(pw.into()),
+            source: CredentialSource::Vault,
+            set_at: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        })
+    }
+
+    fn down() -> UpstreamError {
+        UpstreamError::Unreachable {
+            kind: Unreachable::Connect,
+            detail: "connection failed".into(),
+        }
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<StateEvent>) -> Vec<StateEvent> {
+        let mut v = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            v.push(e);
+        }
+        v
+    }
+
+    #[test]
+    fn only_real_changes_send_events_and_the_account_state_is_the_worst() {
+        let acc = account("alice");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        acc.set_events(tx);
+        acc.set_credential(cred("abcd-efgh-ijkl-mnop"));
+        let ev = drain(&mut rx);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(
+            (ev[0].service, ev[0].old, ev[0].new),
+            (None, ServiceState::Unconfigured, ServiceState::Unknown)
+        );
+        acc.record_success(Service::Caldav, 207);
+        acc.record_success(Service::Carddav, 207);
+        let ev = drain(&mut rx);
+        let account_level: Vec<_> = ev.iter().filter(|e| e.service.is_none()).collect();
+        assert_eq!(account_level.len(), 1, "{ev:?}");
+        assert_eq!(account_level[0].new, ServiceState::Ok);
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        // 200 identical successes and 200 identical rejections: one change.
+        for _ in 0..200 {
+            acc.record_success(Service::Caldav, 207);
+        }
+        assert!(drain(&mut rx).is_empty());
+        for _ in 0..200 {
+            let _ = acc.record_auth_rejected(Service::Caldav);
+            let _ = acc.gate(Service::Caldav);
+        }
+        let ev = drain(&mut rx);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let a = ev.iter().find(|e| e.service.is_none()).unwrap();
+        assert_eq!(
+            (a.old, a.new),
+            (ServiceState::Ok, ServiceState::AuthRejected)
+        );
+        assert!(a.reason.as_deref().unwrap().contains("no longer accepts"));
+        assert_eq!(acc.overall().0, ServiceState::AuthRejected);
+        // A network failure of the other service is less bad: the account stays rejected,
+        // but the service's own change is reported.
+        acc.record_failure(Service::Carddav, &down(), None);
+        let ev = drain(&mut rx);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].service, Some(Service::Carddav));
+        // A new credential clears the rejection.
+        acc.set_credential(cred("bcde-efgh-ijkl-mnop"));
+        let ev = drain(&mut rx);
+        let a = ev.iter().find(|e| e.service.is_none()).unwrap();
+        assert_eq!(
+            (a.old, a.new),
+            (ServiceState::AuthRejected, ServiceState::Unreachable)
+        );
+        acc.set_credential(None);
+        assert_eq!(acc.overall().0, ServiceState::Unconfigured);
+        assert!(acc.overall().1.unwrap().contains("reconnect"));
+    }
+
+    #[test]
+    fn the_account_state_rule() {
+        let ok = ServiceStatus {
+            state: ServiceState::Ok,
+            ..Default::default()
+        };
+        let unknown = ServiceStatus::default();
+        let down = ServiceStatus {
+            state: ServiceState::Unreachable,
+            reason: Some("down".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            account_state("a", true, &[&unknown, &unknown]).0,
+            ServiceState::Unknown
+        );
+        assert_eq!(account_state("a", true, &[&ok, &ok]).0, ServiceState::Ok);
+        assert_eq!(
+            account_state("a", true, &[&ok, &down]),
+            (ServiceState::Unreachable, Some("down".into()))
+        );
+        assert_eq!(
+            account_state("a", false, &[&ok, &ok]).0,
+            ServiceState::Unconfigured
+        );
+    }
+
+    #[test]
+    fn persisted_state_comes_back_only_for_the_same_credential() {
+        let acc = account("alice");
+        acc.set_credential(cred("abcd-efgh-ijkl-mnop"));
+        acc.record_success(Service::Caldav, 207);
+        let _ = acc.record_auth_rejected(Service::Carddav);
+        acc.set_notified(ServiceState::AuthRejected);
+        let p = acc.persisted();
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("abcd-efgh"), "{text}");
+        let back: Persisted = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+
+        let same = account("alice");
+        same.set_credential(cred("abcd-efgh-ijkl-mnop"));
+        same.restore(&back);
+        assert_eq!(
+            same.status(Service::Carddav).state,
+            ServiceState::AuthRejected
+        );
+        assert_eq!(same.notified(), Some(ServiceState::AuthRejected));
+        let e = same.record_auth_rejected(Service::Caldav);
+        assert!(e.to_string().contains("no longer accepts"), "{e}");
+
+        let other = account("alice");
+        other.set_credential(cred("zzzz-efgh-ijkl-mnop"));
+        other.restore(&back);
+        assert_eq!(other.status(Service::Carddav).state, ServiceState::Unknown);
+        assert_eq!(other.status(Service::Caldav).state, ServiceState::Ok);
+        let e = other.record_auth_rejected(Service::Caldav);
+        assert!(e.to_string().contains("refused"), "{e}");
+
+        // Files from before (only `learned`) still load.
+        let old: Persisted = serde_json::from_str(r#"{"learned":{"x":1}}"#).unwrap();
+        assert_eq!(old, Persisted::default());
+    }
+}
