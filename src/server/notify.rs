@@ -191,6 +191,8 @@ struct Track {
     at: SystemTime,
     /// The last state notified.
     notified: Option<ServiceState>,
+    /// Its reason (this run only): a new password rejected in turn is told again.
+    notified_reason: Option<String>,
     /// When `state` becomes worth notifying (unreachable / rate_limited).
     pending: Option<Instant>,
 }
@@ -226,6 +228,7 @@ impl Tracker {
             reason,
             at: SystemTime::now(),
             notified,
+            notified_reason: None,
             pending: None,
         };
         let n = decide(self.min, account, &mut t, now);
@@ -250,6 +253,7 @@ impl Tracker {
             reason: None,
             at,
             notified: None,
+            notified_reason: None,
             pending: None,
         });
         if t.state == new {
@@ -293,7 +297,9 @@ impl Tracker {
 fn decide(min: Duration, account: &str, t: &mut Track, now: Instant) -> Option<Notice> {
     let told = t.notified.unwrap_or(ServiceState::Ok);
     let notify_now = match t.state {
-        ServiceState::AuthRejected | ServiceState::Unconfigured => t.state != told,
+        ServiceState::AuthRejected | ServiceState::Unconfigured => {
+            t.state != told || (t.notified_reason.is_some() && t.notified_reason != t.reason)
+        }
         ServiceState::Unreachable | ServiceState::RateLimited => {
             if t.state == told {
                 false
@@ -313,6 +319,7 @@ fn decide(min: Duration, account: &str, t: &mut Track, now: Instant) -> Option<N
 fn notice(account: &str, t: &mut Track) -> Notice {
     let previous = t.notified.unwrap_or(t.before);
     t.notified = Some(t.state);
+    t.notified_reason = t.reason.clone();
     t.pending = None;
     Notice {
         account: account.to_string(),
