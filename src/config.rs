@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+use crate::upstream::credential::Secret;
+
 /// Everything that can be wrong with a configuration, each in one sentence.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -109,11 +111,38 @@ pub struct CacheConfig {
     pub fresh_secs: u64,
 }
 
-#[derive(Debug, Clone)]
+/// `[notify]`: telling the operator about changes of an account's state.
+#[derive(Clone)]
 pub struct NotifyConfig {
+    /// POSTed on every notified change (may hold a token in its path: never logged whole).
     pub webhook: Option<Url>,
+    /// How long `unreachable` / `rate_limited` must last before they are notified.
     pub min_secs: u64,
+    /// Remind once per credential when it is older than this many days.
     pub warn_after_days: Option<u64>,
+    /// Key for the `X-Icloud-Bridge-Signature: sha256=<hex HMAC-SHA256 of the body>` header.
+    pub secret: Option<Secret>,
+}
+
+impl fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("webhook", &self.webhook.as_ref().map(url_origin))
+            .field("min_secs", &self.min_secs)
+            .field("warn_after_days", &self.warn_after_days)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// `scheme://host[:port]` of a URL: what may be logged of a webhook whose path or query
+/// can carry a token.
+pub fn url_origin(u: &Url) -> String {
+    match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+        (Some(h), None) => format!("{}://{h}", u.scheme()),
+        _ => format!("{}://", u.scheme()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +219,7 @@ struct RawNotify {
     webhook: Option<String>,
     min_secs: Option<u64>,
     warn_after_days: Option<u64>,
+    secret: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -388,7 +418,21 @@ impl Config {
                 .map(|w| parse_url("notify.webhook", &w, &["http", "https"]))
                 .transpose()?,
             min_secs: raw.notify.min_secs.unwrap_or(300),
-            warn_after_days: raw.notify.warn_after_days,
+            warn_after_days: raw
+                .notify
+                .warn_after_days
+                .map(|d| positive("notify.warn_after_days", d))
+                .transpose()?,
+            secret: match raw.notify.secret {
+                Some(s) if s.trim().is_empty() => {
+                    return Err(invalid(
+                        "notify.secret",
+                        "must not be empty (leave it out instead)",
+                    ))
+                }
+                Some(s) => Some(Secret::new(s)),
+                None => None,
+            },
         };
         let limits = LimitsConfig {
             max_body_bytes: positive(
@@ -473,8 +517,25 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_string();
     match e.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {msg}")
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            // Name the key of that line when the message does not (type errors); never
+            // echo the value, which may be a secret.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                        && !msg.contains(*k)
+                });
+            match key {
+                Some(k) => format!("line {line}, key `{k}`: {msg}"),
+                None => format!("line {line}: {msg}"),
+            }
         }
         None => msg,
     }
@@ -554,6 +615,59 @@ mod tests {
         assert_eq!(c.upstream.timeout_secs, d.upstream.timeout_secs);
         assert_eq!(c.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
+        assert_eq!(c.notify.min_secs, d.notify.min_secs);
+        assert_eq!(c.notify.min_secs, 300);
+        assert!(c.notify.webhook.is_none() && d.notify.webhook.is_none());
+        assert_eq!(c.notify.warn_after_days, d.notify.warn_after_days);
+        assert!(c.notify.secret.is_none());
+        // The commented [notify] block documents every key and is itself valid.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with("[notify]")
+                        || ["webhook", "min_secs", "warn_after_days", "secret"]
+                            .iter()
+                            .any(|k| rest.starts_with(&format!("{k} ="))) =>
+                {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let n = Config::from_toml(&uncommented, None).unwrap();
+        assert!(n.notify.webhook.is_some() && n.notify.secret.is_some());
+        assert!(n.notify.warn_after_days.is_some());
+    }
+
+    #[test]
+    fn notify_keys_are_validated_and_secrets_stay_out_of_debug() {
+        let err = Config::from_toml("[notify]\nwebhook = \"ftp://x/topic\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("notify.webhook"), "{err}");
+        let err = Config::from_toml("[notify]\nwarn_after_days = 0\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("notify.warn_after_days"), "{err}");
+        let err = Config::from_toml("[notify]\nmin_secs = \"x\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("min_secs"), "{err}");
+        let err = Config::from_toml("[notify]\nwebhok = \"https://a/\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("webhok"), "{err}");
+        let c = Config::from_toml(
+            "[notify]\nwebhook = \"https://ntfy.example:8443/tok3n-topic?auth=q\"\nsecret = \"s3cr3t-key\"\nmin_secs = 0\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.notify.min_secs, 0);
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("https://ntfy.example:8443"), "{dbg}");
+        assert!(!dbg.contains("tok3n") && !dbg.contains("s3cr3t"), "{dbg}");
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn boot(b: Boot) -> (Env, Vec<String>) {
         .iter()
         .map(|(name, admin)| store.add(name, "alice", *admin, None).unwrap())
         .collect();
-    let bridge = listener::start(cfg).await.unwrap();
+    let bridge = listener::start(cfg.clone()).await.unwrap();
     let base = format!("http://{}", bridge.addr);
     let (user, pass) = match b.logins.first() {
         Some((n, _)) => (n.to_string(), passwords[0].clone()),
@@ -123,6 +123,7 @@ async fn boot(b: Boot) -> (Env, Vec<String>) {
             .build()
             .unwrap(),
         dir,
+        cfg,
     };
     (env, passwords)
 }

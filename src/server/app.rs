@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -23,8 +23,8 @@ use crate::server::status;
 use crate::server::throttle::FailureThrottle;
 use crate::upstream::client::Upstream;
 use crate::upstream::credential;
-use crate::upstream::state::Account;
-use crate::upstream::vault::Vault;
+use crate::upstream::state::{Account, Persisted, StateEvent};
+use crate::upstream::vault::{write_atomic, Vault};
 
 /// The accounts by name, swappable at run time (readers take a cheap snapshot).
 pub type AccountSnapshot = Arc<BTreeMap<String, Arc<Account>>>;
@@ -50,11 +50,15 @@ pub struct App {
     pub throttle: FailureThrottle,
     pub upstream: Upstream,
     pub vault: Vault,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub cache: crate::cache::Cache,
     pub started: Instant,
     /// CSRF key and the one-time setup token of the operator's forms.
     pub admin: AdminState,
+    /// State changes of every account, for the notifier (taken once by `notify::spawn`).
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StateEvent>>>,
+    /// The sending end, for accounts added at run time.
+    events_tx: tokio::sync::mpsc::UnboundedSender<StateEvent>,
 }
 
 impl App {
@@ -81,21 +85,33 @@ impl App {
             );
             accounts.insert(a.name.clone(), Arc::new(acc));
         }
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let app = App {
             accounts: AccountMap(Arc::new(RwLock::new(Arc::new(accounts)))),
             logins,
             throttle: FailureThrottle::new(),
             upstream,
             vault,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             cache: crate::cache::Cache::new(&config.cache),
             started: Instant::now(),
             admin,
             config,
+            events: Mutex::new(Some(events_rx)),
+            events_tx,
         };
-        app.load_state();
+        // The credential first: what state.json says about it applies only if unchanged.
         app.reload_credentials();
+        app.load_state();
+        for acc in app.accounts().values() {
+            acc.set_events(app.events_tx.clone());
+        }
         Ok(app)
+    }
+
+    /// The receiving end of every account's state changes (once).
+    pub fn take_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StateEvent>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Resolve every account's credential again (vault, file, command, env).
@@ -117,7 +133,8 @@ impl App {
         self.config.server.data_dir.join("state.json")
     }
 
-    /// Persist what discovery learned (so discovery can be answered while iCloud refuses).
+    /// Persist what discovery learned (so discovery can be answered while iCloud refuses) and
+    /// each account's state and notification bookkeeping.
     pub fn save_state(&self) {
         (self.state_saver())()
     }
@@ -127,18 +144,23 @@ impl App {
         let path = self.state_path();
         let accounts = self.accounts.clone();
         move || {
+            // {"accounts": {"<name>": {"learned": {...}, "accepted_before": ..., "services":
+            // {...}, "notified_state": ..., ...}}}: `learned` as before, the rest beside it.
             let mut map = serde_json::Map::new();
             for (name, acc) in accounts.snapshot().iter() {
+                let mut entry = match serde_json::to_value(acc.persisted()) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => serde_json::Map::new(),
+                };
                 if let Some(l) = acc.learned() {
                     if let Ok(v) = serde_json::to_value(&*l) {
-                        map.insert(name.clone(), serde_json::json!({ "learned": v }));
+                        entry.insert("learned".into(), v);
                     }
                 }
+                map.insert(name.clone(), serde_json::Value::Object(entry));
             }
             let text = serde_json::json!({ "accounts": map }).to_string();
-            let tmp = path.with_extension("json.tmp");
-            let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = res {
+            if let Err(e) = write_atomic(&path, text.as_bytes()) {
                 tracing::warn!(error = %e, "cannot save state.json");
             }
         }
@@ -153,13 +175,21 @@ impl App {
             return;
         };
         for (name, acc) in self.accounts().iter() {
-            if let Some(l) = v
-                .get("accounts")
-                .and_then(|a| a.get(name))
-                .and_then(|a| a.get("learned"))
+            let Some(entry) = v.get("accounts").and_then(|a| a.get(name)) else {
+                continue;
+            };
+            if let Some(l) = entry
+                .get("learned")
                 .and_then(|l| serde_json::from_value(l.clone()).ok())
             {
                 acc.set_learned(l);
+            }
+            // Absent in files from older versions: every field defaults.
+            match serde_json::from_value::<Persisted>(entry.clone()) {
+                Ok(p) => acc.restore(&p),
+                Err(e) => {
+                    tracing::warn!(account = %name, error = %e, "state.json: ignoring the saved account state")
+                }
             }
         }
     }
@@ -191,6 +221,7 @@ impl App {
             std::time::Duration::from_secs(self.config.upstream.auth_probe_secs),
             self.config.upstream.max_concurrent,
         ));
+        acc.set_events(self.events_tx.clone());
         let mut map = BTreeMap::clone(&guard);
         map.insert(acc.name().to_string(), acc.clone());
         *guard = Arc::new(map);

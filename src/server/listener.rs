@@ -27,18 +27,23 @@ pub struct Running {
     pub app: Arc<App>,
     token: CancellationToken,
     task: JoinHandle<()>,
+    /// The notifier, which saves state.json once more when it stops.
+    notifier: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Ask the server to stop and wait for it (in-flight requests get up to 10 s).
     pub async fn stop(self) {
         self.token.cancel();
-        let _ = self.task.await;
+        self.wait().await;
     }
 
     /// Wait until the server stops (after `stop` or a shutdown signal given to `start`).
     pub async fn wait(self) {
         let _ = self.task.await;
+        if let Some(n) = self.notifier {
+            let _ = n.await;
+        }
     }
 
     pub fn token(&self) -> CancellationToken {
@@ -62,7 +67,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let token = CancellationToken::new();
-    spawn_background(&app, &token);
+    let notifier = spawn_background(&app, &token);
     let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
     if let Some(token) = app.admin.setup_token() {
@@ -79,6 +84,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
         app,
         token,
         task,
+        notifier,
     })
 }
 
@@ -131,8 +137,10 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationTo
     }
 }
 
-/// Start-up credential test and the watcher that picks up a new password within 1 s.
-fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
+/// Start-up credential test, the watcher that picks up a new password within 1 s, and the
+/// notifier (log lines, webhook, state.json).
+fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHandle<()>> {
+    let notifier = crate::server::notify::spawn(app, token);
     // Test each account's credential once at start-up by learning its layout.
     for acc in app.accounts().values() {
         let app = app.clone();
@@ -175,4 +183,5 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) {
             }
         }
     });
+    notifier
 }

@@ -1,4 +1,5 @@
-//! Prometheus text metrics: requests by method and status, request latency, account state.
+//! Prometheus text metrics: requests by method and status, request latency, account state,
+//! state changes and webhook deliveries.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,7 +20,13 @@ struct Inner {
     latency_buckets: Vec<u64>,
     latency_sum_ms: f64,
     latency_count: u64,
+    /// (account, new state) -> changes of the account's state.
+    state_changes: BTreeMap<(String, &'static str), u64>,
+    /// ok, retry, failed.
+    webhooks: [u64; 3],
 }
+
+const WEBHOOK_RESULTS: [&str; 3] = ["ok", "retry", "failed"];
 
 /// Counters kept in memory; rendered on `/metrics`.
 #[derive(Default)]
@@ -65,6 +72,30 @@ impl Metrics {
         g.latency_count += 1;
     }
 
+    /// The account's state changed to `state`.
+    pub fn record_state_change(&self, account: &str, state: &'static str) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *g.state_changes
+            .entry((account.to_string(), state))
+            .or_default() += 1;
+    }
+
+    /// One webhook delivery attempt: `ok`, `retry` (failed, will retry) or `failed` (gave up).
+    pub fn record_webhook(&self, result: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = WEBHOOK_RESULTS.iter().position(|r| *r == result) {
+            g.webhooks[i] += 1;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner_webhooks(&self) -> [u64; 3] {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .webhooks
+    }
+
     pub fn render(&self, app: &App) -> Response<Body> {
         let mut out = String::new();
         {
@@ -92,19 +123,26 @@ impl Metrics {
                 g.latency_sum_ms / 1000.0,
                 g.latency_count
             );
+            out.push_str("# HELP icloud_bridge_state_changes_total Changes of an account's state, by the new state.\n# TYPE icloud_bridge_state_changes_total counter\n");
+            for ((a, s), n) in &g.state_changes {
+                let _ = writeln!(
+                    out,
+                    "icloud_bridge_state_changes_total{{account=\"{a}\",state=\"{s}\"}} {n}"
+                );
+            }
+            out.push_str("# HELP icloud_bridge_webhook_deliveries_total Webhook delivery attempts: ok, retry (failed, retried later), failed (gave up).\n# TYPE icloud_bridge_webhook_deliveries_total counter\n");
+            for (r, n) in WEBHOOK_RESULTS.iter().zip(g.webhooks) {
+                let _ = writeln!(
+                    out,
+                    "icloud_bridge_webhook_deliveries_total{{result=\"{r}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
         for (name, acc) in app.accounts().iter() {
             for svc in [Service::Caldav, Service::Carddav] {
                 let st = acc.status(svc).state;
-                for s in [
-                    ServiceState::Ok,
-                    ServiceState::Unconfigured,
-                    ServiceState::AuthRejected,
-                    ServiceState::Unreachable,
-                    ServiceState::RateLimited,
-                    ServiceState::Unknown,
-                ] {
+                for s in ServiceState::ALL {
                     let _ = writeln!(
                         out,
                         "icloud_bridge_account_state{{account=\"{name}\",service=\"{}\",state=\"{}\"}} {}",

@@ -7,6 +7,7 @@ pub mod csrf;
 pub mod listener;
 pub mod logins;
 pub mod metrics;
+pub mod notify;
 pub mod page;
 pub mod status;
 pub mod stored_accounts;

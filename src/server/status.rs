@@ -9,8 +9,7 @@ use serde::Serialize;
 use crate::dav::respond::{full, Body};
 use crate::server::app::App;
 use crate::server::page::{self, AccountView, ServiceRow};
-use crate::upstream::error::UpstreamError;
-use crate::upstream::state::{Service, ServiceState, ServiceStatus};
+use crate::upstream::state::{ServiceState, ServiceStatus};
 
 #[derive(Serialize)]
 pub struct AccountStatus {
@@ -64,34 +63,11 @@ pub fn collect(app: &App) -> Status {
         .accounts()
         .values()
         .map(|acc| {
-            let services = [Service::Caldav, Service::Carddav];
+            let services = acc.served();
             let statuses: Vec<ServiceStatus> = services.iter().map(|s| acc.status(*s)).collect();
-            let worst = statuses
-                .iter()
-                .map(|s| s.state)
-                .max()
-                .unwrap_or(ServiceState::Unknown);
-            let state = if !acc.has_credential() {
-                ServiceState::Unconfigured
-            } else if statuses.iter().all(|s| s.state == ServiceState::Unknown) {
-                ServiceState::Unknown
-            } else {
-                worst
-            };
-            let reason = statuses
-                .iter()
-                .filter(|s| s.state == worst)
-                .find_map(|s| s.reason.clone())
-                .or_else(|| {
-                    (state == ServiceState::Unconfigured).then(|| {
-                        UpstreamError::Unconfigured {
-                            account: acc.name().to_string(),
-                        }
-                        .to_string()
-                    })
-                })
-                // Anonymous readers see the Apple ID masked, in the sentence too.
-                .map(|r| mask_in(&r, acc.apple_id()));
+            let (state, reason) = acc.overall();
+            // Anonymous readers see the Apple ID masked, in the sentence too.
+            let reason = reason.map(|r| mask_in(&r, acc.apple_id()));
             let mut map = serde_json::Map::new();
             for (svc, st) in services.iter().zip(&statuses) {
                 let mut v = serde_json::to_value(st).unwrap_or(serde_json::Value::Null);

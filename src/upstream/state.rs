@@ -1,11 +1,15 @@
 //! Per-account runtime state: the credential in use, what Apple last said about it (per
-//! service), the probe limit after a rejection, and what discovery learned.
+//! service), the probe limit after a rejection, and what discovery learned. Every change of
+//! a service's or the account's (state, reason) is reported as a [`StateEvent`] on the
+//! channel given to [`Account::set_events`], without ever blocking the caller.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{AccountConfig, UpstreamKind};
 use crate::upstream::credential::{looks_like_app_password, Credential};
@@ -13,7 +17,7 @@ use crate::upstream::discover::Learned;
 use crate::upstream::error::{AuthReason, UpstreamError};
 
 /// One of the upstream services an account uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
     Caldav,
@@ -33,8 +37,11 @@ impl Service {
     }
 }
 
+/// The services this process serves today (the account's state is the worst of these).
+pub const SERVED: &[Service] = &[Service::Caldav, Service::Carddav];
+
 /// The state shown on the status page, in `/status.json` and in metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     // Ordered from best to worst so that the account's state is the max.
@@ -57,6 +64,70 @@ impl ServiceState {
             ServiceState::Unconfigured => "unconfigured",
         }
     }
+
+    /// Every state, best first.
+    pub const ALL: [ServiceState; 6] = [
+        ServiceState::Ok,
+        ServiceState::Unknown,
+        ServiceState::RateLimited,
+        ServiceState::Unreachable,
+        ServiceState::AuthRejected,
+        ServiceState::Unconfigured,
+    ];
+
+    /// A state the operator must hear about (everything but `ok` and `unknown`).
+    pub fn is_bad(self) -> bool {
+        !matches!(self, ServiceState::Ok | ServiceState::Unknown)
+    }
+}
+
+/// The account's state from its served services' statuses: `unconfigured` without a
+/// credential, `unknown` while no served service has been asked, else the worst one; the
+/// reason is the first one given for that state.
+pub fn account_state(
+    account: &str,
+    has_credential: bool,
+    statuses: &[&ServiceStatus],
+) -> (ServiceState, Option<String>) {
+    let worst = statuses
+        .iter()
+        .map(|s| s.state)
+        .max()
+        .unwrap_or(ServiceState::Unknown);
+    let state = if !has_credential {
+        ServiceState::Unconfigured
+    } else if statuses.iter().all(|s| s.state == ServiceState::Unknown) {
+        ServiceState::Unknown
+    } else {
+        worst
+    };
+    let reason = statuses
+        .iter()
+        .filter(|s| s.state == state)
+        .find_map(|s| s.reason.clone());
+    let reason = match (state, reason) {
+        (ServiceState::Unconfigured, None) => Some(
+            UpstreamError::Unconfigured {
+                account: account.to_string(),
+            }
+            .to_string(),
+        ),
+        (_, r) => r,
+    };
+    (state, reason)
+}
+
+/// One change of a service's or an account's (state, reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEvent {
+    pub account: String,
+    /// `None`: the account as a whole (the worst of its served services).
+    pub service: Option<Service>,
+    pub old: ServiceState,
+    pub new: ServiceState,
+    /// The sentence explaining `new` (none for `ok`).
+    pub reason: Option<String>,
+    pub at: SystemTime,
 }
 
 /// What the bridge knows about one service of one account.
@@ -102,7 +173,16 @@ struct Inner {
     confirmed: std::collections::HashSet<Service>,
     services: HashMap<Service, ServiceStatus>,
     learned: Option<Arc<Learned>>,
+    /// The last account state the operator was told about (webhook/log), kept across restarts.
+    notified: Option<ServiceState>,
+    /// `credential_set_at` (unix seconds) of the credential whose age was already reminded.
+    age_reminded: Option<u64>,
 }
+
+type Snapshot = (
+    (ServiceState, Option<String>),
+    Vec<(Service, ServiceState, Option<String>)>,
+);
 
 /// An account at run time.
 pub struct Account {
@@ -119,6 +199,9 @@ pub struct Account {
     /// After a 503/429 from Apple: no upstream request until then (and the status Apple
     /// sent); with the number of such answers in a row, for the backoff without Retry-After.
     hold: Mutex<Option<(Instant, u16, u32)>>,
+    /// Where state changes go (set once when the App is built).
+    events: OnceLock<UnboundedSender<StateEvent>>,
+    served: Vec<Service>,
 }
 
 /// Permission to send one request upstream: the `Authorization` header, and, when this
@@ -128,7 +211,7 @@ pub struct Admitted {
     _probe: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-enum Gate {
+pub(crate) enum Gate {
     Go(http::HeaderValue),
     /// Apple rejected the credential on another service and this one has not answered
     /// since: one request checks, the others wait for its answer.
@@ -162,12 +245,93 @@ impl Account {
                 confirmed: Default::default(),
                 services: HashMap::new(),
                 learned: None,
+                notified: None,
+                age_reminded: None,
             }),
             limiter: tokio::sync::Semaphore::new(max_concurrent),
             learn_lock: tokio::sync::Mutex::new(()),
             probe_lock: Arc::new(tokio::sync::Mutex::new(())),
             hold: Mutex::new(None),
+            events: OnceLock::new(),
+            served: SERVED.to_vec(),
         }
+    }
+
+    /// Report every later change of (state, reason) on `tx`. Only the first call counts.
+    pub fn set_events(&self, tx: UnboundedSender<StateEvent>) {
+        let _ = self.events.set(tx);
+    }
+
+    /// The services whose state makes up the account's state.
+    pub fn served(&self) -> &[Service] {
+        &self.served
+    }
+
+    /// The account's state and reason (see [`account_state`]).
+    pub fn overall(&self) -> (ServiceState, Option<String>) {
+        let g = self.lock();
+        self.overall_of(&g)
+    }
+
+    fn overall_of(&self, g: &Inner) -> (ServiceState, Option<String>) {
+        let default = ServiceStatus::default();
+        let statuses: Vec<&ServiceStatus> = self
+            .served
+            .iter()
+            .map(|s| g.services.get(s).unwrap_or(&default))
+            .collect();
+        account_state(&self.config.name, g.credential.is_some(), &statuses)
+    }
+
+    fn snapshot(&self, g: &Inner) -> Snapshot {
+        let services = g
+            .services
+            .iter()
+            .map(|(k, v)| (*k, v.state, v.reason.clone()))
+            .collect();
+        (self.overall_of(g), services)
+    }
+
+    /// Run `f` on the state under the lock and report what it changed. Sending on an
+    /// unbounded channel never blocks.
+    fn change<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self.lock();
+        let Some(tx) = self.events.get() else {
+            return f(&mut g);
+        };
+        let before = self.snapshot(&g);
+        let r = f(&mut g);
+        let after = self.snapshot(&g);
+        drop(g);
+        if before == after {
+            return r;
+        }
+        let now = SystemTime::now();
+        let send = |service, old, new, reason| {
+            let _ = tx.send(StateEvent {
+                account: self.config.name.clone(),
+                service,
+                old,
+                new,
+                reason,
+                at: now,
+            });
+        };
+        for (svc, state, reason) in &after.1 {
+            let old = before
+                .1
+                .iter()
+                .find(|(s, _, _)| s == svc)
+                .map(|(_, st, r)| (*st, r.clone()))
+                .unwrap_or((ServiceState::Unknown, None));
+            if old != (*state, reason.clone()) {
+                send(Some(*svc), old.0, *state, reason.clone());
+            }
+        }
+        if before.0 != after.0 {
+            send(None, (before.0).0, (after.0).0, (after.0).1.clone());
+        }
+        r
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -185,7 +349,10 @@ impl Account {
 
     /// Install a (new) credential; forgets every rejection of the old one.
     pub fn set_credential(&self, credential: Option<Credential>) {
-        let mut g = self.lock();
+        self.change(|g| self.set_credential_in(g, credential))
+    }
+
+    fn set_credential_in(&self, g: &mut Inner, credential: Option<Credential>) {
         let changed = match (&g.credential, &credential) {
             (Some(a), Some(b)) => a.secret.expose() != b.secret.expose(),
             (None, None) => false,
@@ -255,13 +422,16 @@ impl Account {
         }
     }
 
-    fn gate(&self, service: Service) -> Result<Gate, UpstreamError> {
-        let mut g = self.lock();
+    pub(crate) fn gate(&self, service: Service) -> Result<Gate, UpstreamError> {
+        self.change(|g| self.gate_in(g, service))
+    }
+
+    fn gate_in(&self, g: &mut Inner, service: Service) -> Result<Gate, UpstreamError> {
         let Some(cred) = g.credential.as_ref() else {
             let e = UpstreamError::Unconfigured {
                 account: self.config.name.clone(),
             };
-            set_status(&mut g, service, &e, None);
+            set_status(g, service, &e, None);
             return Err(e);
         };
         if self.kind == UpstreamKind::Icloud && !looks_like_app_password(cred.secret.expose()) {
@@ -269,14 +439,14 @@ impl Account {
                 reason: AuthReason::NotAppPassword,
                 apple_id: self.config.apple_id.clone(),
             };
-            set_status(&mut g, service, &e, None);
+            set_status(g, service, &e, None);
             return Err(e);
         }
         let Some(header) = g.auth_header.clone() else {
             let e = UpstreamError::Unconfigured {
                 account: self.config.name.clone(),
             };
-            set_status(&mut g, service, &e, None);
+            set_status(g, service, &e, None);
             return Err(e);
         };
         if let Some((reason, last_probe)) = g.rejected.get(&service).copied() {
@@ -298,40 +468,41 @@ impl Account {
 
     /// Apple answered `status` (not 401/429/503) for `service`: the credential works.
     pub fn record_success(&self, service: Service, status: u16) {
-        let mut g = self.lock();
-        g.accepted_before = true;
-        g.rejected.remove(&service);
-        g.confirmed.insert(service);
-        let s = g.services.entry(service).or_default();
-        s.state = ServiceState::Ok;
-        s.reason = None;
-        s.last_success = Some(SystemTime::now());
-        s.last_upstream_status = Some(status);
+        self.change(|g| {
+            g.accepted_before = true;
+            g.rejected.remove(&service);
+            g.confirmed.insert(service);
+            let s = g.services.entry(service).or_default();
+            s.state = ServiceState::Ok;
+            s.reason = None;
+            s.last_success = Some(SystemTime::now());
+            s.last_upstream_status = Some(status);
+        })
     }
 
     /// Apple answered 401: decide locally why, remember it, and return the error.
     pub fn record_auth_rejected(&self, service: Service) -> UpstreamError {
-        let mut g = self.lock();
-        let reason = if g.accepted_before {
-            AuthReason::Revoked
-        } else {
-            AuthReason::NeverAccepted
-        };
-        g.rejected.insert(service, (reason, Instant::now()));
-        // A revoked password is dead for every service: each must check again.
-        g.confirmed.clear();
-        let e = UpstreamError::AuthRejected {
-            reason,
-            apple_id: self.config.apple_id.clone(),
-        };
-        set_status(&mut g, service, &e, Some(401));
-        e
+        self.change(|g| {
+            let reason = if g.accepted_before {
+                AuthReason::Revoked
+            } else {
+                AuthReason::NeverAccepted
+            };
+            g.rejected.insert(service, (reason, Instant::now()));
+            // A revoked password is dead for every service: each must check again.
+            g.confirmed.clear();
+            let e = UpstreamError::AuthRejected {
+                reason,
+                apple_id: self.config.apple_id.clone(),
+            };
+            set_status(g, service, &e, Some(401));
+            e
+        })
     }
 
     /// Any other failure (unreachable, rate limited, bad response).
     pub fn record_failure(&self, service: Service, err: &UpstreamError, status: Option<u16>) {
-        let mut g = self.lock();
-        set_status(&mut g, service, err, status);
+        self.change(|g| set_status(g, service, err, status))
     }
 
     pub fn status(&self, service: Service) -> ServiceStatus {
@@ -379,6 +550,142 @@ impl Account {
     pub fn set_learned(&self, learned: Learned) {
         self.lock().learned = Some(Arc::new(learned));
     }
+
+    /// The last account state the operator was told about (`None`: nothing yet).
+    pub fn notified(&self) -> Option<ServiceState> {
+        self.lock().notified
+    }
+
+    pub fn set_notified(&self, state: ServiceState) {
+        self.lock().notified = Some(state);
+    }
+
+    /// Whether the age of the credential set at `set_at` was already reminded.
+    pub fn age_reminded(&self, set_at: SystemTime) -> bool {
+        self.lock().age_reminded == Some(unix_secs(set_at))
+    }
+
+    pub fn set_age_reminded(&self, set_at: SystemTime) {
+        self.lock().age_reminded = Some(unix_secs(set_at));
+    }
+
+    /// What `state.json` keeps of this account (besides what discovery learned).
+    pub fn persisted(&self) -> Persisted {
+        let g = self.lock();
+        Persisted {
+            credential_id: g
+                .credential
+                .as_ref()
+                .map(|c| credential_id(&self.config.apple_id, c.secret.expose())),
+            accepted_before: g.accepted_before,
+            services: g
+                .services
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        *k,
+                        PersistedService {
+                            state: v.state,
+                            reason: v.reason.clone(),
+                            last_success: v.last_success.map(unix_secs),
+                            last_failure: v.last_failure.map(unix_secs),
+                            last_upstream_status: v.last_upstream_status,
+                        },
+                    )
+                })
+                .collect(),
+            notified_state: g.notified,
+            credential_age_reminded: g.age_reminded,
+        }
+    }
+
+    /// Take back what a previous run saved. Call after the credential is installed and
+    /// before events are wired: what belongs to the credential (`accepted_before`, a
+    /// rejection) is kept only if the credential is still the same one.
+    pub fn restore(&self, p: &Persisted) {
+        let mut g = self.lock();
+        let same = match (&g.credential, &p.credential_id) {
+            (Some(c), Some(id)) => credential_id(&self.config.apple_id, c.secret.expose()) == *id,
+            _ => false,
+        };
+        if same {
+            g.accepted_before = p.accepted_before;
+        }
+        for (svc, ps) in &p.services {
+            let credential_bound = matches!(
+                ps.state,
+                ServiceState::AuthRejected | ServiceState::Unconfigured
+            );
+            let (state, reason) = if credential_bound && !same {
+                (ServiceState::Unknown, None)
+            } else {
+                (ps.state, ps.reason.clone())
+            };
+            g.services.insert(
+                *svc,
+                ServiceStatus {
+                    state,
+                    reason,
+                    last_success: ps.last_success.map(from_unix),
+                    last_failure: ps.last_failure.map(from_unix),
+                    last_upstream_status: ps.last_upstream_status,
+                },
+            );
+        }
+        g.notified = p.notified_state;
+        g.age_reminded = p.credential_age_reminded;
+    }
+}
+
+/// The per-account part of `state.json` next to `learned`. Times are unix seconds. Every
+/// field is optional so that older files (only `learned`) still load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Persisted {
+    /// Identifies the credential `accepted_before` belongs to: a truncated SHA-256 of the
+    /// Apple ID and password, never the password.
+    pub credential_id: Option<String>,
+    pub accepted_before: bool,
+    pub services: BTreeMap<Service, PersistedService>,
+    pub notified_state: Option<ServiceState>,
+    pub credential_age_reminded: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistedService {
+    pub state: ServiceState,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub last_success: Option<u64>,
+    #[serde(default)]
+    pub last_failure: Option<u64>,
+    #[serde(default)]
+    pub last_upstream_status: Option<u16>,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn from_unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// 64 bits of SHA-256 over a domain tag, the Apple ID and the password: enough to tell
+/// credentials apart, far too little to recover a password from.
+fn credential_id(apple_id: &str, secret: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(b"icloud-bridge credential id\0");
+    h.update(apple_id.as_bytes());
+    h.update(b"\0");
+    h.update(secret.as_bytes());
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn set_status(g: &mut Inner, service: Service, err: &UpstreamError, status: Option<u16>) {
@@ -388,5 +695,169 @@ fn set_status(g: &mut Inner, service: Service, err: &UpstreamError, status: Opti
     s.last_failure = Some(SystemTime::now());
     if status.is_some() {
         s.last_upstream_status = status;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::credential::{CredentialSource, Secret};
+    use crate::upstream::error::Unreachable;
+
+    fn account(name: &str) -> Account {
+        Account::new(
+            AccountConfig {
+                name: name.into(),
+                apple_id: format!("{name}@icloud.com"),
+                password_file: None,
+                password_command: None,
+            },
+            UpstreamKind::Icloud,
+            Duration::from_secs(900),
+            4,
+        )
+    }
+
+    fn cred(pw: &str) -> Option<Credential> {
+        Some(Credential {
+            secret: Secret::new(pw.into()),
+            source: CredentialSource::Vault,
+            set_at: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        })
+    }
+
+    fn down() -> UpstreamError {
+        UpstreamError::Unreachable {
+            kind: Unreachable::Connect,
+            detail: "connection failed".into(),
+        }
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<StateEvent>) -> Vec<StateEvent> {
+        let mut v = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            v.push(e);
+        }
+        v
+    }
+
+    #[test]
+    fn only_real_changes_send_events_and_the_account_state_is_the_worst() {
+        let acc = account("alice");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        acc.set_events(tx);
+        acc.set_credential(cred("abcd-efgh-ijkl-mnop"));
+        let ev = drain(&mut rx);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(
+            (ev[0].service, ev[0].old, ev[0].new),
+            (None, ServiceState::Unconfigured, ServiceState::Unknown)
+        );
+        acc.record_success(Service::Caldav, 207);
+        acc.record_success(Service::Carddav, 207);
+        let ev = drain(&mut rx);
+        let account_level: Vec<_> = ev.iter().filter(|e| e.service.is_none()).collect();
+        assert_eq!(account_level.len(), 1, "{ev:?}");
+        assert_eq!(account_level[0].new, ServiceState::Ok);
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        // 200 identical successes and 200 identical rejections: one change.
+        for _ in 0..200 {
+            acc.record_success(Service::Caldav, 207);
+        }
+        assert!(drain(&mut rx).is_empty());
+        for _ in 0..200 {
+            let _ = acc.record_auth_rejected(Service::Caldav);
+            let _ = acc.gate(Service::Caldav);
+        }
+        let ev = drain(&mut rx);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let a = ev.iter().find(|e| e.service.is_none()).unwrap();
+        assert_eq!(
+            (a.old, a.new),
+            (ServiceState::Ok, ServiceState::AuthRejected)
+        );
+        assert!(a.reason.as_deref().unwrap().contains("no longer accepts"));
+        assert_eq!(acc.overall().0, ServiceState::AuthRejected);
+        // A network failure of the other service is less bad: the account stays rejected,
+        // but the service's own change is reported.
+        acc.record_failure(Service::Carddav, &down(), None);
+        let ev = drain(&mut rx);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].service, Some(Service::Carddav));
+        // A new credential clears the rejection.
+        acc.set_credential(cred("bcde-efgh-ijkl-mnop"));
+        let ev = drain(&mut rx);
+        let a = ev.iter().find(|e| e.service.is_none()).unwrap();
+        assert_eq!(
+            (a.old, a.new),
+            (ServiceState::AuthRejected, ServiceState::Unreachable)
+        );
+        acc.set_credential(None);
+        assert_eq!(acc.overall().0, ServiceState::Unconfigured);
+        assert!(acc.overall().1.unwrap().contains("reconnect"));
+    }
+
+    #[test]
+    fn the_account_state_rule() {
+        let ok = ServiceStatus {
+            state: ServiceState::Ok,
+            ..Default::default()
+        };
+        let unknown = ServiceStatus::default();
+        let down = ServiceStatus {
+            state: ServiceState::Unreachable,
+            reason: Some("down".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            account_state("a", true, &[&unknown, &unknown]).0,
+            ServiceState::Unknown
+        );
+        assert_eq!(account_state("a", true, &[&ok, &ok]).0, ServiceState::Ok);
+        assert_eq!(
+            account_state("a", true, &[&ok, &down]),
+            (ServiceState::Unreachable, Some("down".into()))
+        );
+        assert_eq!(
+            account_state("a", false, &[&ok, &ok]).0,
+            ServiceState::Unconfigured
+        );
+    }
+
+    #[test]
+    fn persisted_state_comes_back_only_for_the_same_credential() {
+        let acc = account("alice");
+        acc.set_credential(cred("abcd-efgh-ijkl-mnop"));
+        acc.record_success(Service::Caldav, 207);
+        let _ = acc.record_auth_rejected(Service::Carddav);
+        acc.set_notified(ServiceState::AuthRejected);
+        let p = acc.persisted();
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("abcd-efgh"), "{text}");
+        let back: Persisted = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+
+        let same = account("alice");
+        same.set_credential(cred("abcd-efgh-ijkl-mnop"));
+        same.restore(&back);
+        assert_eq!(
+            same.status(Service::Carddav).state,
+            ServiceState::AuthRejected
+        );
+        assert_eq!(same.notified(), Some(ServiceState::AuthRejected));
+        let e = same.record_auth_rejected(Service::Caldav);
+        assert!(e.to_string().contains("no longer accepts"), "{e}");
+
+        let other = account("alice");
+        other.set_credential(cred("zzzz-efgh-ijkl-mnop"));
+        other.restore(&back);
+        assert_eq!(other.status(Service::Carddav).state, ServiceState::Unknown);
+        assert_eq!(other.status(Service::Caldav).state, ServiceState::Ok);
+        let e = other.record_auth_rejected(Service::Caldav);
+        assert!(e.to_string().contains("refused"), "{e}");
+
+        // Files from before (only `learned`) still load.
+        let old: Persisted = serde_json::from_str(r#"{"learned":{"x":1}}"#).unwrap();
+        assert_eq!(old, Persisted::default());
     }
 }

@@ -18,6 +18,8 @@ pub struct Env {
     pub pass: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The bridge's configuration, for `restart`.
+    pub cfg: Config,
 }
 
 pub struct Options {
@@ -31,6 +33,8 @@ pub struct Options {
     pub upstream_override: Option<String>,
     pub timeout_secs: u64,
     pub fresh_secs: u64,
+    /// Last changes to the bridge's configuration (e.g. `[notify]`).
+    pub tweak: Box<dyn FnOnce(&mut Config)>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
             upstream_override: None,
             timeout_secs: 5,
             fresh_secs: 30,
+            tweak: Box::new(|_| {}),
         }
     }
 }
@@ -82,7 +87,8 @@ pub async fn start_with(opts: Options) -> Env {
         .unwrap()
         .add("phone", "alice", false, None)
         .unwrap();
-    let bridge = listener::start(cfg).await.expect("bridge starts");
+    (opts.tweak)(&mut cfg);
+    let bridge = listener::start(cfg.clone()).await.expect("bridge starts");
     let base = format!("http://{}", bridge.addr);
     Env {
         standin,
@@ -95,6 +101,7 @@ pub async fn start_with(opts: Options) -> Env {
             .build()
             .unwrap(),
         dir,
+        cfg,
     }
 }
 
@@ -163,6 +170,198 @@ impl Env {
     pub async fn stop(self) {
         self.bridge.stop().await;
         self.standin.stop().await;
+    }
+
+    /// Stop the bridge and start it again on the same data directory (the stand-in stays).
+    pub async fn restart(self) -> Env {
+        let Env {
+            standin,
+            bridge,
+            user,
+            pass,
+            http,
+            dir,
+            cfg,
+            ..
+        } = self;
+        bridge.stop().await;
+        let bridge = listener::start(cfg.clone()).await.expect("bridge restarts");
+        Env {
+            base: format!("http://{}", bridge.addr),
+            standin,
+            bridge,
+            user,
+            pass,
+            http,
+            dir,
+            cfg,
+        }
+    }
+}
+
+/// What the webhook sink received in one POST.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("webhook body is JSON")
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records POSTs, answers 500 to the first `fail_first`.
+pub struct Sink {
+    pub addr: std::net::SocketAddr,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    pub async fn start(fail_first: usize) -> Sink {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (rec, att) = (received.clone(), attempts.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (rec, att) = (rec.clone(), att.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let mut lines = head.split("\r\n");
+                    let path = lines
+                        .next()
+                        .and_then(|l| l.split(' ').nth(1))
+                        .unwrap_or("")
+                        .to_string();
+                    let headers: std::collections::HashMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let len: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = buf[head_end + 4..].to_vec();
+                    while body.len() < len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let n = att.fetch_add(1, Ordering::SeqCst);
+                    let status = if n < fail_first {
+                        "500 Internal Server Error"
+                    } else {
+                        rec.lock().unwrap().push(Received {
+                            path,
+                            headers,
+                            body: String::from_utf8_lossy(&body).to_string(),
+                        });
+                        "200 OK"
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Sink {
+            addr,
+            received,
+            attempts,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Wait (up to `secs`) until at least `n` POSTs were received; return all.
+    pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let r = self.received();
+            if r.len() >= n || std::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Log lines written on this thread while the guard lives (the bridge's tasks run here too
+/// under `#[tokio::test]`'s current-thread runtime).
+pub struct LogCapture {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    pub fn start() -> LogCapture {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || CaptureWriter(b.clone()))
+            .finish();
+        LogCapture {
+            buf,
+            _guard: tracing::subscriber::set_default(sub),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).to_string()
     }
 }
 
