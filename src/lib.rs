@@ -20,6 +20,7 @@
 pub mod cache;
 pub mod config;
 pub mod dav;
+pub mod init;
 pub mod server;
 pub mod shutdown;
 pub mod upstream;

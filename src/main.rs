@@ -37,6 +37,37 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8008")]
         listen: String,
     },
+    /// First run: write the config, test and store the app-specific password, create the
+    /// first (admin) login; prints url/user/password like `demo`.
+    Init {
+        /// The Apple ID (asked for when missing and standard input is a terminal).
+        #[arg(long)]
+        apple_id: Option<String>,
+        /// Local name of the account (default: from the Apple ID).
+        #[arg(long)]
+        account: Option<String>,
+        /// Read the app-specific password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Name of the first client login (an admin).
+        #[arg(long, default_value = "admin")]
+        client: String,
+        /// Listen address to write into the config.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Another CalDAV upstream than iCloud's (any standards server, or a test stand-in).
+        #[arg(long)]
+        caldav: Option<String>,
+        /// Another CardDAV upstream than iCloud's.
+        #[arg(long)]
+        carddav: Option<String>,
+        /// The upstream is a generic DAV server, not iCloud (no app-specific password rules).
+        #[arg(long)]
+        generic: bool,
+        /// Replace an existing config file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate the config and test the stored credential against each upstream.
     Check,
     /// Manage local client logins.
@@ -136,6 +167,59 @@ async fn run(cli: Cli) -> Result<(), String> {
             serve(cfg).await
         }
         Command::Demo { listen } => demo(&listen).await,
+        Command::Init {
+            apple_id,
+            account,
+            password_stdin,
+            client,
+            listen,
+            caldav,
+            carddav,
+            generic,
+            force,
+        } => {
+            let config_path = cli
+                .config
+                .clone()
+                .or_else(|| std::env::var_os("ICLOUD_BRIDGE_CONFIG").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("config/icloud-bridge.toml"));
+            let apple_id = match apple_id {
+                Some(a) => a,
+                None if password_stdin => {
+                    return Err("--password-stdin needs --apple-id as well".into())
+                }
+                None => {
+                    eprint!("Apple ID: ");
+                    read_stdin_line()?.trim().to_string()
+                }
+            };
+            if !password_stdin {
+                eprint!("App-specific password for {apple_id} (appleid.apple.com, Sign-In and Security): ");
+            }
+            let app_password = read_stdin_line()?;
+            let out = icloud_bridge::init::run(icloud_bridge::init::InitOptions {
+                config_path: config_path.clone(),
+                apple_id,
+                account,
+                app_password,
+                client,
+                listen,
+                caldav,
+                carddav,
+                generic,
+                force,
+            })
+            .await?;
+            eprintln!(
+                "wrote {}; run `icloud-bridge serve`, then use these in Thunderbird or DAVx5:",
+                config_path.display()
+            );
+            println!(
+                "url: {}\nuser: {}\npassword: {}",
+                out.url, out.user, out.password
+            );
+            Ok(())
+        }
         Command::Check => check(load(&cli.config)?).await,
         Command::Client { action } => client(load(&cli.config)?, action),
         Command::Reconnect {

@@ -320,3 +320,102 @@ fn a_crash_between_vault_write_and_rename_keeps_the_old_password() {
     assert!(std::fs::read_to_string(&vault).unwrap().contains(&newer));
     rt.block_on(s.stop());
 }
+
+fn init(
+    dir: &std::path::Path,
+    s: &icloud_bridge::standin::Standin,
+    password: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let cfg = dir.join("conf/icloud-bridge.toml");
+    let mut child = bin()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "init",
+            "--password-stdin",
+        ])
+        .args(["--apple-id", icloud_bridge::standin::DEMO_APPLE_ID])
+        .args(["--caldav", &s.caldav_url(), "--carddav", &s.carddav_url()])
+        .args(["--listen", "127.0.0.1:18008"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn init_writes_a_working_setup_only_when_the_password_works() {
+    use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APP_PASSWORD};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(Standin::start(StandinConfig::demo())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("conf/icloud-bridge.toml");
+
+    // An Apple ID password is refused before asking Apple; nothing is written.
+    let out = init(dir.path(), &s, "Correct-Horse-9", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an app-specific password"));
+    assert!(!cfg.exists());
+    // A well-formed password Apple rejects: nothing written either.
+    let out = init(dir.path(), &s, "zzzz-zzzz-zzzz-zzzz", &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!cfg.exists());
+    assert!(!dir.path().join("conf/data/vault.json").exists());
+
+    // The right one: config, vault and an admin login; the three lines on stdout.
+    let out = init(
+        dir.path(),
+        &s,
+        &DEMO_APP_PASSWORD.to_uppercase().replace('-', " "),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0], "url: http://127.0.0.1:18008/");
+    assert_eq!(lines[1], "user: admin");
+    assert!(lines[2].starts_with("password: ") && lines[2].len() > 20);
+    assert!(!stdout.contains(DEMO_APP_PASSWORD));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("apple_id = \"alice@icloud.com\""), "{text}");
+    assert!(
+        !text.contains(DEMO_APP_PASSWORD),
+        "the password went into the config"
+    );
+    // `check` and `client list` work on what init wrote.
+    let check = bin()
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let list = bin()
+        .args(["--config", cfg.to_str().unwrap(), "client", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("admin") && list.contains("alice"), "{list}");
+    // A second init does not overwrite without --force.
+    let again = init(dir.path(), &s, DEMO_APP_PASSWORD, &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    rt.block_on(s.stop());
+}

@@ -269,7 +269,7 @@ pub async fn reconnect(
 }
 
 /// An account name made from an Apple ID's local part.
-fn account_name_from(apple_id: &str) -> String {
+pub fn account_name_from(apple_id: &str) -> String {
     let local = apple_id.split('@').next().unwrap_or("");
     let name: String = local
         .chars()
