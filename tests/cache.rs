@@ -229,6 +229,30 @@ async fn while_icloud_refuses_reads_are_served_stale_and_writes_get_503() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("no longer accepts"));
+    // The operator sees that clients got saved copies.
+    let page = env
+        .http
+        .get(env.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("saved copies"), "{page}");
+    let st: serde_json::Value = serde_json::from_str(
+        &env.http
+            .get(env.url("/status.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["cache"]["stale_served"], 1, "{st}");
+    assert!(st["cache"]["entries"].as_u64().unwrap() >= 1, "{st}");
     env.stop().await;
 }
 

@@ -145,11 +145,53 @@ fn reconnect_href(account: &str) -> String {
 
 /// The status page. `base` is how the reader reaches the bridge (`http://host:port`);
 /// `note` is a short success message (plain text); `setup_pending`: no login exists yet.
+/// The cache's numbers for the status page.
+pub struct CacheView {
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub stale_served: u64,
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_048_576.0)
+}
+
+fn cache_section(c: &CacheView) -> String {
+    let asked = c.hits + c.misses;
+    let rate = if asked == 0 {
+        "no requests yet".to_string()
+    } else {
+        format!(
+            "{:.0} % of {asked} cacheable requests answered from it",
+            c.hits as f64 * 100.0 / asked as f64
+        )
+    };
+    let stale = if c.stale_served > 0 {
+        format!(
+            "<p class=\"reason\">{} answers were saved copies, given while iCloud failed (marked stale for the apps).</p>",
+            c.stale_served
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<section class=\"card\"><h2>Cache</h2><dl><dt>Held</dt><dd>{} answers, {} of {}</dd><dt>Hit rate</dt><dd>{}</dd></dl>{stale}</section>",
+        c.entries,
+        mb(c.bytes),
+        mb(c.max_bytes),
+        esc(&rate)
+    )
+}
+
 pub fn status_page(
     accounts: &[AccountView],
     base: &str,
     note: Option<&str>,
     setup_pending: bool,
+    cache: &CacheView,
 ) -> String {
     let now = SystemTime::now();
     let mut b = String::new();
@@ -220,6 +262,7 @@ pub fn status_page(
     if accounts.is_empty() {
         b.push_str("<section class=\"card\"><p>No account is set up yet. Open the setup link printed in the server's log, add an <code>[[account]]</code> to the config file, or run <code>icloud-bridge init</code>.</p></section>");
     }
+    b.push_str(&cache_section(cache));
     layout("icloud-bridge status", &b)
 }
 

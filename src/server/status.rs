@@ -32,6 +32,32 @@ pub struct Status {
     pub version: &'static str,
     pub uptime_secs: u64,
     pub accounts: Vec<AccountStatus>,
+    pub cache: CacheStatus,
+}
+
+/// The cache's size and counters.
+#[derive(Serialize)]
+pub struct CacheStatus {
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub stale_served: u64,
+}
+
+fn cache_status(app: &App) -> CacheStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (entries, bytes) = app.cache.size();
+    let st = &app.cache.stats;
+    CacheStatus {
+        entries,
+        bytes,
+        max_bytes: app.config.cache.max_bytes,
+        hits: st.hits.load(Relaxed),
+        misses: st.misses.load(Relaxed),
+        stale_served: st.stale_served.load(Relaxed),
+    }
 }
 
 /// `a…@icloud.com` for anonymous readers.
@@ -113,6 +139,7 @@ pub fn collect(app: &App) -> Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: app.started.elapsed().as_secs(),
         accounts,
+        cache: cache_status(app),
     }
 }
 
@@ -132,8 +159,17 @@ pub fn html(app: &App, base: &str, note: Option<&str>) -> Response<Body> {
     let st = collect(app);
     let views: Vec<AccountView> = st.accounts.into_iter().map(|a| a.view).collect();
     let setup_pending = app.admin.setup_token().is_some() && app.logins.is_empty();
+    let c = st.cache;
+    let cache = page::CacheView {
+        entries: c.entries,
+        bytes: c.bytes,
+        max_bytes: c.max_bytes,
+        hits: c.hits,
+        misses: c.misses,
+        stale_served: c.stale_served,
+    };
     page::respond(
         http::StatusCode::OK,
-        page::status_page(&views, base, note, setup_pending),
+        page::status_page(&views, base, note, setup_pending, &cache),
     )
 }
