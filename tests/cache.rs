@@ -285,3 +285,23 @@ async fn metrics_count_hits_misses_and_bytes() {
     assert_eq!(value("icloud_bridge_cache_entries"), 1);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn max_bytes_zero_turns_the_cache_off() {
+    let env = start_with(Options {
+        tweak: Box::new(|c| c.cache.max_bytes = 0),
+        ..Options::default()
+    })
+    .await;
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 207);
+    env.control().clear_request_log();
+    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 207);
+    assert_eq!(
+        env.control().request_log().len(),
+        1,
+        "the second request was not forwarded"
+    );
+    env.stop().await;
+}

@@ -13,7 +13,9 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
-use crate::dav::respond::{full, Body};
+use crate::dav::respond::{full, Body, BoxError};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 
 /// How long entries are kept at most (as stale copies after `fresh_secs`).
 const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -41,30 +43,55 @@ pub struct Key {
 pub struct Entry {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Bytes,
+    /// The body as it arrived, in chunks (kept as they are: no copy, no reallocation).
+    pub body: Vec<Bytes>,
     pub stored: Instant,
 }
 
 impl Entry {
+    /// Length of the body in bytes.
+    pub fn len(&self) -> usize {
+        self.body.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body in one piece (tests, small bodies).
+    pub fn concat(&self) -> Bytes {
+        match self.body.as_slice() {
+            [one] => one.clone(),
+            chunks => Bytes::from(chunks.concat()),
+        }
+    }
+
     fn weight(&self) -> u32 {
         let h: usize = self
             .headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 16)
             .sum();
-        u32::try_from(self.body.len() + h + 256).unwrap_or(u32::MAX)
+        u32::try_from(self.len() + self.body.len() * 32 + h + 256).unwrap_or(u32::MAX)
     }
 
     /// The response for a client; `stale` marks an answer given while iCloud is failing.
     pub fn response(&self, stale: Option<&str>) -> Response<Body> {
-        let mut r = Response::new(full(self.body.clone()));
+        let body = match self.body.as_slice() {
+            [] => full(Bytes::new()),
+            [one] => full(one.clone()),
+            chunks => {
+                let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+                    chunks.iter().map(|c| Ok(Frame::data(c.clone()))).collect();
+                BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+            }
+        };
+        let mut r = Response::new(body);
         *r.status_mut() = self.status;
         *r.headers_mut() = self.headers.clone();
         let h = r.headers_mut();
-        h.insert(
-            http::header::CONTENT_LENGTH,
-            HeaderValue::from(self.body.len()),
-        );
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(self.len()));
         h.insert(
             http::header::AGE,
             HeaderValue::from(self.stored.elapsed().as_secs()),
@@ -144,14 +171,20 @@ impl Cache {
         Cache {
             entries,
             fresh: Duration::from_secs(config.fresh_secs),
-            // No single answer may take more than an eighth of the cache (8 MiB at most).
+            // No single answer may take more than an eighth of the cache (4 MiB at most, so
+            // that buffering an answer to cache it stays small next to a streamed one).
             max_entry: usize::try_from(config.max_bytes / 8)
                 .unwrap_or(usize::MAX)
-                .min(8 << 20),
+                .min(4 << 20),
             generations: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             stats,
         }
+    }
+
+    /// Whether answers are cached at all (`cache.max_bytes = 0` turns it off).
+    pub fn enabled(&self) -> bool {
+        self.max_entry > 0
     }
 
     /// The largest body stored.
@@ -207,7 +240,7 @@ impl Cache {
     }
 
     pub fn insert(&self, key: Key, entry: Entry) {
-        if entry.body.len() <= self.max_entry {
+        if entry.len() <= self.max_entry {
             self.entries.insert(key, Arc::new(entry));
         }
     }
@@ -293,7 +326,7 @@ mod tests {
         Entry {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
+            body: vec![Bytes::from(body.to_string())],
             stored: Instant::now(),
         }
     }
@@ -316,7 +349,7 @@ mod tests {
         c.insert(key(&c, "alice", "home/a.ics"), entry("alice's"));
         assert!(c.fresh(&key(&c, "bob", "home/a.ics")).is_none());
         assert_eq!(
-            &c.fresh(&key(&c, "alice", "home/a.ics")).unwrap().body[..],
+            &c.fresh(&key(&c, "alice", "home/a.ics")).unwrap().concat()[..],
             b"alice's"
         );
     }
@@ -382,7 +415,7 @@ mod tests {
         let k2 = k.clone();
         let waiter = tokio::spawn(async move {
             let _f = c2.single_flight(&k2).await;
-            c2.fresh(&k2).map(|e| e.body.clone())
+            c2.fresh(&k2).map(|e| e.concat())
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());

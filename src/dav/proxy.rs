@@ -135,7 +135,8 @@ pub async fn forward(
         invalidate(app, account.name(), home, rest, &dest);
         return r;
     }
-    let cacheable = matches!(method, "GET" | "PROPFIND" | "REPORT")
+    let cacheable = app.cache.enabled()
+        && matches!(method, "GET" | "PROPFIND" | "REPORT")
         && !CONDITIONAL.iter().any(|h| parts.headers.contains_key(*h));
     if !cacheable {
         return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
@@ -169,11 +170,11 @@ pub async fn forward(
         Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
             let (head, body) = resp.into_parts();
             match buffer_up_to(body, cache.max_entry()).await {
-                Ok(Buffered::Whole(bytes)) => {
+                Ok(Buffered::Whole(chunks)) => {
                     let entry = Entry {
                         status: head.status,
                         headers: head.headers,
-                        body: bytes,
+                        body: chunks,
                         stored: std::time::Instant::now(),
                     };
                     let resp = entry.response(None);
@@ -224,30 +225,38 @@ fn invalidate(app: &App, account: &str, home: &str, rest: &str, dest: &Option<(&
 }
 
 enum Buffered {
-    Whole(Bytes),
+    Whole(Vec<Bytes>),
     /// Longer than the limit: the part read so far followed by the rest, as a stream.
     TooBig(Body),
 }
 
-/// Read `body` whole if it is at most `limit` bytes; otherwise hand it back as a stream
-/// that starts with what was read.
+/// Read `body` whole (as its chunks) if it is at most `limit` bytes; otherwise hand it back
+/// as a stream that starts with what was read.
 async fn buffer_up_to(mut body: Body, limit: usize) -> Result<Buffered, BoxError> {
-    let mut buf = bytes::BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() > limit {
-                let head = buf.freeze();
-                let first = futures_util::stream::once(async move { Ok(Frame::data(head)) });
+            if data.is_empty() {
+                continue;
+            }
+            len += data.len();
+            chunks.push(data);
+            if len > limit {
+                let head = futures_util::stream::iter(
+                    chunks
+                        .into_iter()
+                        .map(|c| Ok::<_, BoxError>(Frame::data(c))),
+                );
                 let rest = http_body_util::BodyStream::new(body);
                 return Ok(Buffered::TooBig(BodyExt::boxed(StreamBody::new(
-                    first.chain(rest),
+                    head.chain(rest),
                 ))));
             }
         }
     }
-    Ok(Buffered::Whole(buf.freeze()))
+    Ok(Buffered::Whole(chunks))
 }
 
 /// The upstream phase: rewrite the request, send it, explain refusals, rewrite the answer.
