@@ -10,7 +10,8 @@
 # Authorization header, starts the bridge (kind = "icloud", the stand-in as upstream),
 # then measures with wrk (50 connections):
 #   GET of one .ics, and PROPFIND Depth 1 of the 1,000-event calendar,
-#   each direct / through nginx / through the bridge: req/s, p50, p99;
+#   each direct / through nginx / through the bridge (as shipped, with its cache) / through
+#   the bridge with the cache off: req/s, p50, p99;
 # and one calendar-query REPORT with calendar-data of the ~100 MB calendar through the
 # bridge: MB/s (wall clock and per CPU-second of the bridge) and the bridge's RSS growth.
 # Prints markdown tables to stdout (progress goes to stderr). Not part of CI.
@@ -150,17 +151,20 @@ spawn nginx "$NG_DIR/nginx.log" "$NGINX" -p "$NG_DIR" -c "$NG_DIR/nginx.conf"
 NG_PID="$SPAWN_PID"
 wait_http "$NG_PID" "http://$HOST:$NG_PORT/" || bdie "nginx did not start"
 
-# --- the bridge ------------------------------------------------------------------------
-BR_DIR="$RUN/bridge"
-mkdir -p "$BR_DIR"
-BR_PORT="$(free_port)"
-BR_CFG="$BR_DIR/icloud-bridge.toml"
-printf '%s\n' "$SI_PASS" >"$BR_DIR/app-password"
-chmod 600 "$BR_DIR/app-password"
-{
-  cat <<CONF
+# --- the bridge (twice: with its cache, as shipped, and with the cache off) -----------------
+# start_bridge NAME CACHE_MAX_BYTES -> sets BR_PORT_<NAME>, BR_PID_<NAME>, BR_AUTH_<NAME>
+start_bridge() {
+  local name="$1" max_bytes="$2" dir port cfg pass
+  dir="$RUN/bridge-$name"
+  mkdir -p "$dir"
+  port="$(free_port)"
+  cfg="$dir/icloud-bridge.toml"
+  printf '%s\n' "$SI_PASS" >"$dir/app-password"
+  chmod 600 "$dir/app-password"
+  {
+    cat <<CONF
 [server]
-listen = "$HOST:$BR_PORT"
+listen = "$HOST:$port"
 data_dir = "data"
 
 [[account]]
@@ -168,20 +172,30 @@ name = "alice"
 apple_id = "$SI_USER"
 password_file = "app-password"
 
+[cache]
+max_bytes = $max_bytes
+
 [upstream]
 kind = "icloud"
 caldav = "$SI_CALDAV"
 carddav = "$SI_CARDDAV"
 CONF
-  [ -n "${BENCH_MAX_CONCURRENT:-}" ] && echo "max_concurrent = $BENCH_MAX_CONCURRENT"
-  true
-} >"$BR_CFG"
-BR_PASS="$("$BIN" --config "$BR_CFG" client add bench 2>"$BR_DIR/client-add.log")" \
-  || { show_log "$BR_DIR/client-add.log"; bdie "client add failed"; }
-spawn bridge "$BR_DIR/bridge.log" "$BIN" --config "$BR_CFG" serve
-BR_PID="$SPAWN_PID"
-wait_http "$BR_PID" "http://$HOST:$BR_PORT/healthz" || { show_log "$BR_DIR/bridge.log"; bdie "bridge did not start"; }
-BR_AUTH="Basic $(printf '%s:%s' bench "$BR_PASS" | base64 -w0)"
+    [ -n "${BENCH_MAX_CONCURRENT:-}" ] && echo "max_concurrent = $BENCH_MAX_CONCURRENT"
+    true
+  } >"$cfg"
+  pass="$("$BIN" --config "$cfg" client add bench 2>"$dir/client-add.log")" \
+    || { show_log "$dir/client-add.log"; bdie "client add failed"; }
+  spawn "bridge-$name" "$dir/bridge.log" "$BIN" --config "$cfg" serve
+  wait_http "$SPAWN_PID" "http://$HOST:$port/healthz" || { show_log "$dir/bridge.log"; bdie "bridge did not start"; }
+  printf -v "BR_PORT_$name" '%s' "$port"
+  printf -v "BR_PID_$name" '%s' "$SPAWN_PID"
+  printf -v "BR_AUTH_$name" '%s' "Basic $(printf '%s:%s' bench "$pass" | base64 -w0)"
+}
+start_bridge cached 67108864
+start_bridge nocache 0
+BR_PORT="$BR_PORT_cached"
+BR_PID="$BR_PID_cached"
+BR_AUTH="$BR_AUTH_cached"
 SI_AUTH="Basic $TOKEN"
 
 # --- targets -----------------------------------------------------------------------------
@@ -189,7 +203,8 @@ SI_AUTH="Basic $TOKEN"
 TARGETS=(
   "direct|$CAL_HOME|$SI_AUTH"
   "nginx|http://$HOST:$NG_PORT$HOME_PATH|"
-  "bridge|http://$HOST:$BR_PORT/dav/alice/calendars/|$BR_AUTH"
+  "bridge|http://$HOST:$BR_PORT_cached/dav/alice/calendars/|$BR_AUTH_cached"
+  "bridge-nocache|http://$HOST:$BR_PORT_nocache/dav/alice/calendars/|$BR_AUTH_nocache"
 )
 PROPFIND_BODY='<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/><d:getcontenttype/><d:resourcetype/></d:prop></d:propfind>'
 LUA="$RUN/propfind.lua"
@@ -267,12 +282,15 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 echo
 echo "## DAV throughput ($CONNS connections, $THREADS wrk threads, ${SECS} s per run, $(nproc) cores)"
 echo
+echo "bridge: as shipped (cache on, fresh_secs 30: repeated requests are cache hits);"
+echo "bridge-nocache: [cache] max_bytes = 0, every request proxied and rewritten."
+echo
 echo "| request | path | req/s | p50 ms | p99 ms | non-2xx/errors | vs nginx req/s | p50 added over direct |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for test in get propfind; do
   label="GET one .ics"
   [ "$test" = propfind ] && label="PROPFIND Depth 1, $SMALL events"
-  for name in direct nginx bridge; do
+  for name in direct nginx bridge bridge-nocache; do
     k="$test/$name"
     echo "| $label | $name | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${BAD[$k]} | $(ratio "${RPS[$k]}" "${RPS[$test/nginx]}") | $(added "${P50[$k]}" "${P50[$test/direct]}") |"
   done
