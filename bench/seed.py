@@ -4,11 +4,14 @@
   seed.py home  --front URL --user U --password P
         prints the absolute calendar-home URL found by discovery
         (PROPFIND / current-user-principal -> principal -> calendar-home-set)
+  seed.py cardhome --front URL --user U --password P
+        prints the absolute address-book home URL (addressbook-home-set)
   seed.py fill  --url COLLECTION_URL --user U --password P --count N
-                [--size BYTES] [--threads 8] [--prefix ev]
+                [--size BYTES] [--threads 8] [--prefix ev] [--vcard]
         MKCALENDAR COLLECTION_URL (VEVENT only; an existing one is kept), then PUTs
         N events named <prefix>-<i:06d>.ics, each about BYTES long, from a thread
         pool of keep-alive connections. Prints "N events, B bytes, S s".
+        With --vcard: PUTs N vCards <prefix>-<i:06d>.vcf into an existing address book.
 """
 import argparse
 import base64
@@ -72,7 +75,10 @@ def propfind(conn, url, prop_xml, depth="0"):
     return ET.fromstring(data)
 
 
-def home(a):
+CARD = "{urn:ietf:params:xml:ns:carddav}"
+
+
+def home(a, card=False):
     conn = Conn(a.user, a.password)
     front = a.front.rstrip("/") + "/"
     root = propfind(conn, front, "<d:current-user-principal/>")
@@ -80,11 +86,23 @@ def home(a):
     if href is None:
         sys.exit("no current-user-principal")
     principal = urljoin(front, href.text.strip())
-    root = propfind(conn, principal, "<c:calendar-home-set/>")
-    href = root.find(f".//{C}calendar-home-set/{D}href")
+    if card:
+        root = propfind(conn, principal,
+                        '<a:addressbook-home-set xmlns:a="urn:ietf:params:xml:ns:carddav"/>')
+        href = root.find(f".//{CARD}addressbook-home-set/{D}href")
+    else:
+        root = propfind(conn, principal, "<c:calendar-home-set/>")
+        href = root.find(f".//{C}calendar-home-set/{D}href")
     if href is None:
-        sys.exit("no calendar-home-set")
+        sys.exit("no home set")
     print(urljoin(principal, href.text.strip()).rstrip("/") + "/")
+
+
+def vcard(prefix, i):
+    return ("BEGIN:VCARD\r\nVERSION:3.0\r\nPRODID:-//icloud-bridge//bench//EN\r\n"
+            f"UID:{prefix}-{i:06d}@bench\r\nN:Person{i};Bench;;;\r\nFN:Bench Person{i}\r\n"
+            f"EMAIL;type=INTERNET:person{i}@example.com\r\nTEL;type=CELL:+1 555 {i:07d}\r\n"
+            "END:VCARD\r\n").encode()
 
 
 def fold(line):
@@ -116,7 +134,26 @@ def event(prefix, i, size):
     return (text + tail).encode()
 
 
+def fill_vcards(a):
+    conn = Conn(a.user, a.password)
+    url = a.url.rstrip("/") + "/"
+    t0 = time.perf_counter()
+
+    def put(i):
+        st, data = conn.req("PUT", f"{url}{a.prefix}-{i:06d}.vcf", vcard(a.prefix, i),
+                            {"Content-Type": "text/vcard; charset=utf-8"})
+        if st not in (201, 204):
+            raise RuntimeError(f"PUT {a.prefix}-{i:06d}.vcf -> {st}: {data[:200]!r}")
+
+    with ThreadPoolExecutor(a.threads) as ex:
+        for _ in ex.map(put, range(a.count)):
+            pass
+    print(f"{a.count} vCards, {time.perf_counter() - t0:.1f} s")
+
+
 def fill(a):
+    if a.vcard:
+        return fill_vcards(a)
     conn = Conn(a.user, a.password)
     url = a.url.rstrip("/") + "/"
     body = ('<?xml version="1.0" encoding="utf-8"?><c:mkcalendar xmlns:d="DAV:" '
@@ -152,17 +189,25 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     h = sub.add_parser("home")
     h.add_argument("--front", required=True)
+    ch = sub.add_parser("cardhome")
+    ch.add_argument("--front", required=True)
     f = sub.add_parser("fill")
     f.add_argument("--url", required=True)
     f.add_argument("--count", type=int, required=True)
+    f.add_argument("--vcard", action="store_true")
     f.add_argument("--size", type=int, default=400)
     f.add_argument("--threads", type=int, default=8)
     f.add_argument("--prefix", default="ev")
-    for p in (h, f):
+    for p in (h, ch, f):
         p.add_argument("--user", required=True)
         p.add_argument("--password", required=True)
     a = ap.parse_args()
-    home(a) if a.cmd == "home" else fill(a)
+    if a.cmd == "home":
+        home(a)
+    elif a.cmd == "cardhome":
+        home(a, card=True)
+    else:
+        fill(a)
     return 0
 
 

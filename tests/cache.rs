@@ -305,3 +305,71 @@ async fn max_bytes_zero_turns_the_cache_off() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_multiget_of_known_objects_in_another_order_or_grouping_is_answered_from_the_cache() {
+    let env = start().await;
+    let c = env.control();
+    for i in 0..12 {
+        c.put_object(
+            DEMO_APPLE_ID,
+            "calendars/work",
+            &format!("m{i}.ics"),
+            &event(&format!("m{i}"), "x", true),
+        );
+    }
+    let coll = "/dav/alice/calendars/work/";
+    let (_, listing) = env.propfind(coll, "1", LIST).await;
+    let objects: Vec<String> = hrefs(&listing)
+        .into_iter()
+        .filter(|h| h.contains("/m"))
+        .collect();
+    assert_eq!(objects.len(), 12);
+    let (s, all) = env.report(coll, "1", &multiget(&objects)).await;
+    assert_eq!(s, 207);
+    c.clear_request_log();
+    // Another client asks in reverse order, in two batches.
+    let mut rev = objects.clone();
+    rev.reverse();
+    for batch in rev.chunks(6) {
+        let (s, body) = env.report(coll, "1", &multiget(batch)).await;
+        assert_eq!(s, 207, "{body}");
+        assert_eq!(
+            hrefs(&body),
+            batch.to_vec(),
+            "answer not in the order asked"
+        );
+        for h in batch {
+            let piece = all
+                .split("<d:response>")
+                .find(|p| p.contains(h.as_str()))
+                .unwrap();
+            assert!(
+                body.contains(piece.trim_end_matches("</d:multistatus>")),
+                "{h} differs"
+            );
+        }
+        assert!(body.contains("BEGIN:VCALENDAR"));
+    }
+    assert!(
+        c.request_log().is_empty(),
+        "upstream asked: {:?}",
+        c.request_log()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    // A write to one of them: the next multiget goes upstream and shows the change.
+    let r = env
+        .req("PUT", &objects[0])
+        .header("Content-Type", "text/calendar")
+        .body(event("m0", "changed by the phone", true))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    assert!(st.is_success(), "{st} {}", r.text().await.unwrap());
+    let (_, body) = env.report(coll, "1", &multiget(&objects[..1])).await;
+    assert!(body.contains("changed by the phone"), "{body}");
+    env.stop().await;
+}

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
+pub mod multiget;
+
 use crate::config::CacheConfig;
 use crate::dav::respond::{full, Body, BoxError};
 use http_body_util::{BodyExt, StreamBody};
@@ -226,6 +228,72 @@ impl Cache {
             body: Sha256::digest(body).into(),
             generation: self.generation(account, home, collection),
         }
+    }
+
+    /// The key of one `DAV:response` of a multiget answer: the object's local href (as
+    /// `/dav/<account>/<home>/<rest>`), what was asked of it, and its collection's generation.
+    fn piece_key(
+        &self,
+        account: &str,
+        origin: &str,
+        href: &str,
+        signature: [u8; 32],
+    ) -> Option<Key> {
+        let after = href.strip_prefix(&format!("/dav/{account}/"))?;
+        let (home, rest) = after.split_once('/')?;
+        if !matches!(home, "calendars" | "contacts") {
+            return None;
+        }
+        Some(Key {
+            account: account.to_string(),
+            method: "MULTIGET-PIECE".to_string(),
+            path: href.to_string(),
+            origin: origin.to_string(),
+            vary: Vec::new(),
+            body: signature,
+            generation: self.generation(account, home, collection_of(rest)),
+        })
+    }
+
+    /// Keep the pieces of a multiget answer (already split by href).
+    pub fn store_pieces(
+        &self,
+        account: &str,
+        origin: &str,
+        signature: [u8; 32],
+        pieces: Vec<(String, Bytes)>,
+    ) {
+        let now = Instant::now();
+        for (href, piece) in pieces {
+            if let Some(k) = self.piece_key(account, origin, &href, signature) {
+                self.insert(
+                    k,
+                    Entry {
+                        status: StatusCode::MULTI_STATUS,
+                        headers: HeaderMap::new(),
+                        body: vec![piece],
+                        stored: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every asked object's piece, fresh, in the order asked; `None` if any is missing.
+    pub fn pieces(
+        &self,
+        account: &str,
+        origin: &str,
+        request: &multiget::Multiget,
+    ) -> Option<Vec<Bytes>> {
+        request
+            .hrefs
+            .iter()
+            .map(|h| {
+                let k = self.piece_key(account, origin, &multiget::normal(h), request.signature)?;
+                Some(self.fresh(&k)?.concat())
+            })
+            .collect()
     }
 
     /// A fresh entry, if any.

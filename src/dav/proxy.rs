@@ -160,6 +160,27 @@ pub async fn forward(
         cache.record_hit();
         return Ok(e.response(None));
     }
+    // A multiget of objects the cache knows (from earlier multigets, in any grouping).
+    let multiget = (method == "REPORT")
+        .then(|| crate::cache::multiget::parse_request(&body))
+        .flatten();
+    if let Some(mg) = &multiget {
+        if let Some(pieces) = cache.pieces(account.name(), public_origin, mg) {
+            cache.record_hit();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            let entry = Entry {
+                status: http::StatusCode::MULTI_STATUS,
+                headers,
+                body: crate::cache::multiget::assemble(&pieces),
+                stored: std::time::Instant::now(),
+            };
+            return Ok(entry.response(None));
+        }
+    }
     let _flight = cache.single_flight(&key).await;
     if let Some(e) = cache.fresh(&key) {
         cache.record_hit();
@@ -171,6 +192,13 @@ pub async fn forward(
             let (head, body) = resp.into_parts();
             match buffer_up_to(body, cache.max_entry()).await {
                 Ok(Buffered::Whole(chunks)) => {
+                    if let (Some(mg), 207) = (&multiget, head.status.as_u16()) {
+                        if let Some(pieces) =
+                            crate::cache::multiget::split_response(&chunks.concat())
+                        {
+                            cache.store_pieces(account.name(), public_origin, mg.signature, pieces);
+                        }
+                    }
                     let entry = Entry {
                         status: head.status,
                         headers: head.headers,

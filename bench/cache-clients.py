@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Client side of bench/cache.sh: two vdirsyncer clients syncing the same account through
+the bridge one after the other, then N pollers asking for one calendar's ctag every second.
+
+  cache-clients.py sync   --bridge URL --user U --password P --control URL --work DIR
+                          [--calendar bench] [--book card] [--label first]
+        one full vdirsyncer sync (discover + sync) of the calendar and the address book into
+        DIR; prints "seconds upstream_requests items" (upstream requests counted in the
+        stand-in's request log, cleared first).
+  cache-clients.py poll   --bridge URL --user U --password P --control URL
+                          [--clients 50] [--secs 60] [--calendar bench] [--pid PID]
+        each client: PROPFIND Depth 0 getctag of the calendar once a second; prints
+        "requests errors upstream_requests peak_rss_kb".
+Run with the interop venv's python (vdirsyncer must sit next to it).
+"""
+import argparse
+import base64
+import glob
+import http.client
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+VDIR = os.path.join(os.path.dirname(sys.executable), "vdirsyncer")
+
+
+def control(url, path, method="POST"):
+    req = urllib.request.Request(url + path, data=b"" if method == "POST" else None, method=method)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().decode()
+
+
+def upstream_count(ctl):
+    text = control(ctl, "request-log", "GET").strip()
+    return len(text.splitlines()) if text else 0
+
+
+def sync(a):
+    os.makedirs(a.work, exist_ok=True)
+    cal_root = f"{a.bridge}dav/alice/calendars/"
+    book_root = f"{a.bridge}dav/alice/contacts/"
+    cfg = os.path.join(a.work, "config")
+    with open(cfg, "w") as f:
+        f.write(f"""[general]
+status_path = "{a.work}/status/"
+
+[pair cal]
+a = "cal_local"
+b = "cal_remote"
+collections = ["{a.calendar}"]
+
+[storage cal_local]
+type = "filesystem"
+path = "{a.work}/calendars/"
+fileext = ".ics"
+
+[storage cal_remote]
+type = "caldav"
+url = "{cal_root}"
+username = "{a.user}"
+password = "{a.password}"
+
+[pair book]
+a = "book_local"
+b = "book_remote"
+collections = ["{a.book}"]
+
+[storage book_local]
+type = "filesystem"
+path = "{a.work}/contacts/"
+fileext = ".vcf"
+
+[storage book_remote]
+type = "carddav"
+url = "{book_root}"
+username = "{a.user}"
+password = "{a.password}"
+""")
+    control(a.control, "clear-request-log")
+    t0 = time.perf_counter()
+    for args in (["discover"], ["sync"]):
+        p = subprocess.run([VDIR, "-c", cfg, *args], input=b"y\n" * 10,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=3600)
+        if p.returncode != 0:
+            sys.stderr.write(p.stdout.decode(errors="replace")[-3000:])
+            sys.exit(f"vdirsyncer {args[0]} failed")
+    secs = time.perf_counter() - t0
+    log = control(a.control, "request-log", "GET").strip()
+    ups = len(log.splitlines()) if log else 0
+    with open(os.path.join(a.work, "upstream-requests.txt"), "w") as f:
+        f.write(log + "\n")
+    items = len(glob.glob(f"{a.work}/calendars/*/*.ics")) + len(glob.glob(f"{a.work}/contacts/*/*.vcf"))
+    print(f"{secs:.2f} {ups} {items}")
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def poll(a):
+    u = urlsplit(a.bridge)
+    path = f"/dav/alice/calendars/{a.calendar}/"
+    tok = base64.b64encode(f"{a.user}:{a.password}".encode()).decode()
+    body = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" '
+            b'xmlns:cs="http://calendarserver.org/ns/"><d:prop><cs:getctag/></d:prop></d:propfind>')
+    counts = {"ok": 0, "err": 0}
+    lock = threading.Lock()
+    stop = time.monotonic() + a.secs
+    control(a.control, "clear-request-log")
+
+    def client(i):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        # spread the clients over the first second
+        time.sleep(i / a.clients)
+        nxt = time.monotonic()
+        while time.monotonic() < stop:
+            try:
+                conn.request("PROPFIND", path, body, {"Authorization": "Basic " + tok, "Depth": "0",
+                                                      "Content-Type": "application/xml"})
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 207
+            except OSError:
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            with lock:
+                counts["ok" if ok else "err"] += 1
+            nxt += 1.0
+            time.sleep(max(0.0, nxt - time.monotonic()))
+
+    peak = [0]
+
+    def sampler():
+        while time.monotonic() < stop:
+            peak[0] = max(peak[0], rss_kb(a.pid)) if a.pid else 0
+            time.sleep(0.2)
+
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
+    ts.append(threading.Thread(target=sampler))
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print(f"{counts['ok']} {counts['err']} {upstream_count(a.control)} {peak[0]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=["sync", "poll"])
+    ap.add_argument("--bridge", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--control", required=True)
+    ap.add_argument("--work")
+    ap.add_argument("--calendar", default="bench")
+    ap.add_argument("--book", default="card")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--secs", type=int, default=60)
+    ap.add_argument("--pid", type=int, default=0)
+    a = ap.parse_args()
+    sync(a) if a.cmd == "sync" else poll(a)
+
+
+if __name__ == "__main__":
+    main()
