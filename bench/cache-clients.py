@@ -7,6 +7,11 @@ the bridge one after the other, then N pollers asking for one calendar's ctag ev
         one full vdirsyncer sync (discover + sync) of the calendar and the address book into
         DIR; prints "seconds upstream_requests items" (upstream requests counted in the
         stand-in's request log, cleared first).
+  cache-clients.py davx5  --bridge URL --user U --password P --control URL
+                          [--calendar bench] [--book card] [--batch 10]
+        a DAVx5-pattern sync, one request at a time: PROPFIND Depth 1 (getetag) of the
+        calendar and the address book, then multigets of --batch objects (DAVx5 asks for 10
+        at a time); prints "seconds upstream_requests items".
   cache-clients.py poll   --bridge URL --user U --password P --control URL
                           [--clients 50] [--secs 60] [--calendar bench] [--pid PID]
         each client: PROPFIND Depth 0 getctag of the calendar once a second; prints
@@ -97,6 +102,44 @@ password = "{a.password}"
     print(f"{secs:.2f} {ups} {items}")
 
 
+def davx5(a):
+    import re
+    u = urlsplit(a.bridge)
+    tok = base64.b64encode(f"{a.user}:{a.password}".encode()).decode()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+
+    def req(method, path, body, depth):
+        conn.request(method, path, body, {"Authorization": "Basic " + tok, "Depth": depth,
+                                          "Content-Type": "application/xml; charset=utf-8"})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 207:
+            sys.exit(f"{method} {path} -> {r.status}")
+        return data.decode()
+
+    listing = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:">'
+               b'<d:prop><d:getetag/></d:prop></d:propfind>')
+    control(a.control, "clear-request-log")
+    t0 = time.perf_counter()
+    items = 0
+    for path, ns, root, data_el, ext in (
+        (f"/dav/alice/calendars/{a.calendar}/", "urn:ietf:params:xml:ns:caldav",
+         "calendar-multiget", "calendar-data", ".ics"),
+        (f"/dav/alice/contacts/{a.book}/", "urn:ietf:params:xml:ns:carddav",
+         "addressbook-multiget", "address-data", ".vcf"),
+    ):
+        text = req("PROPFIND", path, listing, "1")
+        hrefs = [h for h in re.findall(r"<d:href>([^<]*)</d:href>", text) if h.endswith(ext)]
+        for i in range(0, len(hrefs), a.batch):
+            batch = "".join(f"<d:href>{h}</d:href>" for h in hrefs[i:i + a.batch])
+            body = (f'<?xml version="1.0" encoding="utf-8"?><x:{root} xmlns:d="DAV:" xmlns:x="{ns}">'
+                    f'<d:prop><d:getetag/><x:{data_el}/></d:prop>{batch}</x:{root}>').encode()
+            got = req("REPORT", path, body, "1")
+            items += got.count("BEGIN:VCALENDAR") + got.count("BEGIN:VCARD")
+    secs = time.perf_counter() - t0
+    print(f"{secs:.2f} {upstream_count(a.control)} {items}")
+
+
 def rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -159,7 +202,7 @@ def poll(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["sync", "poll"])
+    ap.add_argument("cmd", choices=["sync", "davx5", "poll"])
     ap.add_argument("--bridge", required=True)
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
@@ -170,8 +213,9 @@ def main():
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--secs", type=int, default=60)
     ap.add_argument("--pid", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=10)
     a = ap.parse_args()
-    sync(a) if a.cmd == "sync" else poll(a)
+    {"sync": sync, "davx5": davx5, "poll": poll}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 #   1. a first vdirsyncer client syncs the calendar and the address book (discover + sync),
 #      then a second client (another bridge login, empty local dirs) does the same: wall time
 #      and upstream requests of each (target: second >= 10x faster, <= 5 % of the requests);
+#      then the same with two DAVx5-pattern clients (PROPFIND listing, then multigets of 10
+#      and of 25 objects, one request at a time), after the cache has gone stale;
 #   2. 50 clients poll the calendar's ctag once a second for BENCH_POLL_SECS (60) seconds:
 #      upstream requests per fresh_secs window (target <= 2);
 #   3. the bridge's RSS idle (after start, and after the syncs) and its peak under the
@@ -110,6 +112,8 @@ printf '%s\n' "$SI_PASS" | "$BIN" --config "$BR_CFG" reconnect --password-stdin 
 P1="$("$BIN" --config "$BR_CFG" client add first 2>/dev/null)"
 P2="$("$BIN" --config "$BR_CFG" client add second 2>/dev/null)"
 P3="$("$BIN" --config "$BR_CFG" client add poller 2>/dev/null)"
+P4="$("$BIN" --config "$BR_CFG" client add phone 2>/dev/null)"
+P5="$("$BIN" --config "$BR_CFG" client add tablet 2>/dev/null)"
 spawn bridge "$BR_DIR/bridge.log" "$BIN" --config "$BR_CFG" serve
 BR_PID="$SPAWN_PID"
 BR="http://$HOST:$BR_PORT/"
@@ -126,6 +130,16 @@ blog "second client"
 read -r T2 U2 N2 < <("$PY" "$HERE/cache-clients.py" sync --bridge "$BR" --user second \
   --password "$P2" --control "$CTL" --work "$RUN/second")
 [ "$N1" = "$N2" ] || bdie "the clients got different item counts: $N1 vs $N2"
+# The same with a fresh cache for the DAVx5-pattern clients: a write invalidates nothing
+# here, so wait out fresh_secs instead and let the first one find everything stale.
+blog "waiting $((FRESH + 1)) s for the cache to go stale"
+sleep $((FRESH + 1))
+blog "DAVx5-pattern clients (PROPFIND + multigets of 10, one request at a time)"
+read -r T3 U3 N3 < <("$PY" "$HERE/cache-clients.py" davx5 --bridge "$BR" --user phone \
+  --password "$P4" --control "$CTL")
+read -r T4 U4 N4 < <("$PY" "$HERE/cache-clients.py" davx5 --bridge "$BR" --user tablet \
+  --password "$P5" --control "$CTL" --batch 25)
+[ "$N3" = "$N4" ] || bdie "the DAVx5-pattern clients got different item counts: $N3 vs $N4"
 sleep 1
 RSS_IDLE_FULL="$(rss)"
 
@@ -146,6 +160,12 @@ echo "|---|---:|---:|---:|"
 echo "| first | $T1 | $U1 | $N1 |"
 echo "| second | $T2 | $U2 | $N2 |"
 echo "| **second vs first** | **$(f2 "$T1" "$T2")x faster** | **$(pct "$U2" "$U1")** | |"
+echo
+echo "| DAVx5-pattern client (one request at a time) | sync, s | upstream requests | items |"
+echo "|---|---:|---:|---:|"
+echo "| first (multigets of 10) | $T3 | $U3 | $N3 |"
+echo "| second (multigets of 25: other groupings) | $T4 | $U4 | $N4 |"
+echo "| **second vs first** | **$(f2 "$T3" "$T4")x faster** | **$(pct "$U4" "$U3")** | |"
 echo
 echo "## Cache: $POLLERS clients polling one calendar's ctag every second for $POLL_SECS s"
 echo
