@@ -61,30 +61,9 @@ async fn raw_status_line(env: &Env, path: &str) -> String {
         .to_string()
 }
 
-async fn status_json(env: &Env) -> serde_json::Value {
-    let text = env
-        .http
-        .get(env.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 /// The value of the state gauge for (service, state).
 async fn gauge(env: &Env, service: &str, state: &str) -> u8 {
-    let text = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.page("/metrics").await;
     let key = format!(
         "icloud_bridge_account_state{{account=\"alice\",service=\"{service}\",state=\"{state}\"}} "
     );
@@ -126,7 +105,7 @@ async fn expect(env: &Env, path: &str, row: Row<'_>) {
         line.starts_with(&format!("HTTP/1.1 {} ", row.status)) && line.len() > 14,
         "status line {line:?}"
     );
-    let st = status_json(env).await;
+    let st = env.status_json().await;
     let acc = &st["accounts"][0];
     assert_eq!(acc["services"][row.service]["state"], row.state, "{st}");
     assert_eq!(acc["state"], row.state, "{st}");
@@ -164,7 +143,7 @@ async fn row_1_a_primary_password_is_refused_before_asking_apple() {
     )
     .await;
     assert!(env.control().request_log().is_empty(), "Apple was asked");
-    let st = status_json(&env).await.to_string();
+    let st = env.status_json().await.to_string();
     assert!(!st.contains("MySecret-Horse-1"), "secret in status.json");
     env.stop().await;
 }
@@ -257,7 +236,7 @@ async fn row_3_b_one_service_switched_off_leaves_the_other_working() {
     .await;
     // Contacts still work, and say so.
     assert_eq!(seen(&env, "/dav/alice/contacts/card/").await.status, 207);
-    let st = status_json(&env).await;
+    let st = env.status_json().await;
     assert_eq!(
         st["accounts"][0]["services"]["carddav"]["state"], "ok",
         "{st}"

@@ -230,27 +230,9 @@ async fn while_icloud_refuses_reads_are_served_stale_and_writes_get_503() {
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("no longer accepts"));
     // The operator sees that clients got saved copies.
-    let page = env
-        .http
-        .get(env.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = env.page("/status").await;
     assert!(page.contains("saved copies"), "{page}");
-    let st: serde_json::Value = serde_json::from_str(
-        &env.http
-            .get(env.url("/status.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let st: serde_json::Value = env.status_json().await;
     assert_eq!(st["cache"]["stale_served"], 1, "{st}");
     assert!(st["cache"]["entries"].as_u64().unwrap() >= 1, "{st}");
     env.stop().await;
@@ -263,15 +245,7 @@ async fn metrics_count_hits_misses_and_bytes() {
         let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
         assert_eq!(s, 207);
     }
-    let m = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.page("/metrics").await;
     let value = |name: &str| -> u64 {
         m.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -577,17 +577,7 @@ async fn revoked_app_password_gives_503_with_the_sentence_never_401() {
         .propfind("/dav/alice/principal/", "0", PROPFIND_HOMES)
         .await;
     assert_eq!(s, 207, "{body}");
-    let status: serde_json::Value = serde_json::from_str(
-        &env.http
-            .get(env.url("/status.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let status: serde_json::Value = env.status_json().await;
     assert_eq!(status["accounts"][0]["state"], "auth_rejected", "{status}");
     assert_eq!(
         status["accounts"][0]["apple_id"], "a…@icloud.com",
@@ -766,15 +756,7 @@ async fn another_accounts_paths_and_unknown_paths_are_refused() {
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     let r = env.http.get(env.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.page("/metrics").await;
     assert!(m.contains("icloud_bridge_requests_total"), "{m}");
     assert!(
         m.contains("icloud_bridge_account_state{account=\"alice\""),

@@ -75,17 +75,7 @@ async fn after_a_503_with_retry_after_nothing_is_sent_until_it_passes() {
         "{} upstream requests while held",
         c.request_log().len()
     );
-    let st: serde_json::Value = serde_json::from_str(
-        &env.http
-            .get(env.url("/status.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let st: serde_json::Value = env.status_json().await;
     assert_eq!(st["accounts"][0]["state"], "rate_limited", "{st}");
     env.stop().await;
 }

@@ -46,14 +46,7 @@ fn state_changes(log: &str, state: &str) -> usize {
 }
 
 async fn metrics(env: &Env) -> String {
-    env.http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    env.page("/metrics").await
 }
 
 #[tokio::test]
@@ -235,15 +228,7 @@ async fn state_json_survives_a_restart_and_nothing_is_told_twice() {
     let (s, body) = list_calendars(&env).await;
     assert_eq!(s, 503, "{body}");
     assert!(body.contains("no longer accepts"), "{body}");
-    let status = env
-        .http
-        .get(env.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = env.page("/status.json").await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["accounts"][0]["state"], "auth_rejected", "{status}");
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -124,6 +124,23 @@ impl Env {
     }
 
     /// A DAV request with an XML body and a Depth header; (status, body text).
+    /// GET a public page (no login) as text.
+    pub async fn page(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `/status.json`, parsed.
+    pub async fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.page("/status.json").await).unwrap()
+    }
+
     pub async fn xml(&self, method: &str, path: &str, depth: &str, body: &str) -> (u16, String) {
         let r = self
             .req(method, path)
