@@ -1,6 +1,6 @@
 //! Every row of the design's "When Apple says no" table, driven through the stand-in's
 //! switches: the account state, what a DAV client sees (status, Retry-After, reason phrase,
-//! `DAV:error` body, never a 401), `/status.json` and the `/metrics` state gauge.
+//! `DAV:error` body, never a 401), `/status.json`, the `/metrics` state gauge and the webhook.
 
 mod support;
 
@@ -84,7 +84,7 @@ struct Row<'a> {
     service: &'a str,
 }
 
-async fn expect(env: &Env, path: &str, row: Row<'_>) {
+async fn expect(env: &Env, sink: &Sink, path: &str, row: Row<'_>) {
     let s = seen(env, path).await;
     assert_eq!(s.status, row.status, "{}", s.body);
     assert_eq!(s.retry_after.as_deref(), row.retry_after, "Retry-After");
@@ -120,11 +120,58 @@ async fn expect(env: &Env, path: &str, row: Row<'_>) {
     );
     assert_eq!(gauge(env, row.service, row.state).await, 1);
     assert_eq!(gauge(env, row.service, "ok").await, 0);
+    // The webhook (min_secs = 0 here) is told once, with the sentence and the fix.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let told = loop {
+        let got: Vec<serde_json::Value> = sink.received().iter().map(|r| r.json()).collect();
+        if let Some(j) = got.iter().find(|j| j["state"] == row.state) {
+            break j.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no webhook for {}: {got:?}",
+            row.state
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(told["account"], "alice", "{told}");
+    assert!(
+        told["reason"].as_str().unwrap_or("").contains(&masked)
+            || told["reason"].as_str().unwrap_or("").contains(row.sentence),
+        "webhook reason: {told}"
+    );
+    if row.state == "auth_rejected" {
+        assert_eq!(
+            told["fix_url"], "https://appleid.apple.com/account/manage",
+            "{told}"
+        );
+    }
+    let same = sink
+        .received()
+        .iter()
+        .filter(|r| r.json()["state"] == row.state)
+        .count();
+    assert_eq!(same, 1, "told {same} times");
+}
+
+/// A bridge whose `[notify] webhook` points at a sink that records every call.
+async fn boot(opts: Options) -> (Env, Sink) {
+    let sink = Sink::start(0).await;
+    let url = sink.url("/hook");
+    let env = start_with(Options {
+        tweak: Box::new(move |c| {
+            c.notify.webhook = Some(url.parse().unwrap());
+            c.notify.min_secs = 0;
+        }),
+        ..opts
+    })
+    .await;
+    (env, sink)
 }
 
 #[tokio::test]
 async fn row_1_a_primary_password_is_refused_before_asking_apple() {
-    let env = start_with(Options {
+    let (env, sink) = boot(Options {
         app_password: "MySecret-Horse-1".into(),
         ..Options::default()
     })
@@ -132,6 +179,7 @@ async fn row_1_a_primary_password_is_refused_before_asking_apple() {
     env.control().clear_request_log();
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 503,
@@ -150,13 +198,14 @@ async fn row_1_a_primary_password_is_refused_before_asking_apple() {
 
 #[tokio::test]
 async fn row_2_a_password_never_accepted_wrong_password() {
-    let env = start_with(Options {
+    let (env, sink) = boot(Options {
         app_password: "wxyz-wxyz-wxyz-wxyz".into(),
         ..Options::default()
     })
     .await;
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 503,
@@ -172,13 +221,14 @@ async fn row_2_a_password_never_accepted_wrong_password() {
 
 #[tokio::test]
 async fn row_2_b_a_password_never_accepted_wrong_apple_id() {
-    let env = start_with(Options {
+    let (env, sink) = boot(Options {
         apple_id: "nobody@icloud.com".into(),
         ..Options::default()
     })
     .await;
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 503,
@@ -194,13 +244,14 @@ async fn row_2_b_a_password_never_accepted_wrong_apple_id() {
 
 #[tokio::test]
 async fn row_3_a_password_accepted_before_and_revoked_now() {
-    let env = start().await;
+    let (env, sink) = boot(Options::default()).await;
     // A first success (on another path than the one checked below, which the cache would
     // otherwise answer).
     assert_eq!(seen(&env, "/dav/alice/calendars/").await.status, 207);
     env.control().revoke_all_asps(DEMO_APPLE_ID);
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 503,
@@ -216,7 +267,7 @@ async fn row_3_a_password_accepted_before_and_revoked_now() {
 
 #[tokio::test]
 async fn row_3_b_one_service_switched_off_leaves_the_other_working() {
-    let env = start().await;
+    let (env, sink) = boot(Options::default()).await;
     // A first success (on another path than the one checked below, which the cache would
     // otherwise answer).
     assert_eq!(seen(&env, "/dav/alice/calendars/").await.status, 207);
@@ -224,6 +275,7 @@ async fn row_3_b_one_service_switched_off_leaves_the_other_working() {
         .set_service(DEMO_APPLE_ID, StandinService::Calendar, false);
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 503,
@@ -252,13 +304,14 @@ async fn row_4_a_connection_refused_is_unreachable_502() {
     let port = dead.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/");
     drop(dead);
-    let env = start_with(Options {
+    let (env, sink) = boot(Options {
         upstream_override: Some(url),
         ..Options::default()
     })
     .await;
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 502,
@@ -280,7 +333,7 @@ async fn row_4_a_connection_refused_is_unreachable_502() {
 
 #[tokio::test]
 async fn row_4_b_a_hanging_upstream_is_unreachable_504() {
-    let env = start_with(Options {
+    let (env, sink) = boot(Options {
         timeout_secs: 1,
         ..Options::default()
     })
@@ -294,6 +347,7 @@ async fn row_4_b_a_hanging_upstream_is_unreachable_504() {
         .unwrap();
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 504,
@@ -308,7 +362,7 @@ async fn row_4_b_a_hanging_upstream_is_unreachable_504() {
 }
 
 async fn rate_limited(status: &str, retry_after: Option<&str>, expect_ra: &str) {
-    let env = start().await;
+    let (env, sink) = boot(Options::default()).await;
     // A first success (on another path than the one checked below, which the cache would
     // otherwise answer).
     assert_eq!(seen(&env, "/dav/alice/calendars/").await.status, 207);
@@ -320,6 +374,7 @@ async fn rate_limited(status: &str, retry_after: Option<&str>, expect_ra: &str) 
     c.set_switch("rate.limit_after", "0").unwrap();
     expect(
         &env,
+        &sink,
         "/dav/alice/calendars/home/",
         Row {
             status: 503,
