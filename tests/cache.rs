@@ -257,6 +257,9 @@ async fn metrics_count_hits_misses_and_bytes() {
     assert_eq!(value("icloud_bridge_cache_hits_total"), 2);
     assert!(value("icloud_bridge_cache_bytes") > 500);
     assert_eq!(value("icloud_bridge_cache_entries"), 1);
+    // Upstream: the one miss (plus discovery) went out, with its status and latency.
+    assert!(value("icloud_bridge_upstream_requests_total{service=\"caldav\",status=\"207\"}") >= 1);
+    assert!(value("icloud_bridge_upstream_duration_seconds_count") >= 1);
     env.stop().await;
 }
 

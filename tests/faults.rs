@@ -186,3 +186,48 @@ async fn garbage_xml_from_upstream_is_a_clean_502() {
     assert_eq!(s, 207);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
+    let env = learned(Options::default()).await;
+    env.control().set_switch("latency_ms", "600").unwrap();
+    let slow = env
+        .req("PROPFIND", "/dav/alice/calendars/home/")
+        .header("Depth", "1")
+        .body(LIST)
+        .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    env.bridge.token().cancel();
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 207, "the request in flight was cut off");
+    assert!(r.text().await.unwrap().contains("multistatus"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The listener is closed: a new connection is refused.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let fresh = reqwest::Client::new()
+        .get(env.url("/healthz"))
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(fresh.is_err(), "a new request was served after shutdown");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_bridge_carries_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = learned(Options::default()).await;
+    let addr = env.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let big = "x".repeat(300 * 1024);
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = vec![0u8; 256];
+    let n = s.read(&mut out).await.unwrap_or(0);
+    let head = String::from_utf8_lossy(&out[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+    assert_eq!(env.page("/healthz").await, "ok\n");
+    env.stop().await;
+}

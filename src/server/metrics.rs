@@ -154,6 +154,7 @@ impl Metrics {
             }
         }
         render_cache(&mut out, app);
+        app.upstream.stats.render(&mut out);
         let mut r = Response::new(full(out));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,

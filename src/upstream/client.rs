@@ -15,10 +15,74 @@ use crate::upstream::state::{Account, Service};
 /// How many redirects to trusted upstream hosts are followed for one request.
 const MAX_REDIRECTS: usize = 3;
 
+/// Latency buckets of upstream requests, in milliseconds.
+const UPSTREAM_BUCKETS_MS: &[f64] = &[5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    /// (service, status; 0 = no answer) -> requests.
+    by_status: std::collections::BTreeMap<(&'static str, u16), u64>,
+    buckets: Vec<u64>,
+    sum_secs: f64,
+    count: u64,
+}
+
+/// Upstream requests by service and status, and their latency, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    inner: std::sync::Mutex<StatsInner>,
+}
+
+impl UpstreamStats {
+    fn record(&self, service: Service, status: u16, took: Duration) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *g.by_status.entry((service.as_str(), status)).or_default() += 1;
+        if g.buckets.is_empty() {
+            g.buckets = vec![0; UPSTREAM_BUCKETS_MS.len()];
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        for (i, b) in UPSTREAM_BUCKETS_MS.iter().enumerate() {
+            if ms <= *b {
+                g.buckets[i] += 1;
+            }
+        }
+        g.sum_secs += took.as_secs_f64();
+        g.count += 1;
+    }
+
+    /// Prometheus text of the counters and the histogram.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP icloud_bridge_upstream_requests_total Requests sent upstream, by service and status (0: no answer).\n# TYPE icloud_bridge_upstream_requests_total counter\n");
+        for ((service, status), n) in &g.by_status {
+            let _ = writeln!(
+                out,
+                "icloud_bridge_upstream_requests_total{{service=\"{service}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP icloud_bridge_upstream_duration_seconds Time to upstream response headers.\n# TYPE icloud_bridge_upstream_duration_seconds histogram\n");
+        for (i, b) in UPSTREAM_BUCKETS_MS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "icloud_bridge_upstream_duration_seconds_bucket{{le=\"{}\"}} {}",
+                b / 1000.0,
+                g.buckets.get(i).copied().unwrap_or(0)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "icloud_bridge_upstream_duration_seconds_bucket{{le=\"+Inf\"}} {}\nicloud_bridge_upstream_duration_seconds_sum {}\nicloud_bridge_upstream_duration_seconds_count {}",
+            g.count, g.sum_secs, g.count
+        );
+    }
+}
+
 /// The shared HTTP client towards iCloud (or a generic DAV server).
 #[derive(Debug, Clone)]
 pub struct Upstream {
     http: reqwest::Client,
+    pub stats: std::sync::Arc<UpstreamStats>,
     pub config: std::sync::Arc<UpstreamConfig>,
     /// Partition hosts that failed recently (origin -> when), skipped for `HOST_DOWN_FOR`.
     down: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
@@ -65,6 +129,7 @@ impl Upstream {
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
         Ok(Upstream {
             http,
+            stats: Default::default(),
             config: std::sync::Arc::new(config.clone()),
             down: Default::default(),
         })
@@ -139,6 +204,7 @@ impl Upstream {
             }
         }
         loop {
+            let sent = Instant::now();
             let result = self
                 .http
                 .request(req.method.clone(), req.url.clone())
@@ -147,6 +213,11 @@ impl Upstream {
                 .body(req.body.clone())
                 .send()
                 .await;
+            self.stats.record(
+                service,
+                result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+                sent.elapsed(),
+            );
             let resp = match result {
                 Ok(r) => r,
                 Err(e) => {
