@@ -350,3 +350,33 @@ async fn a_multiget_of_known_objects_in_another_order_or_grouping_is_answered_fr
     assert!(body.contains("changed by the phone"), "{body}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_checking_its_copy_gets_304_from_the_cache() {
+    let env = start().await;
+    let path = "/dav/alice/calendars/home/1761bf8c-6363-11eb-8fe4-74e5f9bfd8c1.ics";
+    let r = env.req("GET", path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    env.control().clear_request_log();
+    let r = env
+        .req("GET", path)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert!(env.control().request_log().is_empty());
+    // Another ETag: the answer comes from upstream, whole.
+    let r = env
+        .req("GET", path)
+        .header("If-None-Match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("BEGIN:VCALENDAR"));
+    assert_eq!(env.control().request_log().len(), 1);
+    env.stop().await;
+}

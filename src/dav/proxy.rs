@@ -135,9 +135,17 @@ pub async fn forward(
         invalidate(app, account.name(), home, rest, &dest);
         return r;
     }
+    let conditional = CONDITIONAL.iter().any(|h| parts.headers.contains_key(*h));
+    let revalidating = method == "GET"
+        && parts.headers.contains_key(http::header::IF_NONE_MATCH)
+        && CONDITIONAL
+            .iter()
+            .filter(|h| parts.headers.contains_key(**h))
+            .count()
+            == 1;
     let cacheable = app.cache.enabled()
         && matches!(method, "GET" | "PROPFIND" | "REPORT")
-        && !CONDITIONAL.iter().any(|h| parts.headers.contains_key(*h));
+        && (!conditional || revalidating);
     if !cacheable {
         return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
     }
@@ -156,6 +164,17 @@ pub async fn forward(
         &parts.headers,
         &body,
     );
+    if revalidating {
+        // A client checking its copy: answer 304 from a fresh entry with the same ETag,
+        // otherwise ask upstream (its answer depends on the condition, so it is not stored).
+        if let Some(e) = cache.fresh(&key) {
+            if let Some(r) = not_modified(&e, &parts.headers) {
+                cache.record_hit();
+                return Ok(r);
+            }
+        }
+        return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+    }
     if let Some(e) = cache.fresh(&key) {
         cache.record_hit();
         return Ok(e.response(None));
@@ -228,6 +247,22 @@ pub async fn forward(
         },
         Err(e) => Err(e),
     }
+}
+
+/// `304 Not Modified` if the client's `If-None-Match` names the cached entry's ETag.
+fn not_modified(e: &Entry, headers: &HeaderMap) -> Option<Response<Body>> {
+    let etag = e.headers.get(http::header::ETAG)?.to_str().ok()?;
+    let wanted = headers.get(http::header::IF_NONE_MATCH)?.to_str().ok()?;
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let hit = wanted.trim() == "*" || wanted.split(',').any(|t| bare(t) == bare(etag));
+    if !hit {
+        return None;
+    }
+    let mut r = Response::new(empty());
+    *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+    r.headers_mut()
+        .insert(http::header::ETAG, HeaderValue::from_str(etag).ok()?);
+    Some(r)
 }
 
 /// (home, rest) of the local Destination of a MOVE or COPY, if it is this account's.
