@@ -231,3 +231,30 @@ async fn oversized_headers_get_431_and_the_bridge_carries_on() {
     assert_eq!(env.page("/healthz").await, "ok\n");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn clients_waiting_for_a_hanging_request_share_its_timeout() {
+    let env = learned(Options {
+        timeout_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let c = env.control();
+    c.set_switch("flaky.timeout", "1").unwrap();
+    c.set_switch("flaky.timeout_delay_ms", "4000").unwrap();
+    let started = std::time::Instant::now();
+    let reqs = (0..10).map(|_| env.propfind("/dav/alice/calendars/home/", "1", LIST));
+    let results = futures_util::future::join_all(reqs).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == 504),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    // One timeout for all of them, not one after another (that would take 10 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    env.stop().await;
+}

@@ -131,7 +131,7 @@ pub struct Cache {
     /// Generation per (account, collection path), bumped by writes.
     generations: Mutex<HashMap<String, u64>>,
     /// One lock per key being fetched, so identical misses share one upstream request.
-    inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<FlightOutcome>>>>,
     pub stats: Arc<CacheStats>,
 }
 
@@ -356,12 +356,47 @@ impl Cache {
     }
 }
 
+/// How the last fetch of a key under its flight lock ended, if it failed.
+#[derive(Default)]
+pub struct FlightOutcome {
+    failed: Option<(Instant, crate::upstream::error::UpstreamError)>,
+}
+
+/// How long a failed fetch answers for identical requests that were waiting for it, so that
+/// a hanging or refusing iCloud costs one timeout, not one per waiting client.
+const SHARE_FAILURE_FOR: Duration = Duration::from_secs(2);
+
 /// Held while one request fetches a key; dropping it lets the next waiter look again.
 pub struct Flight<'a> {
     cache: &'a Cache,
     key: Key,
-    mutex: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    mutex: Arc<tokio::sync::Mutex<FlightOutcome>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<FlightOutcome>>,
+}
+
+impl Flight<'_> {
+    /// The failure of the request this one waited for, if it just failed.
+    pub fn recent_failure(&self) -> Option<crate::upstream::error::UpstreamError> {
+        let g = self.guard.as_ref()?;
+        match &g.failed {
+            Some((at, e)) if at.elapsed() < SHARE_FAILURE_FOR => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// This fetch failed: waiting identical requests get the same answer.
+    pub fn failed(&mut self, e: &crate::upstream::error::UpstreamError) {
+        if let Some(g) = self.guard.as_mut() {
+            g.failed = Some((Instant::now(), e.clone()));
+        }
+    }
+
+    /// This fetch worked: forget any earlier failure.
+    pub fn succeeded(&mut self) {
+        if let Some(g) = self.guard.as_mut() {
+            g.failed = None;
+        }
+    }
 }
 
 impl Drop for Flight<'_> {

@@ -200,13 +200,25 @@ pub async fn forward(
             return Ok(entry.response(None));
         }
     }
-    let _flight = cache.single_flight(&key).await;
+    let mut flight = cache.single_flight(&key).await;
     if let Some(e) = cache.fresh(&key) {
         cache.record_hit();
         return Ok(e.response(None));
     }
-    cache.record_miss();
-    match upstream_phase(app, account, service, rest, parts, body, public_origin).await {
+    // The identical request we waited for just failed: same answer, no second attempt.
+    let result = match flight.recent_failure() {
+        Some(e) => Err(DavError::Upstream(e)),
+        None => {
+            cache.record_miss();
+            let r = upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+            match &r {
+                Err(DavError::Upstream(e)) => flight.failed(e),
+                _ => flight.succeeded(),
+            }
+            r
+        }
+    };
+    match result {
         Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
             let (head, body) = resp.into_parts();
             match buffer_up_to(body, cache.max_entry()).await {
