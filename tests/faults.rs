@@ -258,3 +258,30 @@ async fn clients_waiting_for_a_hanging_request_share_its_timeout() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn clients_waiting_for_a_hanging_discovery_share_its_timeout() {
+    let mut standin = icloud_bridge::standin::StandinConfig::demo();
+    standin.switches.flaky_timeout = 1.0;
+    standin.switches.flaky_timeout_delay_ms = Some(4000);
+    let env = start_with(Options {
+        standin,
+        timeout_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let reqs = (0..10).map(|_| env.propfind("/dav/alice/calendars/home/", "1", LIST));
+    let results = futures_util::future::join_all(reqs).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == 504),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    env.stop().await;
+}

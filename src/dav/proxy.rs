@@ -64,11 +64,24 @@ pub async fn ensure_learned(app: &App, account: &Account) -> Result<Arc<Learned>
     if let Some(l) = account.learned() {
         return Ok(l);
     }
-    let _g = account.learn_lock.lock().await;
+    let mut g = account.learn_lock.lock().await;
     if let Some(l) = account.learned() {
         return Ok(l);
     }
-    let learned = discover::learn(&app.upstream, account).await?;
+    // Discovery failed just now for the request we waited for: the same answer for us.
+    if let Some((at, e)) = g.as_ref() {
+        if at.elapsed() < std::time::Duration::from_secs(2) {
+            return Err(e.clone());
+        }
+    }
+    let learned = match discover::learn(&app.upstream, account).await {
+        Ok(l) => l,
+        Err(e) => {
+            *g = Some((std::time::Instant::now(), e.clone()));
+            return Err(e);
+        }
+    };
+    *g = None;
     account.set_learned(learned);
     app.save_state();
     account.learned().ok_or(UpstreamError::BadResponse {

@@ -193,7 +193,9 @@ pub struct Account {
     /// Upstream requests in flight for this account.
     pub limiter: tokio::sync::Semaphore,
     /// Serialises discovery so concurrent first requests share one.
-    pub learn_lock: tokio::sync::Mutex<()>,
+    /// Holds the last failure of discovery for a moment, so requests that waited for it get
+    /// the same answer instead of each trying (and timing out) in turn.
+    pub learn_lock: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
     /// Held by the one request that checks a suspect credential (see [`Account::admit`]).
     probe_lock: Arc<tokio::sync::Mutex<()>>,
     /// After a 503/429 from Apple: no upstream request until then (and the status Apple
@@ -249,7 +251,7 @@ impl Account {
                 age_reminded: None,
             }),
             limiter: tokio::sync::Semaphore::new(max_concurrent),
-            learn_lock: tokio::sync::Mutex::new(()),
+            learn_lock: tokio::sync::Mutex::new(None),
             probe_lock: Arc::new(tokio::sync::Mutex::new(())),
             hold: Mutex::new(None),
             events: OnceLock::new(),
