@@ -149,6 +149,8 @@ pub fn url_origin(u: &Url) -> String {
 pub struct LimitsConfig {
     /// Largest request body accepted from a client (bytes); larger gets 413.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body; slower gets 408.
+    pub body_timeout_secs: u64,
 }
 
 // ----- raw serde shapes -----
@@ -226,6 +228,7 @@ struct RawNotify {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_body_bytes: Option<usize>,
+    body_timeout_secs: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8008";
@@ -439,6 +442,10 @@ impl Config {
                 "limits.max_body_bytes",
                 raw.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024) as u64,
             )? as usize,
+            body_timeout_secs: positive(
+                "limits.body_timeout_secs",
+                raw.limits.body_timeout_secs.unwrap_or(60),
+            )?,
         };
         Ok(Config {
             server,
@@ -615,6 +622,7 @@ mod tests {
         assert_eq!(c.upstream.timeout_secs, d.upstream.timeout_secs);
         assert_eq!(c.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
+        assert_eq!(c.limits.body_timeout_secs, d.limits.body_timeout_secs);
         assert_eq!(c.notify.min_secs, d.notify.min_secs);
         assert_eq!(c.notify.min_secs, 300);
         assert!(c.notify.webhook.is_none() && d.notify.webhook.is_none());

@@ -289,3 +289,33 @@ async fn clients_waiting_for_a_hanging_discovery_share_its_timeout() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_too_slow_with_its_body_gets_408_and_nothing_is_forwarded() {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = learned(Options {
+        tweak: Box::new(|c| c.limits.body_timeout_secs = 1),
+        ..Options::default()
+    })
+    .await;
+    let addr = env.base.trim_start_matches("http://").to_string();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", env.user, env.pass));
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /dav/alice/calendars/home/slow.ics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: text/calendar\r\nContent-Length: 500\r\n\r\nBEGIN:VCALENDAR\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut out))
+        .await
+        .expect("the bridge answers a slow client")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(upstream(&env, "PUT", "slow.ics"), 0);
+    env.stop().await;
+}

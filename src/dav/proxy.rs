@@ -89,9 +89,22 @@ pub async fn ensure_learned(app: &App, account: &Account) -> Result<Arc<Learned>
     })
 }
 
-/// Read a request body up to `limit` bytes.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, DavError> {
-    match Limited::new(body, limit).collect().await {
+/// Read a request body up to `limit` bytes, within `within` (a slow client gets 408).
+pub async fn read_body(
+    body: Incoming,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, DavError> {
+    let collected = match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
+        Ok(c) => c,
+        Err(_) => {
+            return Err(DavError::Timeout(format!(
+                "the request body did not arrive within {} s",
+                within.as_secs()
+            )))
+        }
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -136,7 +149,12 @@ pub async fn forward(
         ));
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, app.config.limits.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        app.config.limits.max_body_bytes,
+        std::time::Duration::from_secs(app.config.limits.body_timeout_secs),
+    )
+    .await?;
     let method = parts.method.as_str();
     let home = crate::dav::paths::home_segment(service);
     let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");

@@ -34,6 +34,9 @@ pub enum DavError {
     Forbidden(String),
     #[error("method {0} is not supported here")]
     MethodNotAllowed(String),
+    /// The client was too slow.
+    #[error("{0}")]
+    Timeout(String),
     /// iCloud refused a write for a reason it does not say; `condition` is the RFC
     /// precondition element the client can act on.
     #[error("{message}")]
@@ -55,6 +58,7 @@ impl DavError {
             DavError::NotFound(_) => StatusCode::NOT_FOUND,
             DavError::Forbidden(_) => StatusCode::FORBIDDEN,
             DavError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            DavError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             DavError::Refused { status, .. } => *status,
             DavError::Upstream(e) => {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
