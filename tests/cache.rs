@@ -380,3 +380,81 @@ async fn a_client_checking_its_copy_gets_304_from_the_cache() {
     assert_eq!(env.control().request_log().len(), 1);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn no_account_ever_sees_another_accounts_cached_answers() {
+    use icloud_bridge::config::AccountConfig;
+    use icloud_bridge::standin::{AccountSpec, StandinConfig};
+    let mut bob = AccountSpec::new("bob@example.com", "98765432", 42);
+    bob.app_passwords = vec!["bbbb-cccc-dddd-eeee".into()];
+    let env = start_with(Options {
+        standin: StandinConfig::demo().with_account(bob),
+        tweak: Box::new(|c| {
+            c.accounts.push(AccountConfig {
+                name: "bob".into(),
+                apple_id: "bob@example.com".into(),
+                password_file: None,
+                password_command: Some("echo bbbb-cccc-dddd-eeee".into()),
+            })
+        }),
+        ..Options::default()
+    })
+    .await;
+    let bob_pass = env
+        .bridge
+        .app
+        .logins
+        .add("bobphone", "bob", false, None)
+        .unwrap();
+    env.control().put_object(
+        "bob@example.com",
+        "calendars/home",
+        "bob-only.ics",
+        &event("bob-only", "Bob's", true),
+    );
+    // Alice fills the cache for her home calendar ...
+    let (s, alice) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+    assert_eq!(s, 207);
+    assert!(!alice.contains("bob-only"));
+    // ... and Bob, asking the same shape of request for his, gets his own.
+    let (s, bobs, _) = as_user(
+        &env,
+        "bobphone",
+        &bob_pass,
+        "PROPFIND",
+        "/dav/bob/calendars/home/",
+        "1",
+        LIST,
+    )
+    .await;
+    assert_eq!(s, 207, "{bobs}");
+    assert!(
+        bobs.contains("/dav/bob/calendars/home/bob-only.ics"),
+        "{bobs}"
+    );
+    assert!(!bobs.contains("/dav/alice/"), "{bobs}");
+    // Neither login reaches the other's tree, cached or not.
+    let (s, _, _) = as_user(
+        &env,
+        "bobphone",
+        &bob_pass,
+        "PROPFIND",
+        "/dav/alice/calendars/home/",
+        "1",
+        LIST,
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _, _) = as_user(
+        &env,
+        &env.user,
+        &env.pass,
+        "PROPFIND",
+        "/dav/bob/calendars/home/",
+        "1",
+        LIST,
+    )
+    .await;
+    assert_eq!(s, 403);
+    env.stop().await;
+}
