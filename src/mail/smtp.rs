@@ -814,9 +814,9 @@ async fn relay(client: Conn, upstream: Conn) -> io::Result<()> {
     };
     tokio::pin!(c2u, u2c, idle);
     tokio::select! {
-        // iCloud closed (after QUIT, or a 421): the client's side is shut; let its last
-        // bytes drain briefly.
-        _ = &mut u2c => { let _ = tokio::time::timeout(Duration::from_secs(5), &mut c2u).await; }
+        // iCloud closed (after QUIT, or a 421) and the client's side is shut down: nothing
+        // the client sends now could go anywhere.
+        _ = &mut u2c => {}
         // The client closed: iCloud may still answer what it sent last.
         _ = &mut c2u => { let _ = tokio::time::timeout(Duration::from_secs(30), &mut u2c).await; }
         _ = &mut idle => tracing::debug!("smtp: relayed session idle; closing"),

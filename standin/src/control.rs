@@ -278,6 +278,14 @@ impl Control {
         }
     }
 
+    /// Bytes of message data the SMTP role has received so far, across all sessions,
+    /// counted line by line as they arrive (also for messages not yet complete).
+    pub fn smtp_data_bytes(&self) -> u64 {
+        self.shared
+            .smtp_data_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The SMTP role's address, if it runs.
     pub fn smtp_addr(&self) -> Option<std::net::SocketAddr> {
         read(&self.shared.listeners).smtp

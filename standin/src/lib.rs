@@ -112,6 +112,7 @@ impl Standin {
             tasks: Mutex::new(Vec::new()),
             bind_ip,
             tls: tls::generate()?,
+            smtp_data_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let cal = server::bind_role(
             &shared,

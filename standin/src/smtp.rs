@@ -418,7 +418,7 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(reply("503 5.5.1 Error: need RCPT command"));
             }
             send(conn, "354 End data with <CR><LF>.<CR><LF>").await?;
-            let outcome = data(conn).await?;
+            let outcome = data(conn, &shared.smtp_data_bytes).await?;
             let to = std::mem::take(&mut s.rcpt);
             s.reset();
             match outcome {
@@ -465,7 +465,10 @@ enum Data {
 
 /// Read DATA up to the `.` line, undoing dot-stuffing, into the message (never beyond the
 /// size limit: the rest is read and dropped).
-async fn data<R: AsyncBufRead + Unpin>(conn: &mut R) -> io::Result<Data> {
+async fn data<R: AsyncBufRead + Unpin>(
+    conn: &mut R,
+    counter: &std::sync::atomic::AtomicU64,
+) -> io::Result<Data> {
     let mut msg = Vec::new();
     let mut too_big = false;
     let mut too_long = false;
@@ -487,6 +490,7 @@ async fn data<R: AsyncBufRead + Unpin>(conn: &mut R) -> io::Result<Data> {
         if line == b".\r\n" || line == b".\n" {
             break;
         }
+        counter.fetch_add(line.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let content = line.strip_prefix(b".").unwrap_or(&line);
         if msg.len() + content.len() > MAX_MESSAGE_BYTES {
             too_big = true;

@@ -107,6 +107,9 @@ pub struct Shared {
     pub bind_ip: std::net::IpAddr,
     /// The CA and server certificate of the mail roles.
     pub tls: crate::tls::StandinTls,
+    /// Bytes of message data the SMTP role has received so far (counted as they arrive, so
+    /// tests can see a message stream in before it ends).
+    pub smtp_data_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
