@@ -740,6 +740,7 @@ async fn handshake(
     }
     let caps = caps.to_ascii_uppercase();
     let login_only = !caps.contains("PLAIN") && caps.contains("LOGIN");
+    let token = B64.encode(format!("\0{apple_id}\0{password}"));
     let (code, text) = if login_only {
         send(&mut conn, "AUTH LOGIN").await?;
         expect(&mut conn, "AUTH LOGIN", 334).await?;
@@ -749,11 +750,15 @@ async fn handshake(
         let (code, last, _) = read_reply(&mut conn).await?;
         (code, last)
     } else {
-        let token = B64.encode(format!("\0{apple_id}\0{password}"));
         send(&mut conn, &format!("AUTH PLAIN {token}")).await?;
         let (code, last, _) = read_reply(&mut conn).await?;
         (code, last)
     };
+    // The reply text may reach the status page: never with anything of the credential.
+    let text = [password.to_string(), token, B64.encode(password)]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text, |t, secret| t.replace(secret.as_str(), "<redacted>"));
     Ok((code, text, conn))
 }
 
