@@ -597,3 +597,57 @@ async fn shutdown_tells_waiting_clients_421() {
     env.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn check_tests_smtp_when_it_is_served() {
+    let (env, _) = start_smtp().await;
+    let ca = env.cfg.upstream.ca_file.clone().unwrap();
+    // A separate data dir for the CLI, with the same stored password.
+    let data = tempfile::tempdir().unwrap();
+    icloud_bridge::upstream::vault::Vault::open(data.path())
+        .set(
+            "alice",
+            &icloud_bridge::upstream::credential::Secret::new(
+                icloud_bridge::standin::DEMO_APP_PASSWORD.into(),
+            ),
+        )
+        .unwrap();
+    let cfg = data.path().join("c.toml");
+    let write = |smtp: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nsmtp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\n[[account]]\nname = \"alice\"\napple_id = \"{DEMO_APPLE_ID}\"\n\n[upstream]\ncaldav = {:?}\ncarddav = {:?}\nsmtp = {:?}\nca_file = {:?}\ntimeout_secs = 5\n",
+                data.path(),
+                env.standin.caldav_url(),
+                env.standin.carddav_url(),
+                smtp,
+                ca,
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_icloud-bridge"))
+            .args(["--config", cfg.to_str().unwrap(), "check"])
+            .output()
+    };
+    write(&env.standin.smtp_url());
+    let out = run().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("alice smtp ok"), "{stdout}");
+    env.control().set_switch("smtp.transient", "454").unwrap();
+    let out = run().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("alice smtp unreachable: iCloud could not be reached"),
+        "{stdout}"
+    );
+    env.stop().await;
+}

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::config::Config;
 use crate::server::app::App;
 use crate::server::logins::{Login, Verify};
 use crate::upstream::error::{Unreachable, UpstreamError};
@@ -73,10 +74,37 @@ pub struct SmtpListener {
 struct Ctx {
     app: Arc<App>,
     acceptor: TlsAcceptor,
-    connector: TlsConnector,
-    upstream: Url,
-    timeout: Duration,
+    up: Upstream,
     limit: Arc<Semaphore>,
+}
+
+/// How to reach iCloud's SMTP.
+struct Upstream {
+    connector: TlsConnector,
+    url: Url,
+    timeout: Duration,
+}
+
+impl Upstream {
+    fn new(config: &Config) -> Result<Upstream, String> {
+        Ok(Upstream {
+            connector: tls::connector(config.upstream.ca_file.as_deref())?,
+            url: config.upstream.smtp.clone(),
+            timeout: Duration::from_secs(config.upstream.timeout_secs),
+        })
+    }
+}
+
+/// Log in to iCloud's SMTP once with the account's stored password, then log out (for
+/// `icloud-bridge check`); the outcome is recorded in the account's state.
+pub async fn check(config: &Config, acc: &Account) -> Result<(), UpstreamError> {
+    let up = Upstream::new(config).map_err(|detail| UpstreamError::Unreachable {
+        kind: Unreachable::Tls,
+        detail,
+    })?;
+    let mut conn = upstream_login(&up, acc, "localhost").await?;
+    let _ = send(&mut conn, "QUIT").await;
+    Ok(())
 }
 
 /// Bind `server.smtp_listen` (if set), test each account's credential against iCloud's SMTP
@@ -93,9 +121,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
     let ctx = Arc::new(Ctx {
         app: app.clone(),
         acceptor: tls::acceptor(&app.config.server.certs_dir, addr)?,
-        connector: tls::connector(app.config.upstream.ca_file.as_deref())?,
-        upstream: app.config.upstream.smtp.clone(),
-        timeout: Duration::from_secs(app.config.upstream.timeout_secs),
+        up: Upstream::new(&app.config)?,
         limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
     for acc in app.accounts().values() {
@@ -116,7 +142,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
 }
 
 async fn startup_check(ctx: &Ctx, acc: &Account) {
-    match upstream_login(ctx, acc, "localhost").await {
+    match upstream_login(&ctx.up, acc, "localhost").await {
         Ok(mut up) => {
             let _ = send(&mut up, "QUIT").await;
             tracing::info!(
@@ -412,7 +438,7 @@ async fn command(
                     login.name, login.account
                 )));
             };
-            match upstream_login(ctx, &acc, &st.ehlo).await {
+            match upstream_login(&ctx.up, &acc, &st.ehlo).await {
                 Ok(up) => {
                     tracing::info!(%remote, login = %login.name, account = acc.name(), "smtp: relaying to iCloud");
                     Next::Relay(Box::new(up))
@@ -566,7 +592,7 @@ fn password_of(admitted: &Admitted, apple_id: &str) -> Option<String> {
 
 /// Log in to iCloud's SMTP for `acc`, recording what Apple said. Returns the upstream
 /// connection right after its `235`.
-async fn upstream_login(ctx: &Ctx, acc: &Account, ehlo: &str) -> Result<Conn, UpstreamError> {
+async fn upstream_login(up: &Upstream, acc: &Account, ehlo: &str) -> Result<Conn, UpstreamError> {
     if let Some(e) = acc.held() {
         return Err(e);
     }
@@ -576,8 +602,8 @@ async fn upstream_login(ctx: &Ctx, acc: &Account, ehlo: &str) -> Result<Conn, Up
             account: acc.name().to_string(),
         });
     };
-    let dialogue = handshake(ctx, acc.apple_id(), &password, ehlo);
-    let outcome = tokio::time::timeout(ctx.timeout, dialogue).await;
+    let dialogue = handshake(up, acc.apple_id(), &password, ehlo);
+    let outcome = tokio::time::timeout(up.timeout, dialogue).await;
     drop(password);
     // Record what Apple said while still holding the admission: requests waiting for this
     // probe then see the answer.
@@ -591,7 +617,7 @@ async fn upstream_login(ctx: &Ctx, acc: &Account, ehlo: &str) -> Result<Conn, Up
                 kind: Unreachable::Timeout,
                 detail: format!(
                     "the SMTP server did not finish logging in within {} s",
-                    ctx.timeout.as_secs()
+                    up.timeout.as_secs()
                 ),
             },
             None,
@@ -705,23 +731,23 @@ async fn connect(url: &Url) -> Result<TcpStream, Hs> {
     Ok(tcp)
 }
 
-async fn start_tls(ctx: &Ctx, io: Box<dyn Io>) -> Result<Conn, Hs> {
-    let name = tls::server_name(&ctx.upstream).map_err(Hs::Tls)?;
-    let tls = ctx.connector.connect(name, io).await.map_err(Hs::Tls)?;
+async fn start_tls(up: &Upstream, io: Box<dyn Io>) -> Result<Conn, Hs> {
+    let name = tls::server_name(&up.url).map_err(Hs::Tls)?;
+    let tls = up.connector.connect(name, io).await.map_err(Hs::Tls)?;
     Ok(BufReader::new(Box::new(tls)))
 }
 
 /// The upstream dialogue up to AUTH's answer: (code, last line's text, the connection).
 async fn handshake(
-    ctx: &Ctx,
+    up: &Upstream,
     apple_id: &str,
     password: &str,
     ehlo: &str,
 ) -> Result<(u16, String, Conn), Hs> {
-    let implicit = ctx.upstream.scheme() == "smtps";
-    let tcp = connect(&ctx.upstream).await?;
+    let implicit = up.url.scheme() == "smtps";
+    let tcp = connect(&up.url).await?;
     let mut conn = if implicit {
-        start_tls(ctx, Box::new(tcp)).await?
+        start_tls(up, Box::new(tcp)).await?
     } else {
         BufReader::new(Box::new(tcp) as Box<dyn Io>)
     };
@@ -734,7 +760,7 @@ async fn handshake(
         if !conn.buffer().is_empty() {
             return Err(Hs::Garbled("data before the TLS handshake"));
         }
-        conn = start_tls(ctx, conn.into_inner()).await?;
+        conn = start_tls(up, conn.into_inner()).await?;
         send(&mut conn, &format!("EHLO {ehlo}")).await?;
         caps = expect(&mut conn, "EHLO", 250).await?;
     }
