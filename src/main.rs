@@ -420,6 +420,15 @@ async fn check(cfg: Config) -> Result<(), String> {
                 println!("{} dav {}: {e}", acc.name(), e.state().as_str());
             }
         }
+        if app.config.server.smtp_listen.is_some() {
+            match icloud_bridge::mail::smtp::check(&app.config, acc).await {
+                Ok(()) => println!("{} smtp ok", acc.name()),
+                Err(e) => {
+                    bad = true;
+                    println!("{} smtp {}: {e}", acc.name(), e.state().as_str());
+                }
+            }
+        }
     }
     if bad {
         Err("at least one upstream check failed".into())

@@ -77,12 +77,7 @@ impl App {
         crate::server::stored_accounts::merge(&mut config);
         let mut accounts = BTreeMap::new();
         for a in &config.accounts {
-            let acc = Account::new(
-                a.clone(),
-                config.upstream.kind,
-                std::time::Duration::from_secs(config.upstream.auth_probe_secs),
-                config.upstream.max_concurrent,
-            );
+            let acc = new_account(&config, a.clone());
             accounts.insert(a.name.clone(), Arc::new(acc));
         }
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -215,18 +210,27 @@ impl App {
         if let Some(existing) = guard.get(&config.name) {
             return existing.clone();
         }
-        let acc = Arc::new(Account::new(
-            config,
-            self.config.upstream.kind,
-            std::time::Duration::from_secs(self.config.upstream.auth_probe_secs),
-            self.config.upstream.max_concurrent,
-        ));
+        let acc = Arc::new(new_account(&self.config, config));
         acc.set_events(self.events_tx.clone());
         let mut map = BTreeMap::clone(&guard);
         map.insert(acc.name().to_string(), acc.clone());
         *guard = Arc::new(map);
         acc
     }
+}
+
+/// An account as this configuration serves it (SMTP counts when `smtp_listen` is set).
+fn new_account(config: &Config, account: crate::config::AccountConfig) -> Account {
+    let mut acc = Account::new(
+        account,
+        config.upstream.kind,
+        std::time::Duration::from_secs(config.upstream.auth_probe_secs),
+        config.upstream.max_concurrent,
+    );
+    if config.server.smtp_listen.is_some() {
+        acc.serve_also(crate::upstream::state::Service::Smtp);
+    }
+    acc
 }
 
 /// How the client reached us (`http://host:port`), for absolute URLs in bodies.

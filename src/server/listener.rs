@@ -24,11 +24,15 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// A running bridge.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The SMTP submission listener's address, when `server.smtp_listen` is set.
+    pub smtp_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     token: CancellationToken,
     task: JoinHandle<()>,
     /// The notifier, which saves state.json once more when it stops.
     notifier: Option<JoinHandle<()>>,
+    /// Mail listeners, which drain their sessions after the token is cancelled.
+    mail: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -41,6 +45,9 @@ impl Running {
     /// Wait until the server stops (after `stop` or a shutdown signal given to `start`).
     pub async fn wait(self) {
         let _ = self.task.await;
+        for t in self.mail {
+            let _ = t.await;
+        }
         if let Some(n) = self.notifier {
             let _ = n.await;
         }
@@ -67,6 +74,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let token = CancellationToken::new();
+    let smtp = crate::mail::smtp::spawn(&app, &token)?;
     let notifier = spawn_background(&app, &token);
     let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
@@ -81,10 +89,12 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     }
     Ok(Running {
         addr,
+        smtp_addr: smtp.as_ref().map(|s| s.addr),
         app,
         token,
         task,
         notifier,
+        mail: smtp.into_iter().map(|s| s.task).collect(),
     })
 }
 

@@ -107,6 +107,35 @@ impl UpstreamError {
         }
     }
 
+    /// The SMTP reply a submission client gets for this error: one line without CRLF, a
+    /// temporary code with the sentence (never 535, which would make the client ask for a
+    /// password that is not the user's). `421` (iCloud unreachable) means the bridge closes
+    /// the connection after it; see [`UpstreamError::smtp_closes`].
+    pub fn smtp_reply(&self) -> String {
+        let code = match self {
+            UpstreamError::Unreachable {
+                kind: Unreachable::Timeout,
+                ..
+            } => "421 4.4.1",
+            UpstreamError::Unreachable { .. } => "421 4.4.0",
+            UpstreamError::Unconfigured { .. }
+            | UpstreamError::AuthRejected { .. }
+            | UpstreamError::RateLimited { .. }
+            | UpstreamError::BadResponse { .. } => "454 4.7.0",
+        };
+        let sentence: String = self
+            .to_string()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        format!("{code} {sentence}")
+    }
+
+    /// Does the SMTP front end close the connection after [`UpstreamError::smtp_reply`]?
+    pub fn smtp_closes(&self) -> bool {
+        matches!(self, UpstreamError::Unreachable { .. })
+    }
+
     /// May a cached (stale) answer stand in for iCloud's? Yes while iCloud cannot be
     /// reached, refuses the credential or limits requests; not for a garbled answer.
     pub fn serve_stale(&self) -> bool {
@@ -184,5 +213,27 @@ mod tests {
         };
         assert_eq!(e.http_status(), 503);
         assert_eq!(e.retry_after(), Some(60));
+    }
+
+    #[test]
+    fn smtp_replies_are_temporary_and_carry_the_sentence() {
+        let e = UpstreamError::AuthRejected {
+            reason: AuthReason::Revoked,
+            apple_id: "a@icloud.com".into(),
+        };
+        let r = e.smtp_reply();
+        assert!(r.starts_with("454 4.7.0 iCloud no longer accepts"), "{r}");
+        assert!(!e.smtp_closes());
+        let e = UpstreamError::Unreachable {
+            kind: Unreachable::Connect,
+            detail: "refused\r\nbad".into(),
+        };
+        let r = e.smtp_reply();
+        assert!(
+            r.starts_with("421 4.4.0 iCloud could not be reached"),
+            "{r}"
+        );
+        assert!(!r.contains('\r') && !r.contains('\n'), "{r}");
+        assert!(e.smtp_closes());
     }
 }

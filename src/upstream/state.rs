@@ -264,6 +264,14 @@ impl Account {
         let _ = self.events.set(tx);
     }
 
+    /// Count `service` among the served ones (a mail listener is configured). Call before
+    /// the account is shared.
+    pub fn serve_also(&mut self, service: Service) {
+        if !self.served.contains(&service) {
+            self.served.push(service);
+        }
+    }
+
     /// The services whose state makes up the account's state.
     pub fn served(&self) -> &[Service] {
         &self.served

@@ -46,7 +46,14 @@ pub struct Account {
     pub display_name: String,
     pub auth: Mutex<AuthState>,
     pub data: RwLock<AccountData>,
+    /// Accepted SMTP user names (C2 `smtp_login`).
+    pub smtp_login: Vec<String>,
+    /// Messages accepted by the SMTP role, oldest first (at most [`OUTBOX_CAP`]).
+    pub outbox: Mutex<std::collections::VecDeque<crate::smtp::SentMessage>>,
 }
+
+/// Most messages kept in an account's outbox (oldest dropped first).
+pub const OUTBOX_CAP: usize = 1000;
 
 /// Maximum active app-specific passwords.
 pub const MAX_ACTIVE_ASPS: usize = 25;
@@ -84,7 +91,18 @@ impl Account {
                 former_partitions: Vec::new(),
             }),
             data: RwLock::new(data),
+            smtp_login: spec.smtp_login.clone(),
+            outbox: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Does the account own `address` (its Apple ID or an SMTP login name)?
+    pub fn owns_address(&self, address: &str) -> bool {
+        self.apple_id.eq_ignore_ascii_case(address)
+            || self
+                .smtp_login
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(address))
     }
 
     pub fn partition(&self) -> u32 {
@@ -194,6 +212,14 @@ impl Accounts {
         read(&self.list)
             .iter()
             .find(|a| a.apple_id.eq_ignore_ascii_case(id))
+            .cloned()
+    }
+
+    /// The account whose `smtp_login` names include `user` (case-insensitive).
+    pub fn by_smtp_login(&self, user: &str) -> Option<Arc<Account>> {
+        read(&self.list)
+            .iter()
+            .find(|a| a.smtp_login.iter().any(|l| l.eq_ignore_ascii_case(user)))
             .cloned()
     }
 

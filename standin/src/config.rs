@@ -125,7 +125,7 @@ pub struct AccountSpec {
     pub account_state: AccountState,
     /// Accepted IMAP user names (for the later IMAP role).
     pub imap_login: Vec<String>,
-    /// Accepted SMTP user names (for the later SMTP role).
+    /// Accepted SMTP user names (the SMTP role; the Apple ID by default).
     pub smtp_login: Vec<String>,
     /// Calendars besides the special inbox/outbox/notification, which always exist.
     pub calendars: Vec<CalendarSpec>,
@@ -178,11 +178,13 @@ pub fn standard_calendars() -> Vec<CalendarSpec> {
     vec![home, work, fam, hol, tasks]
 }
 
-/// Fixed ports for the front roles (0 = ephemeral). Partition roles are always ephemeral.
+/// Fixed ports for the front and mail roles (0 = ephemeral). Partition roles are always ephemeral.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ports {
     pub front_cal: u16,
     pub front_card: u16,
+    /// The SMTP submission role (STARTTLS).
+    pub smtp: u16,
 }
 
 /// Everything `Standin::start` needs.

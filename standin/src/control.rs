@@ -6,6 +6,7 @@ use crate::config::{AccountSpec, AccountState, CalendarSpec, Service};
 use crate::objprops::{snap, ObjRender};
 use crate::paths;
 use crate::server;
+use crate::smtp::SentMessage;
 use crate::state::{LoggedRequest, Shared};
 use crate::store::{CollKind, WriteOpts};
 use crate::switches::Switches;
@@ -261,6 +262,33 @@ impl Control {
                 c.floor = c.counter;
             }
         }
+    }
+
+    /// Messages the SMTP role accepted for this account (envelope and raw data), oldest first.
+    pub fn sent_messages(&self, apple_id: &str) -> Vec<SentMessage> {
+        self.account(apple_id)
+            .map(|acc| crate::smtp::sent(&acc))
+            .unwrap_or_default()
+    }
+
+    /// Forget the account's sent messages.
+    pub fn clear_sent_messages(&self, apple_id: &str) {
+        if let Some(acc) = self.account(apple_id) {
+            lock(&acc.outbox).clear();
+        }
+    }
+
+    /// Bytes of message data the SMTP role has received so far, across all sessions,
+    /// counted line by line as they arrive (also for messages not yet complete).
+    pub fn smtp_data_bytes(&self) -> u64 {
+        self.shared
+            .smtp_data_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The SMTP role's address, if it runs.
+    pub fn smtp_addr(&self) -> Option<std::net::SocketAddr> {
+        read(&self.shared.listeners).smtp
     }
 
     pub fn request_log(&self) -> Vec<LoggedRequest> {

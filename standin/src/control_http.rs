@@ -1,6 +1,7 @@
 //! The control API (C11) over HTTP on its own loopback port, for scripts and tools in other
 //! processes (interop tests, screenshots): `POST /switch?name=…&value=…`, `POST /revoke-all`,
-//! `POST /generate-asp`, `POST /service?service=caldav&on=false`, `GET /request-log`, …
+//! `POST /generate-asp`, `POST /service?service=caldav&on=false`, `GET /request-log`,
+//! `GET /sent-messages` (one envelope line per message), `GET /sent-message?index=N` (raw), …
 
 use crate::body::Body;
 use crate::config::Service;
@@ -141,6 +142,47 @@ fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
             c.clear_request_log();
             reply(StatusCode::OK, "ok")
         }
+        ("/sent-messages", false) => {
+            let lines: Vec<String> = c
+                .sent_messages(&apple_id)
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    format!(
+                        "{i} from=<{}> to={} bytes={}",
+                        m.mail_from,
+                        m.rcpt_to
+                            .iter()
+                            .map(|r| format!("<{r}>"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        m.data.len()
+                    )
+                })
+                .collect();
+            reply(StatusCode::OK, lines.join("\n"))
+        }
+        ("/sent-message", false) => {
+            let msg = get("index")
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| c.sent_messages(&apple_id).into_iter().nth(i));
+            match msg {
+                Some(m) => {
+                    let mut r = Response::new(Body::from_bytes(m.data.into()));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("message/rfc822"),
+                    );
+                    r
+                }
+                None => reply(StatusCode::NOT_FOUND, "no such message (index=0,1,...)"),
+            }
+        }
+        ("/clear-sent-messages", true) => {
+            c.clear_sent_messages(&apple_id);
+            reply(StatusCode::OK, "ok")
+        }
         ("/request-log", false) => {
             let lines: Vec<String> = c
                 .request_log()
@@ -153,7 +195,8 @@ fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
             StatusCode::NOT_FOUND,
             "POST /switch?name=&value= | /revoke-all | /generate-asp?label= | \
              /service?service=&on= | /two-factor?on= | /primary-password?value= | \
-             /clear-request-log; GET /request-log (all take apple_id=, default the demo account)",
+             /clear-request-log | /clear-sent-messages; GET /request-log | /sent-messages | \
+             /sent-message?index= (all take apple_id=, default the demo account)",
         ),
     }
 }

@@ -1,9 +1,9 @@
 //! A faithful local stand-in for iCloud's CalDAV and CardDAV servers (front and partition
 //! roles on separate loopback ports), with switches for every known quirk and fault.
 //!
-//! Follows `reference/icloud-protocol.md` section C (C1–C8, C11). IMAP and SMTP (C9, C10) are a
-//! later task: they will get their own roles in [`state::Role`], listeners in `server.rs` and
-//! modules `imap.rs`/`smtp.rs`, reusing the account model in `accounts.rs`.
+//! Follows `reference/icloud-protocol.md` section C (C1–C8, C10, C11). The SMTP submission role
+//! (C10) lives in `smtp.rs` on its own port, with STARTTLS from a CA generated at start-up
+//! (`tls.rs`, [`Standin::ca_pem`]).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -41,10 +41,12 @@ mod respond;
 mod router;
 mod seed;
 mod server;
+mod smtp;
 mod state;
 mod store;
 mod switch_names;
 mod switches;
+mod tls;
 mod vcard;
 mod xml_in;
 mod xml_out;
@@ -56,6 +58,7 @@ pub use config::{
 };
 pub use control::Control;
 pub use seed::DEMO_JPEG;
+pub use smtp::SentMessage;
 pub use state::LoggedRequest;
 pub use switches::{
     CtagStyle, DtendRule, InvalidTokenStyle, MovedResponse, OptionsDavHeader, PhotoStyle, Switches,
@@ -76,7 +79,7 @@ pub struct Standin {
     shared: Arc<Shared>,
 }
 
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut rng = rand::thread_rng();
     (0..n)
         .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
@@ -108,6 +111,8 @@ impl Standin {
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             tasks: Mutex::new(Vec::new()),
             bind_ip,
+            tls: tls::generate()?,
+            smtp_data_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let cal = server::bind_role(
             &shared,
@@ -127,7 +132,9 @@ impl Standin {
         for p in shared.accounts.partitions() {
             server::ensure_partition(&shared, p)?;
         }
-        tracing::info!(caldav = %cal, carddav = %card, "iCloud stand-in listening");
+        let smtp = smtp::bind(&shared, SocketAddr::new(bind_ip, cfg.ports.smtp))?;
+        smtp::set_addr(&shared, smtp);
+        tracing::info!(caldav = %cal, carddav = %card, %smtp, "iCloud stand-in listening");
         Ok(Standin { shared })
     }
 
@@ -161,6 +168,19 @@ impl Standin {
         self.shared
             .partition_addrs(partition)
             .map(|(_, c)| format!("http://{c}/"))
+    }
+
+    /// The SMTP submission role (STARTTLS), e.g. `smtp://127.0.0.1:41003`.
+    pub fn smtp_url(&self) -> String {
+        match read(&self.shared.listeners).smtp {
+            Some(a) => format!("smtp://{a}"),
+            None => String::new(),
+        }
+    }
+
+    /// The PEM of the CA that signed the mail roles' certificate (for a client's trust store).
+    pub fn ca_pem(&self) -> String {
+        self.shared.tls.ca_pem.clone()
     }
 
     /// The `AppleHttpServer/<hash>` token of this run.

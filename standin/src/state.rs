@@ -73,6 +73,8 @@ pub struct Listeners {
     pub front_card: Option<SocketAddr>,
     /// partition -> (cal, card)
     pub partitions: BTreeMap<u32, (SocketAddr, SocketAddr)>,
+    /// The SMTP submission role (C10).
+    pub smtp: Option<SocketAddr>,
 }
 
 /// The fixed-window request counter for `rate.limit_after`.
@@ -103,6 +105,11 @@ pub struct Shared {
     pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Address the listeners bind to (127.0.0.1).
     pub bind_ip: std::net::IpAddr,
+    /// The CA and server certificate of the mail roles.
+    pub tls: crate::tls::StandinTls,
+    /// Bytes of message data the SMTP role has received so far (counted as they arrive, so
+    /// tests can see a message stream in before it ends).
+    pub smtp_data_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

@@ -42,6 +42,22 @@ fn parse_status(v: &str, allowed: &[u16]) -> Result<u16, String> {
     }
 }
 
+/// A whole SMTP reply line: a 4xx or 5xx code, then optional text (no line breaks).
+fn parse_smtp_reply(v: &str) -> Result<String, String> {
+    let b = v.as_bytes();
+    let code_ok = b.len() >= 3
+        && matches!(b[0], b'4' | b'5')
+        && b[1..3].iter().all(u8::is_ascii_digit)
+        && (b.len() == 3 || b[3] == b' ');
+    if code_ok && !v.contains(['\r', '\n']) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "not an SMTP failure reply (4xx/5xx code, then text): {v:?}"
+        ))
+    }
+}
+
 fn bad(name: &str, v: &str) -> String {
     format!("invalid value for {name}: {v}")
 }
@@ -107,6 +123,10 @@ impl Switches {
             "partition.unreachable",
             "latency_ms",
             "log.enabled",
+            "smtp.auth_fail_reply",
+            "smtp.transient",
+            "smtp.drop",
+            "smtp.foreign_sender",
         ]
     }
 
@@ -234,6 +254,21 @@ impl Switches {
             "partition.unreachable" => self.partition_unreachable = parse_bool(v)?,
             "latency_ms" | "latency.ms" => self.latency_ms = parse_num(v)?,
             "log.enabled" => self.log_enabled = parse_bool(v)?,
+            "smtp.auth_fail_reply" => self.smtp_auth_fail_reply = parse_smtp_reply(v)?,
+            "smtp.transient" => {
+                self.smtp_transient = match lower.as_str() {
+                    "none" | "off" | "false" | "0" | "" => None,
+                    "true" | "on" | "yes" | "1" => Some(454),
+                    _ => Some(parse_status(v, &[454, 421])?),
+                }
+            }
+            "smtp.drop" => self.smtp_drop = parse_bool(v)?,
+            "smtp.foreign_sender" => {
+                self.smtp_foreign_sender = match lower.as_str() {
+                    "none" | "off" | "accept" => None,
+                    _ => Some(parse_status(v, &[553, 550])?),
+                }
+            }
             _ => return Err(format!("unknown switch: {name}")),
         }
         Ok(())
@@ -275,5 +310,14 @@ mod tests {
         assert!(!s.cdata_calendar_data);
         assert!(s.set("flaky.5xx", "2").is_err());
         assert!(s.set("nope", "1").is_err());
+        s.set("smtp.auth_fail_reply", "535 5.7.0 nope").unwrap();
+        assert_eq!(s.smtp_auth_fail_reply, "535 5.7.0 nope");
+        assert!(s.set("smtp.auth_fail_reply", "235 ok").is_err());
+        s.set("smtp.transient", "421").unwrap();
+        assert_eq!(s.smtp_transient, Some(421));
+        s.set("smtp.transient", "off").unwrap();
+        assert_eq!(s.smtp_transient, None);
+        s.set("smtp.foreign_sender", "accept").unwrap();
+        assert_eq!(s.smtp_foreign_sender, None);
     }
 }

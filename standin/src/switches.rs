@@ -194,6 +194,18 @@ pub struct Switches {
     pub latency_ms: u64,
     /// `log.enabled` (true): record requests for `Control::request_log`.
     pub log_enabled: bool,
+    // --- C10 (SMTP) ----------------------------------------------------------------------
+    /// `smtp.auth_fail_reply` (`535 5.7.8 Authentication credentials invalid`): the reply to
+    /// a refused AUTH.
+    pub smtp_auth_fail_reply: String,
+    /// `smtp.transient` (none; or 454, 421): answer every AUTH with this temporary failure
+    /// (421 also closes the connection).
+    pub smtp_transient: Option<u16>,
+    /// `smtp.drop` (false): close the connection on EHLO/HELO without answering.
+    pub smtp_drop: bool,
+    /// `smtp.foreign_sender` (553; or 550, none): the reply to `MAIL FROM` with an address
+    /// the account does not own; none accepts any sender.
+    pub smtp_foreign_sender: Option<u16>,
 }
 
 impl Default for Switches {
@@ -256,6 +268,10 @@ impl Default for Switches {
             partition_unreachable: false,
             latency_ms: 0,
             log_enabled: true,
+            smtp_auth_fail_reply: "535 5.7.8 Authentication credentials invalid".to_string(),
+            smtp_transient: None,
+            smtp_drop: false,
+            smtp_foreign_sender: Some(553),
         }
     }
 }

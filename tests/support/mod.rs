@@ -33,6 +33,9 @@ pub struct Options {
     pub upstream_override: Option<String>,
     pub timeout_secs: u64,
     pub fresh_secs: u64,
+    /// Serve SMTP submission on 127.0.0.1:0, upstream the stand-in's SMTP role (trusting its
+    /// CA through `upstream.ca_file`).
+    pub smtp: bool,
     /// Last changes to the bridge's configuration (e.g. `[notify]`).
     pub tweak: Box<dyn FnOnce(&mut Config)>,
 }
@@ -48,6 +51,7 @@ impl Default for Options {
             upstream_override: None,
             timeout_secs: 5,
             fresh_secs: 30,
+            smtp: false,
             tweak: Box::new(|_| {}),
         }
     }
@@ -74,6 +78,14 @@ pub async fn start_with(opts: Options) -> Env {
     cfg.cache.fresh_secs = opts.fresh_secs;
     cfg.limits.max_body_bytes = opts.max_body_bytes;
     cfg.upstream.auth_probe_secs = opts.auth_probe_secs;
+    if opts.smtp {
+        cfg.server.certs_dir = dir.path().join("certs");
+        let ca = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca, standin.ca_pem()).unwrap();
+        cfg.upstream.ca_file = Some(ca);
+        cfg.upstream.smtp = standin.smtp_url().parse().unwrap();
+        cfg.server.smtp_listen = Some("127.0.0.1:0".parse().unwrap());
+    }
     cfg.accounts = vec![AccountConfig {
         name: "alice".into(),
         apple_id: opts.apple_id.clone(),
@@ -108,6 +120,11 @@ pub async fn start_with(opts: Options) -> Env {
 impl Env {
     pub fn control(&self) -> Control {
         self.standin.control()
+    }
+
+    /// The bridge's SMTP submission address (with `Options::smtp`).
+    pub fn smtp_addr(&self) -> std::net::SocketAddr {
+        self.bridge.smtp_addr.expect("the bridge serves SMTP")
     }
 
     pub fn url(&self, path: &str) -> String {
