@@ -1,6 +1,7 @@
 //! Accounts: credentials, app-specific passwords, flags and partition, plus their data.
 
 use crate::config::{AccountSpec, AccountState, Service, Services};
+use crate::mailstore::MailStore;
 use crate::store::AccountData;
 use rand::Rng;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -46,6 +47,10 @@ pub struct Account {
     pub display_name: String,
     pub auth: Mutex<AuthState>,
     pub data: RwLock<AccountData>,
+    /// Accepted IMAP user names (C2 `imap_login`).
+    pub imap_login: Vec<String>,
+    /// The account's mailboxes (IMAP role).
+    pub mail: Mutex<MailStore>,
 }
 
 /// Maximum active app-specific passwords.
@@ -84,6 +89,8 @@ impl Account {
                 former_partitions: Vec::new(),
             }),
             data: RwLock::new(data),
+            imap_login: spec.imap_login.clone(),
+            mail: Mutex::new(MailStore::new()),
         }
     }
 
@@ -194,6 +201,14 @@ impl Accounts {
         read(&self.list)
             .iter()
             .find(|a| a.apple_id.eq_ignore_ascii_case(id))
+            .cloned()
+    }
+
+    /// The account whose `imap_login` list holds `user` (case-insensitively).
+    pub fn by_imap_login(&self, user: &str) -> Option<Arc<Account>> {
+        read(&self.list)
+            .iter()
+            .find(|a| a.imap_login.iter().any(|l| l.eq_ignore_ascii_case(user)))
             .cloned()
     }
 

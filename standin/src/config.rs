@@ -183,6 +183,8 @@ pub fn standard_calendars() -> Vec<CalendarSpec> {
 pub struct Ports {
     pub front_cal: u16,
     pub front_card: u16,
+    /// The IMAP role (0: ephemeral).
+    pub imap: u16,
 }
 
 /// Everything `Standin::start` needs.

@@ -1,9 +1,9 @@
 //! A faithful local stand-in for iCloud's CalDAV and CardDAV servers (front and partition
 //! roles on separate loopback ports), with switches for every known quirk and fault.
 //!
-//! Follows `reference/icloud-protocol.md` section C (C1–C8, C11). IMAP and SMTP (C9, C10) are a
-//! later task: they will get their own roles in [`state::Role`], listeners in `server.rs` and
-//! modules `imap.rs`/`smtp.rs`, reusing the account model in `accounts.rs`.
+//! Follows `reference/icloud-protocol.md` section C (C1–C9, C11). The IMAP role (C9) lives in
+//! `imap.rs` on its own plaintext loopback port ([`Standin::imap_url`]), with a small mail
+//! store per account (`mailstore.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -30,6 +30,9 @@ mod ctx;
 mod faults;
 mod filters;
 mod ical;
+mod imap;
+mod imap_parse;
+mod mailstore;
 mod objects;
 mod objprops;
 mod paths;
@@ -54,7 +57,9 @@ pub use config::{
     DEMO_APPLE_ID, DEMO_APP_PASSWORD, DEMO_DSID, DEMO_HEX_CALENDAR, DEMO_PARTITION,
     DEMO_PRIMARY_PASSWORD, DEMO_REVOKED_APP_PASSWORD, DEMO_UUID_CALENDAR,
 };
-pub use control::Control;
+pub use control::{Control, MailMessage};
+pub use imap::{GreetingStyle, ImapSwitches};
+pub use mailstore::FOLDERS as MAIL_FOLDERS;
 pub use seed::DEMO_JPEG;
 pub use state::LoggedRequest;
 pub use switches::{
@@ -91,6 +96,7 @@ impl Standin {
         let bind_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (unreachable, _) = watch::channel(cfg.switches.partition_unreachable);
         let (shutdown, _) = watch::channel(false);
+        let (mail_changes, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             accounts: Accounts::new(&cfg.accounts),
             switches: RwLock::new(cfg.switches.clone()),
@@ -103,6 +109,7 @@ impl Standin {
             }),
             listeners: RwLock::new(Listeners::default()),
             unreachable,
+            mail_changes,
             shutdown,
             runtime: tokio::runtime::Handle::try_current()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -119,15 +126,17 @@ impl Standin {
             Role::FrontCard,
             SocketAddr::new(bind_ip, cfg.ports.front_card),
         )?;
+        let imap = imap::bind(&shared, SocketAddr::new(bind_ip, cfg.ports.imap))?;
         {
             let mut l = write(&shared.listeners);
             l.front_cal = Some(cal);
             l.front_card = Some(card);
+            l.imap = Some(imap);
         }
         for p in shared.accounts.partitions() {
             server::ensure_partition(&shared, p)?;
         }
-        tracing::info!(caldav = %cal, carddav = %card, "iCloud stand-in listening");
+        tracing::info!(caldav = %cal, carddav = %card, imap = %imap, "iCloud stand-in listening");
         Ok(Standin { shared })
     }
 
@@ -147,6 +156,14 @@ impl Standin {
     /// Front CardDAV URL.
     pub fn carddav_url(&self) -> String {
         self.front(false)
+    }
+
+    /// The IMAP role, plaintext: `imap://127.0.0.1:<port>`.
+    pub fn imap_url(&self) -> String {
+        match read(&self.shared.listeners).imap {
+            Some(a) => format!("imap://{a}"),
+            None => String::new(),
+        }
     }
 
     /// `http://127.0.0.1:<port>/` of a partition's CalDAV host.

@@ -107,6 +107,15 @@ impl Switches {
             "partition.unreachable",
             "latency_ms",
             "log.enabled",
+            "imap.greeting_style",
+            "imap.capability_trailing_space",
+            "imap.fail_text_case",
+            "imap.close_after_auth_failure",
+            "imap.authenticate_plain_rejected",
+            "imap.login_unavailable",
+            "imap.drop_on_login",
+            "imap.accept_local_part",
+            "imap.accept_full_address",
         ]
     }
 
@@ -234,7 +243,10 @@ impl Switches {
             "partition.unreachable" => self.partition_unreachable = parse_bool(v)?,
             "latency_ms" | "latency.ms" => self.latency_ms = parse_num(v)?,
             "log.enabled" => self.log_enabled = parse_bool(v)?,
-            _ => return Err(format!("unknown switch: {name}")),
+            _ => match self.imap.set(key, v) {
+                Some(r) => r?,
+                None => return Err(format!("unknown switch: {name}")),
+            },
         }
         Ok(())
     }
@@ -259,6 +271,7 @@ mod tests {
             ]
             .iter()
             .chain(["dtend_only", "bare_403", "uri_wcs", "301", "503", "401"].iter())
+            .chain(["2016", "failed"].iter())
             .any(|v| s.set(name, v).is_ok());
             assert!(ok, "{name} not settable");
         }

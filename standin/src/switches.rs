@@ -194,6 +194,9 @@ pub struct Switches {
     pub latency_ms: u64,
     /// `log.enabled` (true): record requests for `Control::request_log`.
     pub log_enabled: bool,
+    // --- C9 ------------------------------------------------------------------------------
+    /// The IMAP role's switches (`imap.*`).
+    pub imap: crate::imap::ImapSwitches,
 }
 
 impl Default for Switches {
@@ -256,6 +259,7 @@ impl Default for Switches {
             partition_unreachable: false,
             latency_ms: 0,
             log_enabled: true,
+            imap: Default::default(),
         }
     }
 }
