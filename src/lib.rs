@@ -10,6 +10,7 @@
 //! - [`server`]: HTTP listener, local logins, status pages.
 //! - [`dav`]: routing, local discovery, href mapping, streaming XML rewriting, proxying,
 //!   explaining iCloud's refusals.
+//! - [`mail`]: the IMAP front end (plain + STARTTLS, implicit TLS) relaying to iCloud.
 //! - [`upstream`]: the iCloud HTTP client, credential sources and vault, account state.
 //! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
 //! - [`shutdown`]: signal handling and cancellation.
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod dav;
 pub mod init;
+pub mod mail;
 pub mod server;
 pub mod shutdown;
 pub mod upstream;

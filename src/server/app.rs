@@ -82,7 +82,8 @@ impl App {
                 config.upstream.kind,
                 std::time::Duration::from_secs(config.upstream.auth_probe_secs),
                 config.upstream.max_concurrent,
-            );
+            )
+            .with_served(crate::upstream::state::served_for(&config.server));
             accounts.insert(a.name.clone(), Arc::new(acc));
         }
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -215,12 +216,15 @@ impl App {
         if let Some(existing) = guard.get(&config.name) {
             return existing.clone();
         }
-        let acc = Arc::new(Account::new(
-            config,
-            self.config.upstream.kind,
-            std::time::Duration::from_secs(self.config.upstream.auth_probe_secs),
-            self.config.upstream.max_concurrent,
-        ));
+        let acc = Arc::new(
+            Account::new(
+                config,
+                self.config.upstream.kind,
+                std::time::Duration::from_secs(self.config.upstream.auth_probe_secs),
+                self.config.upstream.max_concurrent,
+            )
+            .with_served(crate::upstream::state::served_for(&self.config.server)),
+        );
         acc.set_events(self.events_tx.clone());
         let mut map = BTreeMap::clone(&guard);
         map.insert(acc.name().to_string(), acc.clone());

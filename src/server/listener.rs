@@ -1,5 +1,6 @@
 //! The HTTP listener: accepts connections, serves them with hyper (HTTP/1.1 and h2c), caps
-//! concurrent connections, runs background tasks, and shuts down gracefully.
+//! concurrent connections, runs background tasks, and shuts down gracefully. The IMAP
+//! listeners ([`crate::mail`]) start and stop with it, on the same token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,11 +25,17 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// A running bridge.
 pub struct Running {
     pub addr: SocketAddr,
+    /// `imap_listen` as bound (plaintext + STARTTLS), if configured.
+    pub imap_addr: Option<SocketAddr>,
+    /// `imaps_listen` as bound (implicit TLS), if configured.
+    pub imaps_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     token: CancellationToken,
     task: JoinHandle<()>,
     /// The notifier, which saves state.json once more when it stops.
     notifier: Option<JoinHandle<()>>,
+    /// The IMAP accept loops (each waits for its sessions).
+    mail: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -41,6 +48,9 @@ impl Running {
     /// Wait until the server stops (after `stop` or a shutdown signal given to `start`).
     pub async fn wait(self) {
         let _ = self.task.await;
+        for t in self.mail {
+            let _ = t.await;
+        }
         if let Some(n) = self.notifier {
             let _ = n.await;
         }
@@ -67,6 +77,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let token = CancellationToken::new();
+    let mail = crate::mail::start(&app, &token).inspect_err(|_| token.cancel())?;
     let notifier = spawn_background(&app, &token);
     let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
@@ -81,10 +92,13 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     }
     Ok(Running {
         addr,
+        imap_addr: mail.imap,
+        imaps_addr: mail.imaps,
         app,
         token,
         task,
         notifier,
+        mail: mail.tasks,
     })
 }
 

@@ -107,6 +107,18 @@ impl UpstreamError {
         }
     }
 
+    /// What an IMAP client is told instead of iCloud's answer (design, "When Apple says no"):
+    /// `* OK [ALERT] <sentence>` (clients must show ALERT text) then
+    /// `<tag> NO [UNAVAILABLE] <sentence>` (so that clients do not ask for a new password).
+    pub fn imap_reply(&self, tag: &str) -> String {
+        let sentence: String = self
+            .to_string()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        format!("* OK [ALERT] {sentence}\r\n{tag} NO [UNAVAILABLE] {sentence}\r\n")
+    }
+
     /// May a cached (stale) answer stand in for iCloud's? Yes while iCloud cannot be
     /// reached, refuses the credential or limits requests; not for a garbled answer.
     pub fn serve_stale(&self) -> bool {
@@ -184,5 +196,16 @@ mod tests {
         };
         assert_eq!(e.http_status(), 503);
         assert_eq!(e.retry_after(), Some(60));
+        let r = e.imap_reply("a1");
+        let lines: Vec<&str> = r.split_terminator("\r\n").collect();
+        assert_eq!(lines.len(), 2, "{r}");
+        assert!(
+            lines[0].starts_with("* OK [ALERT] iCloud no longer accepts"),
+            "{r}"
+        );
+        assert!(
+            lines[1].starts_with("a1 NO [UNAVAILABLE] iCloud no longer accepts"),
+            "{r}"
+        );
     }
 }
