@@ -110,9 +110,14 @@ pub async fn serve(
     }
 }
 
+/// LOGIN and AUTHENTICATE need TLS, except from loopback (design).
+fn login_allowed(tls: bool, remote: std::net::IpAddr) -> bool {
+    tls || remote.is_loopback()
+}
+
 impl Client {
     fn login_allowed(&self) -> bool {
-        self.tls || self.remote.ip().is_loopback()
+        login_allowed(self.tls, self.remote.ip())
     }
 
     fn capabilities(&self) -> String {
@@ -526,6 +531,14 @@ async fn relay(mut client: Client, mut up: upstream::Session, token: &Cancellati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_needs_tls_except_on_loopback() {
+        assert!(login_allowed(false, "127.0.0.1".parse().unwrap()));
+        assert!(login_allowed(false, "::1".parse().unwrap()));
+        assert!(!login_allowed(false, "192.168.1.20".parse().unwrap()));
+        assert!(login_allowed(true, "192.168.1.20".parse().unwrap()));
+    }
 
     #[test]
     fn sasl_plain() {

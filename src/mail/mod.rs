@@ -78,6 +78,19 @@ pub fn start(app: &Arc<App>, token: &CancellationToken) -> Result<MailListeners,
         limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
     });
     let mut out = MailListeners::default();
+    // Test each stored credential against iCloud's IMAP server once at start-up.
+    for acc in app.accounts().values() {
+        if !acc.has_credential() {
+            continue;
+        }
+        let (front, acc, token) = (front.clone(), acc.clone(), token.clone());
+        out.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = upstream::check(&front, &acc) => {}
+            }
+        }));
+    }
     for (addr, implicit) in [(server.imap_listen, false), (server.imaps_listen, true)] {
         let Some(addr) = addr else { continue };
         let key = if implicit {

@@ -95,6 +95,14 @@ pub async fn open(front: &Front, account: &Account) -> Result<Session, UpstreamE
     }
 }
 
+/// Log in once and out again: the start-up test of the stored credential.
+pub async fn check(front: &Front, account: &Account) {
+    if let Ok(mut s) = open(front, account).await {
+        let _ = s.io.write_all(b"ib3 LOGOUT\r\n").await;
+        let _ = s.io.shutdown().await;
+    }
+}
+
 async fn connect(front: &Front) -> Result<BoxIo, Failure> {
     let url = &front.app.config.upstream.imap;
     let tls = url.scheme() == "imaps";

@@ -33,6 +33,9 @@ pub struct Options {
     pub upstream_override: Option<String>,
     pub timeout_secs: u64,
     pub fresh_secs: u64,
+    /// Serve IMAP (`imap_listen` and `imaps_listen` on 127.0.0.1:0) against the stand-in's
+    /// IMAP role.
+    pub imap: bool,
     /// Last changes to the bridge's configuration (e.g. `[notify]`).
     pub tweak: Box<dyn FnOnce(&mut Config)>,
 }
@@ -48,6 +51,7 @@ impl Default for Options {
             upstream_override: None,
             timeout_secs: 5,
             fresh_secs: 30,
+            imap: false,
             tweak: Box::new(|_| {}),
         }
     }
@@ -63,6 +67,12 @@ pub async fn start_with(opts: Options) -> Env {
     let mut cfg = Config::defaults();
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.server.data_dir = dir.path().to_path_buf();
+    cfg.server.certs_dir = dir.path().join("certs");
+    if opts.imap {
+        cfg.server.imap_listen = Some("127.0.0.1:0".parse().unwrap());
+        cfg.server.imaps_listen = Some("127.0.0.1:0".parse().unwrap());
+        cfg.upstream.imap = standin.imap_url().parse().unwrap();
+    }
     cfg.upstream.kind = UpstreamKind::Icloud;
     let (cal, card) = match &opts.upstream_override {
         Some(u) => (u.clone(), u.clone()),
@@ -108,6 +118,16 @@ pub async fn start_with(opts: Options) -> Env {
 impl Env {
     pub fn control(&self) -> Control {
         self.standin.control()
+    }
+
+    /// The bridge's IMAP address (plaintext + STARTTLS); needs `Options::imap`.
+    pub fn imap_addr(&self) -> std::net::SocketAddr {
+        self.bridge.imap_addr.expect("imap_listen is set")
+    }
+
+    /// The bridge's IMAPS address (implicit TLS); needs `Options::imap`.
+    pub fn imaps_addr(&self) -> std::net::SocketAddr {
+        self.bridge.imaps_addr.expect("imaps_listen is set")
     }
 
     pub fn url(&self, path: &str) -> String {
