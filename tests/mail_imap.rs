@@ -472,3 +472,36 @@ print('DONE', flush=True)
     assert!(String::from_utf8_lossy(&inbox[1].raw).contains("from imaplib"));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_input_before_login_is_answered_not_fatal() {
+    let env = start_with(imap_env()).await;
+    let (mut c, _) = Client::plain(env.imap_addr()).await;
+    for bad in [
+        "a1 LOGIN",
+        "a2 LOGIN \"unterminated",
+        "a3 AUTHENTICATE PLAIN !!!notbase64",
+        "a4 LOGIN (x) y",
+        "\u{1}\u{2}\u{3}",
+        "a5 SELECT",
+    ] {
+        c.send(&format!("{bad}\r\n")).await;
+        let l = c.line().await.expect("still connected");
+        assert!(l.contains("BAD") || l.contains("NO"), "{bad:?}: {l}");
+    }
+    // A synchronising literal larger than the limit is refused without a continuation.
+    c.send("a6 LOGIN {999999}\r\n").await;
+    let l = c.line().await.unwrap();
+    assert_eq!(l, "a6 BAD Literal too large");
+    // A small literal gets one, and LOGIN with literals works.
+    c.send(&format!("a7 LOGIN {{{}}}\r\n", env.user.len()))
+        .await;
+    assert!(c.line().await.unwrap().starts_with('+'));
+    c.send(&format!("{} {{{}}}\r\n", env.user, env.pass.len()))
+        .await;
+    assert!(c.line().await.unwrap().starts_with('+'));
+    c.send(&format!("{}\r\n", env.pass)).await;
+    let (_, t) = c.until("a7").await;
+    assert!(t.starts_with("a7 OK"), "{t}");
+    env.stop().await;
+}

@@ -431,6 +431,16 @@ mod tests {
         assert_eq!(filter_capabilities(&[]), vec!["IMAP4rev1"]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_upstream_line_is_classified_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_line(&bytes);
+            let mut l = b"ib1 ".to_vec();
+            l.extend(&bytes);
+            let _ = parse_line(&l);
+        }
+    }
+
     #[test]
     fn quoting() {
         assert_eq!(quoted("a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
