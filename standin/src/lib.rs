@@ -31,7 +31,9 @@ mod faults;
 mod filters;
 mod ical;
 mod imap;
+mod imap_data;
 mod imap_parse;
+mod imap_switches;
 mod mailstore;
 mod objects;
 mod objprops;
@@ -58,7 +60,7 @@ pub use config::{
     DEMO_PRIMARY_PASSWORD, DEMO_REVOKED_APP_PASSWORD, DEMO_UUID_CALENDAR,
 };
 pub use control::{Control, MailMessage};
-pub use imap::{GreetingStyle, ImapSwitches};
+pub use imap_switches::{GreetingStyle, ImapSwitches};
 pub use mailstore::FOLDERS as MAIL_FOLDERS;
 pub use seed::DEMO_JPEG;
 pub use state::LoggedRequest;

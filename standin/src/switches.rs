@@ -196,7 +196,7 @@ pub struct Switches {
     pub log_enabled: bool,
     // --- C9 ------------------------------------------------------------------------------
     /// The IMAP role's switches (`imap.*`).
-    pub imap: crate::imap::ImapSwitches,
+    pub imap: crate::imap_switches::ImapSwitches,
 }
 
 impl Default for Switches {
