@@ -92,12 +92,26 @@ pub enum UpstreamKind {
     Generic,
 }
 
+/// Which form of the Apple ID the bridge logs in to iCloud's IMAP server with (reference B4:
+/// Apple's old guidance is the local part, recent reports say the full address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ImapUser {
+    /// `alice@icloud.com` (the default).
+    #[default]
+    Address,
+    /// `alice`.
+    LocalPart,
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub kind: UpstreamKind,
     pub caldav: Url,
     pub carddav: Url,
     pub imap: Url,
+    /// The IMAP user-name form (`upstream.imap_user`).
+    pub imap_user: ImapUser,
     pub smtp: Url,
     pub ca_file: Option<PathBuf>,
     pub timeout_secs: u64,
@@ -201,6 +215,7 @@ struct RawUpstream {
     caldav: Option<String>,
     carddav: Option<String>,
     imap: Option<String>,
+    imap_user: Option<ImapUser>,
     smtp: Option<String>,
     ca_file: Option<PathBuf>,
     timeout_secs: Option<u64>,
@@ -385,6 +400,7 @@ impl Config {
                 u.imap.as_deref().unwrap_or(DEFAULT_IMAP),
                 &["imap", "imaps"],
             )?,
+            imap_user: u.imap_user.unwrap_or_default(),
             smtp: parse_url(
                 "upstream.smtp",
                 u.smtp.as_deref().unwrap_or(DEFAULT_SMTP),
@@ -676,6 +692,17 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(dbg.contains("https://ntfy.example:8443"), "{dbg}");
         assert!(!dbg.contains("tok3n") && !dbg.contains("s3cr3t"), "{dbg}");
+    }
+
+    #[test]
+    fn imap_user_form() {
+        assert_eq!(Config::defaults().upstream.imap_user, ImapUser::Address);
+        let c = Config::from_toml("[upstream]\nimap_user = \"local_part\"\n", None).unwrap();
+        assert_eq!(c.upstream.imap_user, ImapUser::LocalPart);
+        let err = Config::from_toml("[upstream]\nimap_user = \"x\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("imap_user"), "{err}");
     }
 
     #[test]

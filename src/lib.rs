@@ -10,7 +10,8 @@
 //! - [`server`]: HTTP listener, local logins, status pages.
 //! - [`dav`]: routing, local discovery, href mapping, streaming XML rewriting, proxying,
 //!   explaining iCloud's refusals.
-//! - [`mail`]: IMAP and SMTP submission front ends, relayed to iCloud.
+//! - [`mail`]: IMAP (plain + STARTTLS, implicit TLS) and SMTP submission front ends, relayed
+//!   to iCloud with the stored credential.
 //! - [`upstream`]: the iCloud HTTP client, credential sources and vault, account state.
 //! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
 //! - [`shutdown`]: signal handling and cancellation.

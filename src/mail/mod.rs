@@ -1,3 +1,158 @@
-//! Mail front ends: IMAP and SMTP submission, relayed to iCloud with the stored credential.
+//! The mail front ends: IMAP and SMTP submission ([`smtp`]). IMAP: `imap_listen` (plaintext, STARTTLS) and `imaps_listen` (implicit
+//! TLS). Before login the bridge answers the client itself ([`imap`]); after a local login it
+//! logs in to iCloud with the stored app-specific password ([`upstream`]) and relays bytes both
+//! ways untouched. Started next to the HTTP listener and stopped by the same token.
 
+pub mod imap;
 pub mod smtp;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::server::app::App;
+
+/// A client or upstream connection, plaintext or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// Most IMAP connections served at once (both listeners together); more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long open sessions get to end after a shutdown request.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What every IMAP connection shares.
+pub struct Front {
+    pub app: Arc<App>,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+/// The bound mail listeners.
+#[derive(Default)]
+pub struct MailListeners {
+    /// `imap_listen` as bound (plaintext + STARTTLS).
+    pub imap: Option<SocketAddr>,
+    /// `imaps_listen` as bound (implicit TLS).
+    pub imaps: Option<SocketAddr>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String> {
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+    let listener = TcpListener::from_std(std_listener)
+        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the {key} address: {e}"))?;
+    Ok((listener, local))
+}
+
+/// Bind `imap_listen` and `imaps_listen` (if set) and start serving; must run inside a
+/// tokio runtime.
+pub fn start(app: &Arc<App>, token: &CancellationToken) -> Result<MailListeners, String> {
+    let server = &app.config.server;
+    if server.imap_listen.is_none() && server.imaps_listen.is_none() {
+        return Ok(MailListeners::default());
+    }
+    let server_tls = tls::server_config(&server.certs_dir)?;
+    let client_tls = tls::client_config(app.config.upstream.ca_file.as_deref())?;
+    let front = Arc::new(Front {
+        app: app.clone(),
+        acceptor: tokio_rustls::TlsAcceptor::from(server_tls),
+        connector: tokio_rustls::TlsConnector::from(client_tls),
+        limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+    });
+    let mut out = MailListeners::default();
+    // Test each stored credential against iCloud's IMAP server once at start-up.
+    for acc in app.accounts().values() {
+        if !acc.has_credential() {
+            continue;
+        }
+        let (front, acc, token) = (front.clone(), acc.clone(), token.clone());
+        out.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = upstream::check(&front, &acc) => {}
+            }
+        }));
+    }
+    for (addr, implicit) in [(server.imap_listen, false), (server.imaps_listen, true)] {
+        let Some(addr) = addr else { continue };
+        let key = if implicit {
+            "server.imaps_listen"
+        } else {
+            "server.imap_listen"
+        };
+        let (listener, local) = bind(addr, key)?;
+        tracing::info!(addr = %local, tls = if implicit { "implicit" } else { "starttls" }, "IMAP listening");
+        if implicit {
+            out.imaps = Some(local);
+        } else {
+            out.imap = Some(local);
+        }
+        out.tasks.push(tokio::spawn(accept_loop(
+            front.clone(),
+            listener,
+            implicit,
+            token.clone(),
+        )));
+    }
+    Ok(out)
+}
+
+async fn accept_loop(
+    front: Arc<Front>,
+    listener: TcpListener,
+    implicit: bool,
+    token: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = token.cancelled() => break,
+            p = front.limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = token.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "IMAP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let front = front.clone();
+        let token = token.clone();
+        tracker.spawn(async move {
+            imap::serve(front, stream, remote, implicit, token).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!("IMAP sessions did not end in time; dropping them");
+    }
+}

@@ -221,16 +221,13 @@ impl App {
 
 /// An account as this configuration serves it (SMTP counts when `smtp_listen` is set).
 fn new_account(config: &Config, account: crate::config::AccountConfig) -> Account {
-    let mut acc = Account::new(
+    Account::new(
         account,
         config.upstream.kind,
         std::time::Duration::from_secs(config.upstream.auth_probe_secs),
         config.upstream.max_concurrent,
-    );
-    if config.server.smtp_listen.is_some() {
-        acc.serve_also(crate::upstream::state::Service::Smtp);
-    }
-    acc
+    )
+    .with_served(crate::upstream::state::served_for(&config.server))
 }
 
 /// How the client reached us (`http://host:port`), for absolute URLs in bodies.

@@ -1,5 +1,6 @@
 //! The HTTP listener: accepts connections, serves them with hyper (HTTP/1.1 and h2c), caps
-//! concurrent connections, runs background tasks, and shuts down gracefully.
+//! concurrent connections, runs background tasks, and shuts down gracefully. The IMAP
+//! listeners ([`crate::mail`]) start and stop with it, on the same token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,12 +27,16 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The SMTP submission listener's address, when `server.smtp_listen` is set.
     pub smtp_addr: Option<SocketAddr>,
+    /// `imap_listen` as bound (plaintext + STARTTLS), if configured.
+    pub imap_addr: Option<SocketAddr>,
+    /// `imaps_listen` as bound (implicit TLS), if configured.
+    pub imaps_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     token: CancellationToken,
     task: JoinHandle<()>,
     /// The notifier, which saves state.json once more when it stops.
     notifier: Option<JoinHandle<()>>,
-    /// Mail listeners, which drain their sessions after the token is cancelled.
+    /// Mail listeners (IMAP and SMTP), which drain their sessions after the token is cancelled.
     mail: Vec<JoinHandle<()>>,
 }
 
@@ -75,6 +80,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let token = CancellationToken::new();
     let smtp = crate::mail::smtp::spawn(&app, &token)?;
+    let mail = crate::mail::start(&app, &token).inspect_err(|_| token.cancel())?;
     let notifier = spawn_background(&app, &token);
     let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
@@ -90,11 +96,13 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     Ok(Running {
         addr,
         smtp_addr: smtp.as_ref().map(|s| s.addr),
+        imap_addr: mail.imap,
+        imaps_addr: mail.imaps,
         app,
         token,
         task,
         notifier,
-        mail: smtp.into_iter().map(|s| s.task).collect(),
+        mail: smtp.into_iter().map(|s| s.task).chain(mail.tasks).collect(),
     })
 }
 

@@ -140,7 +140,7 @@ impl Metrics {
         }
         out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
         for (name, acc) in app.accounts().iter() {
-            for svc in acc.served().iter().copied() {
+            for &svc in acc.served() {
                 let st = acc.status(svc).state;
                 for s in ServiceState::ALL {
                     let _ = writeln!(

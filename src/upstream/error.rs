@@ -107,6 +107,14 @@ impl UpstreamError {
         }
     }
 
+    /// One line of this error's sentence, without control characters.
+    fn one_line(&self) -> String {
+        self.to_string()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    }
+
     /// The SMTP reply a submission client gets for this error: one line without CRLF, a
     /// temporary code with the sentence (never 535, which would make the client ask for a
     /// password that is not the user's). `421` (iCloud unreachable) means the bridge closes
@@ -123,17 +131,20 @@ impl UpstreamError {
             | UpstreamError::RateLimited { .. }
             | UpstreamError::BadResponse { .. } => "454 4.7.0",
         };
-        let sentence: String = self
-            .to_string()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        format!("{code} {sentence}")
+        format!("{code} {}", self.one_line())
     }
 
     /// Does the SMTP front end close the connection after [`UpstreamError::smtp_reply`]?
     pub fn smtp_closes(&self) -> bool {
         matches!(self, UpstreamError::Unreachable { .. })
+    }
+
+    /// What an IMAP client is told instead of iCloud's answer (design, "When Apple says no"):
+    /// `* OK [ALERT] <sentence>` (clients must show ALERT text) then
+    /// `<tag> NO [UNAVAILABLE] <sentence>` (so that clients do not ask for a new password).
+    pub fn imap_reply(&self, tag: &str) -> String {
+        let sentence = self.one_line();
+        format!("* OK [ALERT] {sentence}\r\n{tag} NO [UNAVAILABLE] {sentence}\r\n")
     }
 
     /// May a cached (stale) answer stand in for iCloud's? Yes while iCloud cannot be
@@ -213,6 +224,17 @@ mod tests {
         };
         assert_eq!(e.http_status(), 503);
         assert_eq!(e.retry_after(), Some(60));
+        let r = e.imap_reply("a1");
+        let lines: Vec<&str> = r.split_terminator("\r\n").collect();
+        assert_eq!(lines.len(), 2, "{r}");
+        assert!(
+            lines[0].starts_with("* OK [ALERT] iCloud no longer accepts"),
+            "{r}"
+        );
+        assert!(
+            lines[1].starts_with("a1 NO [UNAVAILABLE] iCloud no longer accepts"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -37,8 +37,21 @@ impl Service {
     }
 }
 
-/// The services this process serves today (the account's state is the worst of these).
+/// The services every process serves (the account's state is the worst of the served ones);
+/// IMAP joins them when an IMAP listener is configured (see [`served_for`]).
 pub const SERVED: &[Service] = &[Service::Caldav, Service::Carddav];
+
+/// The services a process with this server configuration serves.
+pub fn served_for(server: &crate::config::ServerConfig) -> Vec<Service> {
+    let mut v = SERVED.to_vec();
+    if server.imap_listen.is_some() || server.imaps_listen.is_some() {
+        v.push(Service::Imap);
+    }
+    if server.smtp_listen.is_some() {
+        v.push(Service::Smtp);
+    }
+    v
+}
 
 /// The state shown on the status page, in `/status.json` and in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -264,12 +277,10 @@ impl Account {
         let _ = self.events.set(tx);
     }
 
-    /// Count `service` among the served ones (a mail listener is configured). Call before
-    /// the account is shared.
-    pub fn serve_also(&mut self, service: Service) {
-        if !self.served.contains(&service) {
-            self.served.push(service);
-        }
+    /// Serve these services (the account's state is the worst of them).
+    pub fn with_served(mut self, served: Vec<Service>) -> Account {
+        self.served = served;
+        self
     }
 
     /// The services whose state makes up the account's state.
@@ -394,6 +405,12 @@ impl Account {
             Some(v)
         });
         g.credential = credential;
+    }
+
+    /// The app-specific password itself, for protocols that send it in clear inside TLS
+    /// (IMAP LOGIN). Only after [`Account::admit`] allowed a request.
+    pub fn secret(&self) -> Option<crate::upstream::credential::Secret> {
+        self.lock().credential.as_ref().map(|c| c.secret.clone())
     }
 
     pub fn credential_set_at(&self) -> Option<SystemTime> {

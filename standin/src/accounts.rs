@@ -1,6 +1,7 @@
 //! Accounts: credentials, app-specific passwords, flags and partition, plus their data.
 
 use crate::config::{AccountSpec, AccountState, Service, Services};
+use crate::mailstore::MailStore;
 use crate::store::AccountData;
 use rand::Rng;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -50,6 +51,10 @@ pub struct Account {
     pub smtp_login: Vec<String>,
     /// Messages accepted by the SMTP role, oldest first (at most [`OUTBOX_CAP`]).
     pub outbox: Mutex<std::collections::VecDeque<crate::smtp::SentMessage>>,
+    /// Accepted IMAP user names (C2 `imap_login`).
+    pub imap_login: Vec<String>,
+    /// The account's mailboxes (IMAP role).
+    pub mail: Mutex<MailStore>,
 }
 
 /// Most messages kept in an account's outbox (oldest dropped first).
@@ -93,6 +98,8 @@ impl Account {
             data: RwLock::new(data),
             smtp_login: spec.smtp_login.clone(),
             outbox: Mutex::new(std::collections::VecDeque::new()),
+            imap_login: spec.imap_login.clone(),
+            mail: Mutex::new(MailStore::new()),
         }
     }
 
@@ -220,6 +227,14 @@ impl Accounts {
         read(&self.list)
             .iter()
             .find(|a| a.smtp_login.iter().any(|l| l.eq_ignore_ascii_case(user)))
+            .cloned()
+    }
+
+    /// The account whose `imap_login` list holds `user` (case-insensitively).
+    pub fn by_imap_login(&self, user: &str) -> Option<Arc<Account>> {
+        read(&self.list)
+            .iter()
+            .find(|a| a.imap_login.iter().any(|l| l.eq_ignore_ascii_case(user)))
             .cloned()
     }
 

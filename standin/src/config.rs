@@ -185,6 +185,8 @@ pub struct Ports {
     pub front_card: u16,
     /// The SMTP submission role (STARTTLS).
     pub smtp: u16,
+    /// The IMAP role (0: ephemeral).
+    pub imap: u16,
 }
 
 /// Everything `Standin::start` needs.

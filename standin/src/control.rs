@@ -13,6 +13,14 @@ use crate::switches::Switches;
 use crate::xml_in::PropRequest;
 use std::sync::Arc;
 
+/// One message of a mailbox, as `Control::mailbox_messages` returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailMessage {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
 /// A cheap, cloneable handle on a running stand-in.
 #[derive(Clone)]
 pub struct Control {
@@ -289,6 +297,31 @@ impl Control {
     /// The SMTP role's address, if it runs.
     pub fn smtp_addr(&self) -> Option<std::net::SocketAddr> {
         read(&self.shared.listeners).smtp
+    }
+
+    /// Deliver a message into an account's mailbox as if it arrived by mail (IDLE sessions
+    /// see `* n EXISTS`). Returns its UID; `None` for an unknown account or mailbox.
+    pub fn deliver(&self, apple_id: &str, mailbox: &str, raw_message: &[u8]) -> Option<u32> {
+        let acc = self.account(apple_id)?;
+        crate::imap::deliver(&self.shared, &acc, mailbox, raw_message)
+    }
+
+    /// The messages of a mailbox, oldest first: (UID, flags, raw message).
+    pub fn mailbox_messages(&self, apple_id: &str, mailbox: &str) -> Vec<MailMessage> {
+        self.account(apple_id)
+            .and_then(|acc| {
+                lock(&acc.mail).get(mailbox).map(|mb| {
+                    mb.messages
+                        .iter()
+                        .map(|m| MailMessage {
+                            uid: m.uid,
+                            flags: m.flags.iter().cloned().collect(),
+                            raw: m.raw.clone(),
+                        })
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
     }
 
     pub fn request_log(&self) -> Vec<LoggedRequest> {

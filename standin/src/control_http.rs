@@ -2,11 +2,13 @@
 //! processes (interop tests, screenshots): `POST /switch?name=…&value=…`, `POST /revoke-all`,
 //! `POST /generate-asp`, `POST /service?service=caldav&on=false`, `GET /request-log`,
 //! `GET /sent-messages` (one envelope line per message), `GET /sent-message?index=N` (raw), …
+//! `POST /deliver?mailbox=INBOX` (the body is the raw message), `GET /mailbox?mailbox=INBOX`, …
 
 use crate::body::Body;
 use crate::config::Service;
 use crate::control::Control;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -32,7 +34,7 @@ pub async fn serve(control: Control, addr: SocketAddr) -> io::Result<SocketAddr>
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             let c = c.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(&c, req)) }
+                            async move { Ok::<_, std::convert::Infallible>(handle(&c, req).await) }
                         });
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -96,7 +98,7 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
+async fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
     let q = query(&req);
     let apple_id = q
         .get("apple_id")
@@ -104,7 +106,45 @@ fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or_else(|| crate::DEMO_APPLE_ID.to_string());
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
     let post = req.method() == Method::POST;
-    match (req.uri().path(), post) {
+    let path = req.uri().path().to_string();
+    let mailbox = match get("mailbox") {
+        "" => "INBOX".to_string(),
+        m => m.to_string(),
+    };
+    match (path.as_str(), post) {
+        ("/deliver", true) => {
+            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
+            };
+            match c.deliver(&apple_id, &mailbox, &body) {
+                Some(uid) => reply(StatusCode::OK, uid.to_string()),
+                None => reply(StatusCode::NOT_FOUND, "unknown account or mailbox"),
+            }
+        }
+        ("/mailbox", false) => {
+            let lines: Vec<String> = c
+                .mailbox_messages(&apple_id, &mailbox)
+                .iter()
+                .map(|m| {
+                    let subject = String::from_utf8_lossy(&m.raw)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+                        .unwrap_or_default();
+                    format!(
+                        "{} ({}) {} {}",
+                        m.uid,
+                        m.flags.join(" "),
+                        m.raw.len(),
+                        subject
+                    )
+                })
+                .collect();
+            reply(StatusCode::OK, lines.join("\n"))
+        }
         ("/switch", true) => match c.set_switch(get("name"), get("value")) {
             Ok(()) => reply(StatusCode::OK, "ok"),
             Err(e) => reply(StatusCode::BAD_REQUEST, e),
@@ -195,8 +235,9 @@ fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
             StatusCode::NOT_FOUND,
             "POST /switch?name=&value= | /revoke-all | /generate-asp?label= | \
              /service?service=&on= | /two-factor?on= | /primary-password?value= | \
-             /clear-request-log | /clear-sent-messages; GET /request-log | /sent-messages | \
-             /sent-message?index= (all take apple_id=, default the demo account)",
+             /clear-request-log | /clear-sent-messages | /deliver?mailbox= (body: message); \
+             GET /request-log | /sent-messages | /sent-message?index= | /mailbox?mailbox= \
+             (all take apple_id=, default the demo account)",
         ),
     }
 }

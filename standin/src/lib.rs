@@ -1,9 +1,10 @@
 //! A faithful local stand-in for iCloud's CalDAV and CardDAV servers (front and partition
 //! roles on separate loopback ports), with switches for every known quirk and fault.
 //!
-//! Follows `reference/icloud-protocol.md` section C (C1–C8, C10, C11). The SMTP submission role
-//! (C10) lives in `smtp.rs` on its own port, with STARTTLS from a CA generated at start-up
-//! (`tls.rs`, [`Standin::ca_pem`]).
+//! Follows `reference/icloud-protocol.md` section C (C1–C11). The IMAP role (C9) lives in
+//! `imap.rs` on its own plaintext loopback port ([`Standin::imap_url`]), with a small mail
+//! store per account (`mailstore.rs`); the SMTP submission role (C10) in `smtp.rs` on its own
+//! port, with STARTTLS from a CA generated at start-up (`tls.rs`, [`Standin::ca_pem`]).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -30,6 +31,11 @@ mod ctx;
 mod faults;
 mod filters;
 mod ical;
+mod imap;
+mod imap_data;
+mod imap_parse;
+mod imap_switches;
+mod mailstore;
 mod objects;
 mod objprops;
 mod paths;
@@ -56,7 +62,9 @@ pub use config::{
     DEMO_APPLE_ID, DEMO_APP_PASSWORD, DEMO_DSID, DEMO_HEX_CALENDAR, DEMO_PARTITION,
     DEMO_PRIMARY_PASSWORD, DEMO_REVOKED_APP_PASSWORD, DEMO_UUID_CALENDAR,
 };
-pub use control::Control;
+pub use control::{Control, MailMessage};
+pub use imap_switches::{GreetingStyle, ImapSwitches};
+pub use mailstore::FOLDERS as MAIL_FOLDERS;
 pub use seed::DEMO_JPEG;
 pub use smtp::SentMessage;
 pub use state::LoggedRequest;
@@ -94,6 +102,7 @@ impl Standin {
         let bind_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (unreachable, _) = watch::channel(cfg.switches.partition_unreachable);
         let (shutdown, _) = watch::channel(false);
+        let (mail_changes, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             accounts: Accounts::new(&cfg.accounts),
             switches: RwLock::new(cfg.switches.clone()),
@@ -106,6 +115,7 @@ impl Standin {
             }),
             listeners: RwLock::new(Listeners::default()),
             unreachable,
+            mail_changes,
             shutdown,
             runtime: tokio::runtime::Handle::try_current()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -124,17 +134,19 @@ impl Standin {
             Role::FrontCard,
             SocketAddr::new(bind_ip, cfg.ports.front_card),
         )?;
+        let imap = imap::bind(&shared, SocketAddr::new(bind_ip, cfg.ports.imap))?;
         {
             let mut l = write(&shared.listeners);
             l.front_cal = Some(cal);
             l.front_card = Some(card);
+            l.imap = Some(imap);
         }
         for p in shared.accounts.partitions() {
             server::ensure_partition(&shared, p)?;
         }
         let smtp = smtp::bind(&shared, SocketAddr::new(bind_ip, cfg.ports.smtp))?;
         smtp::set_addr(&shared, smtp);
-        tracing::info!(caldav = %cal, carddav = %card, %smtp, "iCloud stand-in listening");
+        tracing::info!(caldav = %cal, carddav = %card, imap = %imap, %smtp, "iCloud stand-in listening");
         Ok(Standin { shared })
     }
 
@@ -154,6 +166,14 @@ impl Standin {
     /// Front CardDAV URL.
     pub fn carddav_url(&self) -> String {
         self.front(false)
+    }
+
+    /// The IMAP role, plaintext: `imap://127.0.0.1:<port>`.
+    pub fn imap_url(&self) -> String {
+        match read(&self.shared.listeners).imap {
+            Some(a) => format!("imap://{a}"),
+            None => String::new(),
+        }
     }
 
     /// `http://127.0.0.1:<port>/` of a partition's CalDAV host.

@@ -71,6 +71,8 @@ pub struct LoggedRequest {
 pub struct Listeners {
     pub front_cal: Option<SocketAddr>,
     pub front_card: Option<SocketAddr>,
+    /// The IMAP role (plaintext).
+    pub imap: Option<SocketAddr>,
     /// partition -> (cal, card)
     pub partitions: BTreeMap<u32, (SocketAddr, SocketAddr)>,
     /// The SMTP submission role (C10).
@@ -98,6 +100,8 @@ pub struct Shared {
     pub listeners: RwLock<Listeners>,
     /// Mirrors `partition.unreachable` for the accept loops.
     pub unreachable: watch::Sender<bool>,
+    /// Bumped on every change of any mailbox (IDLE sessions look again).
+    pub mail_changes: watch::Sender<u64>,
     /// Set to true on stop.
     pub shutdown: watch::Sender<bool>,
     pub runtime: tokio::runtime::Handle,

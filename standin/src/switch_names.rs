@@ -127,6 +127,15 @@ impl Switches {
             "smtp.transient",
             "smtp.drop",
             "smtp.foreign_sender",
+            "imap.greeting_style",
+            "imap.capability_trailing_space",
+            "imap.fail_text_case",
+            "imap.close_after_auth_failure",
+            "imap.authenticate_plain_rejected",
+            "imap.login_unavailable",
+            "imap.drop_on_login",
+            "imap.accept_local_part",
+            "imap.accept_full_address",
         ]
     }
 
@@ -269,7 +278,10 @@ impl Switches {
                     _ => Some(parse_status(v, &[553, 550])?),
                 }
             }
-            _ => return Err(format!("unknown switch: {name}")),
+            _ => match self.imap.set(key, v) {
+                Some(r) => r?,
+                None => return Err(format!("unknown switch: {name}")),
+            },
         }
         Ok(())
     }
@@ -294,6 +306,7 @@ mod tests {
             ]
             .iter()
             .chain(["dtend_only", "bare_403", "uri_wcs", "301", "503", "401"].iter())
+            .chain(["2016", "failed"].iter())
             .any(|v| s.set(name, v).is_ok());
             assert!(ok, "{name} not settable");
         }

@@ -206,6 +206,9 @@ pub struct Switches {
     /// `smtp.foreign_sender` (553; or 550, none): the reply to `MAIL FROM` with an address
     /// the account does not own; none accepts any sender.
     pub smtp_foreign_sender: Option<u16>,
+    // --- C9 ------------------------------------------------------------------------------
+    /// The IMAP role's switches (`imap.*`).
+    pub imap: crate::imap_switches::ImapSwitches,
 }
 
 impl Default for Switches {
@@ -272,6 +275,7 @@ impl Default for Switches {
             smtp_transient: None,
             smtp_drop: false,
             smtp_foreign_sender: Some(553),
+            imap: Default::default(),
         }
     }
 }

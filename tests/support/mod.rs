@@ -36,6 +36,9 @@ pub struct Options {
     /// Serve SMTP submission on 127.0.0.1:0, upstream the stand-in's SMTP role (trusting its
     /// CA through `upstream.ca_file`).
     pub smtp: bool,
+    /// Serve IMAP (`imap_listen` and `imaps_listen` on 127.0.0.1:0) against the stand-in's
+    /// IMAP role.
+    pub imap: bool,
     /// Last changes to the bridge's configuration (e.g. `[notify]`).
     pub tweak: Box<dyn FnOnce(&mut Config)>,
 }
@@ -52,6 +55,7 @@ impl Default for Options {
             timeout_secs: 5,
             fresh_secs: 30,
             smtp: false,
+            imap: false,
             tweak: Box::new(|_| {}),
         }
     }
@@ -67,6 +71,12 @@ pub async fn start_with(opts: Options) -> Env {
     let mut cfg = Config::defaults();
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.server.data_dir = dir.path().to_path_buf();
+    cfg.server.certs_dir = dir.path().join("certs");
+    if opts.imap {
+        cfg.server.imap_listen = Some("127.0.0.1:0".parse().unwrap());
+        cfg.server.imaps_listen = Some("127.0.0.1:0".parse().unwrap());
+        cfg.upstream.imap = standin.imap_url().parse().unwrap();
+    }
     cfg.upstream.kind = UpstreamKind::Icloud;
     let (cal, card) = match &opts.upstream_override {
         Some(u) => (u.clone(), u.clone()),
@@ -125,6 +135,16 @@ impl Env {
     /// The bridge's SMTP submission address (with `Options::smtp`).
     pub fn smtp_addr(&self) -> std::net::SocketAddr {
         self.bridge.smtp_addr.expect("the bridge serves SMTP")
+    }
+
+    /// The bridge's IMAP address (plaintext + STARTTLS); needs `Options::imap`.
+    pub fn imap_addr(&self) -> std::net::SocketAddr {
+        self.bridge.imap_addr.expect("imap_listen is set")
+    }
+
+    /// The bridge's IMAPS address (implicit TLS); needs `Options::imap`.
+    pub fn imaps_addr(&self) -> std::net::SocketAddr {
+        self.bridge.imaps_addr.expect("imaps_listen is set")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,553 @@
+//! One IMAP client connection. Before login the bridge answers CAPABILITY, STARTTLS, LOGIN,
+//! AUTHENTICATE PLAIN (SASL-IR or continuation), NOOP and LOGOUT itself, reading commands with
+//! `imap-codec`; after a local login it opens the upstream session and relays bytes both ways
+//! untouched (IDLE, literals, CONDSTORE... all pass), until either side closes, the session is
+//! idle for 30 minutes, or the bridge shuts down. Passwords are never logged.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::core::LiteralMode;
+use imap_codec::{AuthenticateDataCodec, CommandCodec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::mail::{upstream, BoxIo, Front};
+use crate::server::logins::Verify;
+use crate::upstream::credential::Secret;
+
+/// Largest command accepted before login (LOGIN with long names fits easily).
+const MAX_MESSAGE: u32 = 16 * 1024;
+/// How long a client may take per command before login.
+const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// A logged-in session with no traffic either way for this long is closed (RFC 3501's
+/// autologout minimum; IDLE clients re-issue IDLE every 29 minutes).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a session ends before relaying.
+enum End {
+    /// The client went away, timed out or broke the protocol: just close.
+    Close,
+}
+
+/// What a command before login asks for, owned (the codec's values borrow its buffer).
+enum Pre {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    Login {
+        user: String,
+        pass: Secret,
+    },
+    Authenticate {
+        plain: bool,
+        initial: Option<Vec<u8>>,
+    },
+    /// Valid IMAP, but not before login.
+    Other(&'static str),
+}
+
+/// The client side: the connection, and what was read but not yet parsed.
+struct Client {
+    io: BoxIo,
+    /// Bytes read from the client, fed to the codec one at a time so that anything after
+    /// the login command stays here, in order, for the upstream.
+    pending: VecDeque<u8>,
+    frag: Fragmentizer,
+    tls: bool,
+    remote: SocketAddr,
+}
+
+/// Serve one connection until it ends.
+pub async fn serve(
+    front: Arc<Front>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    implicit_tls: bool,
+    token: CancellationToken,
+) {
+    let io: BoxIo = if implicit_tls {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, front.acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Box::new(s),
+            _ => {
+                tracing::debug!(%remote, "IMAPS handshake failed");
+                return;
+            }
+        }
+    } else {
+        Box::new(stream)
+    };
+    let mut client = Client {
+        io,
+        pending: VecDeque::new(),
+        frag: Fragmentizer::new(MAX_MESSAGE),
+        tls: implicit_tls,
+        remote,
+    };
+    tokio::select! {
+        _ = token.cancelled() => {
+            let _ = client.io.write_all(b"* BYE icloud-bridge is shutting down\r\n").await;
+            let _ = client.io.shutdown().await;
+        }
+        r = pre_auth(&front, &mut client) => {
+            if let Ok(up) = r {
+                relay(client, up, &token).await;
+            } else {
+                let _ = client.io.shutdown().await;
+            }
+        }
+    }
+}
+
+/// LOGIN and AUTHENTICATE need TLS, except from loopback (design).
+fn login_allowed(tls: bool, remote: std::net::IpAddr) -> bool {
+    tls || remote.is_loopback()
+}
+
+impl Client {
+    fn login_allowed(&self) -> bool {
+        login_allowed(self.tls, self.remote.ip())
+    }
+
+    fn capabilities(&self) -> String {
+        let mut c = String::from("IMAP4rev1");
+        if !self.tls {
+            c.push_str(" STARTTLS");
+        }
+        if self.login_allowed() {
+            c.push_str(" AUTH=PLAIN SASL-IR");
+        } else {
+            c.push_str(" LOGINDISABLED");
+        }
+        c
+    }
+
+    async fn send(&mut self, text: &str) -> Result<(), End> {
+        self.io
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|_| End::Close)?;
+        self.io.flush().await.map_err(|_| End::Close)
+    }
+
+    /// Read one whole message (a command, or an AUTHENTICATE line), answering synchronising
+    /// literals with a continuation.
+    async fn next_message(&mut self) -> Result<(), End> {
+        loop {
+            match self.frag.progress() {
+                Some(FragmentInfo::Line {
+                    announcement: Some(a),
+                    ..
+                }) => {
+                    if a.mode == LiteralMode::Sync {
+                        if a.length > MAX_MESSAGE {
+                            let tag = self
+                                .frag
+                                .decode_tag()
+                                .map(|t| t.inner().to_string())
+                                .unwrap_or_else(|| "*".into());
+                            self.frag.skip_message();
+                            self.send(&format!("{tag} BAD Literal too large\r\n"))
+                                .await?;
+                            continue;
+                        }
+                        self.send("+ Ready for literal data\r\n").await?;
+                    }
+                }
+                Some(_) => {
+                    if self.frag.is_message_complete() {
+                        return Ok(());
+                    }
+                }
+                None => match self.pending.pop_front() {
+                    Some(b) => self.frag.enqueue_bytes(&[b]),
+                    None => {
+                        let mut buf = [0u8; 4096];
+                        let n = tokio::time::timeout(PRE_AUTH_TIMEOUT, self.io.read(&mut buf))
+                            .await
+                            .map_err(|_| End::Close)?
+                            .map_err(|_| End::Close)?;
+                        if n == 0 {
+                            return Err(End::Close);
+                        }
+                        self.pending.extend(&buf[..n]);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The current message as a command: (tag, what it asks), or the BAD to answer.
+    fn decode_command(&self) -> Result<(String, Pre), String> {
+        let cmd = match self.frag.decode_message(&CommandCodec::default()) {
+            Ok(c) => c,
+            Err(_) => {
+                let tag = self
+                    .frag
+                    .decode_tag()
+                    .map(|t| t.inner().to_string())
+                    .unwrap_or_else(|| "*".into());
+                return Err(format!("{tag} BAD Could not parse the command\r\n"));
+            }
+        };
+        let tag = cmd.tag.inner().to_string();
+        let pre = match cmd.body {
+            CommandBody::Capability => Pre::Capability,
+            CommandBody::Noop => Pre::Noop,
+            CommandBody::Logout => Pre::Logout,
+            CommandBody::StartTLS => Pre::StartTls,
+            CommandBody::Login { username, password } => Pre::Login {
+                user: String::from_utf8_lossy(username.as_ref()).into_owned(),
+                pass: Secret::new(
+                    String::from_utf8_lossy(password.declassify().as_ref()).into_owned(),
+                ),
+            },
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => Pre::Authenticate {
+                plain: mechanism == AuthMechanism::Plain,
+                initial: initial_response.map(|r| r.declassify().to_vec()),
+            },
+            other => Pre::Other(other.name()),
+        };
+        Ok((tag, pre))
+    }
+
+    async fn starttls(&mut self, front: &Front) -> Result<(), End> {
+        // Anything the client sent after STARTTLS in plaintext is dropped (RFC 3501 6.2.1).
+        self.pending.clear();
+        self.frag = Fragmentizer::new(MAX_MESSAGE);
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, front.acceptor.accept(io))
+            .await
+            .map_err(|_| End::Close)?
+            .map_err(|_| End::Close)?;
+        self.io = Box::new(tls);
+        self.tls = true;
+        Ok(())
+    }
+
+    /// The SASL PLAIN response of an AUTHENTICATE without an initial response.
+    async fn sasl_response(&mut self, tag: &str) -> Result<Option<Vec<u8>>, End> {
+        self.send("+ \r\n").await?;
+        self.next_message().await?;
+        match self.frag.decode_message(&AuthenticateDataCodec::default()) {
+            Ok(AuthenticateData::Continue(data)) => Ok(Some(data.declassify().to_vec())),
+            Ok(AuthenticateData::Cancel) => {
+                self.send(&format!("{tag} BAD Authentication cancelled\r\n"))
+                    .await?;
+                Ok(None)
+            }
+            Err(_) => {
+                self.send(&format!("{tag} BAD Invalid SASL response\r\n"))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// `authzid \0 authcid \0 password`, with an empty authzid or one equal to authcid.
+fn parse_plain(data: &[u8]) -> Option<(String, Secret)> {
+    let mut parts = data.split(|&b| b == 0);
+    let authz = parts.next()?;
+    let user = parts.next()?;
+    let pass = parts.next()?;
+    if parts.next().is_some() || (!authz.is_empty() && authz != user) {
+        return None;
+    }
+    Some((
+        String::from_utf8(user.to_vec()).ok()?,
+        Secret::new(String::from_utf8(pass.to_vec()).ok()?),
+    ))
+}
+
+/// The dialogue before login; returns the logged-in upstream session.
+async fn pre_auth(front: &Front, c: &mut Client) -> Result<upstream::Session, End> {
+    c.send(&format!(
+        "* OK [CAPABILITY {}] icloud-bridge IMAP ready\r\n",
+        c.capabilities()
+    ))
+    .await?;
+    loop {
+        c.next_message().await?;
+        let (tag, pre) = match c.decode_command() {
+            Ok(x) => x,
+            Err(bad) => {
+                c.send(&bad).await?;
+                continue;
+            }
+        };
+        let (user, pass) = match pre {
+            Pre::Capability => {
+                let caps = c.capabilities();
+                c.send(&format!(
+                    "* CAPABILITY {caps}\r\n{tag} OK CAPABILITY completed\r\n"
+                ))
+                .await?;
+                continue;
+            }
+            Pre::Noop => {
+                c.send(&format!("{tag} OK NOOP completed\r\n")).await?;
+                continue;
+            }
+            Pre::Logout => {
+                c.send(&format!(
+                    "* BYE Logging out\r\n{tag} OK LOGOUT completed\r\n"
+                ))
+                .await?;
+                return Err(End::Close);
+            }
+            Pre::StartTls if c.tls => {
+                c.send(&format!("{tag} BAD TLS is already active\r\n"))
+                    .await?;
+                continue;
+            }
+            Pre::StartTls => {
+                c.send(&format!("{tag} OK Begin TLS negotiation now\r\n"))
+                    .await?;
+                c.starttls(front).await?;
+                continue;
+            }
+            Pre::Other(name) => {
+                c.send(&format!("{tag} BAD {name} is not allowed before login\r\n"))
+                    .await?;
+                continue;
+            }
+            Pre::Login { .. } | Pre::Authenticate { .. } if !c.login_allowed() => {
+                c.send(&format!(
+                    "{tag} NO [PRIVACYREQUIRED] Use STARTTLS before logging in\r\n"
+                ))
+                .await?;
+                continue;
+            }
+            Pre::Login { user, pass } => (user, pass),
+            Pre::Authenticate { plain: false, .. } => {
+                c.send(&format!(
+                    "{tag} NO Unsupported authentication mechanism\r\n"
+                ))
+                .await?;
+                continue;
+            }
+            Pre::Authenticate {
+                plain: true,
+                initial,
+            } => {
+                let data = match initial {
+                    Some(d) => d,
+                    None => match c.sasl_response(&tag).await? {
+                        Some(d) => d,
+                        None => continue,
+                    },
+                };
+                match parse_plain(&data) {
+                    Some(x) => x,
+                    None => {
+                        c.send(&format!("{tag} BAD Invalid SASL PLAIN response\r\n"))
+                            .await?;
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some(up) = local_login(front, c, &tag, &user, &pass).await? {
+            return Ok(up);
+        }
+    }
+}
+
+/// Check the local login, then log in upstream. `None`: answered, stay before login.
+async fn local_login(
+    front: &Front,
+    c: &mut Client,
+    tag: &str,
+    user: &str,
+    pass: &Secret,
+) -> Result<Option<upstream::Session>, End> {
+    let app = &front.app;
+    let ip = c.remote.ip();
+    let delay = app.throttle.delay_for(ip);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let login = match app.logins.verify(user, pass.expose()).await {
+        Verify::Ok(login) => {
+            app.throttle.record_success(ip);
+            login
+        }
+        Verify::WrongPassword | Verify::UnknownUser => {
+            app.throttle.record_failure(ip);
+            tracing::info!(%ip, "IMAP: wrong local login or password");
+            c.send(&format!(
+                "{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+            ))
+            .await?;
+            return Ok(None);
+        }
+    };
+    let Some(account) = app.account(&login.account) else {
+        c.send(&format!(
+            "{tag} NO [UNAVAILABLE] Login {} belongs to account {}, which is not in the configuration\r\n",
+            login.name, login.account
+        ))
+        .await?;
+        return Ok(None);
+    };
+    match upstream::open(front, &account).await {
+        Ok(up) => {
+            tracing::info!(login = %login.name, account = account.name(), %ip, "IMAP session started");
+            c.send(&format!(
+                "{tag} OK [CAPABILITY {}] Logged in\r\n",
+                up.capabilities.join(" ")
+            ))
+            .await?;
+            Ok(Some(up))
+        }
+        Err(e) => {
+            c.send(&e.imap_reply(tag)).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Milliseconds since `start` of the last byte read on either side.
+struct Activity {
+    start: Instant,
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that notes every successful read in [`Activity`].
+struct Watched {
+    io: BoxIo,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Relay bytes both ways, untouched, after handing over what each side already sent.
+async fn relay(mut client: Client, mut up: upstream::Session, token: &CancellationToken) {
+    let early: Vec<u8> = client.pending.drain(..).collect();
+    if !up.pending.is_empty() && client.io.write_all(&up.pending).await.is_err() {
+        return;
+    }
+    if !early.is_empty() && up.io.write_all(&early).await.is_err() {
+        return;
+    }
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last: AtomicU64::new(0),
+    });
+    let mut a = Watched {
+        io: client.io,
+        activity: activity.clone(),
+    };
+    let mut b = Watched {
+        io: up.io,
+        activity: activity.clone(),
+    };
+    let watchdog = async {
+        loop {
+            let idle = activity.idle();
+            if idle >= IDLE_TIMEOUT {
+                return;
+            }
+            tokio::time::sleep(IDLE_TIMEOUT - idle).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "IMAP relay ended with an error");
+            }
+        }
+        _ = watchdog => tracing::info!("IMAP session idle for 30 minutes; closing"),
+        _ = token.cancelled() => {}
+    }
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_needs_tls_except_on_loopback() {
+        assert!(login_allowed(false, "127.0.0.1".parse().unwrap()));
+        assert!(login_allowed(false, "::1".parse().unwrap()));
+        assert!(!login_allowed(false, "192.168.1.20".parse().unwrap()));
+        assert!(login_allowed(true, "192.168.1.20".parse().unwrap()));
+    }
+
+    #[test]
+    fn sasl_plain() {
+        let (u, p) = parse_plain(b"\0phone\0pw").unwrap();
+        assert_eq!((u.as_str(), p.expose()), ("phone", "pw"));
+        assert!(parse_plain(b"phone\0phone\0pw").is_some());
+        assert!(parse_plain(b"other\0phone\0pw").is_none());
+        assert!(parse_plain(b"phone\0pw").is_none());
+        assert!(parse_plain(b"\0a\0b\0c").is_none());
+        assert!(parse_plain(b"").is_none());
+    }
+}
