@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::mail::tls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
@@ -88,7 +90,7 @@ struct Upstream {
 impl Upstream {
     fn new(config: &Config) -> Result<Upstream, String> {
         Ok(Upstream {
-            connector: tls::connector(config.upstream.ca_file.as_deref())?,
+            connector: TlsConnector::from(tls::client_config(config.upstream.ca_file.as_deref())?),
             url: config.upstream.smtp.clone(),
             timeout: Duration::from_secs(config.upstream.timeout_secs),
         })
@@ -120,7 +122,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
     let addr = listener.local_addr().map_err(bind_err)?;
     let ctx = Arc::new(Ctx {
         app: app.clone(),
-        acceptor: tls::acceptor(&app.config.server.certs_dir, addr)?,
+        acceptor: TlsAcceptor::from(tls::server_config(&app.config.server.certs_dir)?),
         up: Upstream::new(&app.config)?,
         limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
@@ -855,113 +857,6 @@ async fn relay(client: Conn, upstream: Conn) -> io::Result<()> {
     Ok(())
 }
 
-// ----- TLS (to be folded into mail/tls.rs) -----
-
-mod tls {
-    use std::net::SocketAddr;
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{
-        CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
-    };
-    use tokio_rustls::rustls::{self, RootCertStore};
-    use tokio_rustls::{TlsAcceptor, TlsConnector};
-    use url::Url;
-
-    /// Certificate chain and key file names looked for in `certs_dir`, first pair found wins.
-    const PAIRS: &[(&str, &str)] = &[
-        ("server.pem", "server-key.pem"),
-        ("server.crt", "server.key"),
-    ];
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-
-    /// The server side of STARTTLS: the certificate in `certs_dir`, else a self-signed one
-    /// for localhost, 127.0.0.1, ::1 and the listen address.
-    pub fn acceptor(certs_dir: &Path, listen: SocketAddr) -> Result<TlsAcceptor, String> {
-        let found = PAIRS
-            .iter()
-            .map(|(c, k)| (certs_dir.join(c), certs_dir.join(k)))
-            .find(|(c, k)| c.is_file() && k.is_file());
-        let (chain, key) = match found {
-            Some((cert_path, key_path)) => {
-                let chain = CertificateDer::pem_file_iter(&cert_path)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?;
-                let key = PrivateKeyDer::from_pem_file(&key_path)
-                    .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
-                tracing::info!(cert = %cert_path.display(), "smtp: STARTTLS certificate");
-                (chain, key)
-            }
-            None => {
-                let mut names = vec![
-                    "localhost".to_string(),
-                    "127.0.0.1".to_string(),
-                    "::1".to_string(),
-                ];
-                if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
-                    names.push(listen.ip().to_string());
-                }
-                let ck = rcgen::generate_simple_self_signed(names)
-                    .map_err(|e| format!("cannot generate a TLS certificate: {e}"))?;
-                tracing::info!(
-                    certs_dir = %certs_dir.display(),
-                    "smtp: no certificate in certs_dir (run `icloud-bridge init`); using a self-signed one for STARTTLS"
-                );
-                let key =
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-                (vec![ck.cert.der().clone()], key)
-            }
-        };
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| format!("the STARTTLS certificate is not usable: {e}"))?;
-        Ok(TlsAcceptor::from(Arc::new(config)))
-    }
-
-    /// The client side towards iCloud: the web PKI roots plus `upstream.ca_file`.
-    pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(TlsConnector::from(Arc::new(config)))
-    }
-
-    /// The name the upstream certificate must carry.
-    pub fn server_name(url: &Url) -> Result<ServerName<'static>, std::io::Error> {
-        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-        match url.host() {
-            Some(url::Host::Ipv4(ip)) => Ok(ServerName::IpAddress(std::net::IpAddr::V4(ip).into())),
-            Some(url::Host::Ipv6(ip)) => Ok(ServerName::IpAddress(std::net::IpAddr::V6(ip).into())),
-            Some(url::Host::Domain(d)) => {
-                ServerName::try_from(d.to_string()).map_err(|e| bad(e.to_string()))
-            }
-            None => Err(bad("upstream.smtp has no host".into())),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1004,14 +899,5 @@ mod tests {
         assert!(is_loopback("::1".parse().unwrap()));
         assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!is_loopback("192.168.1.2".parse().unwrap()));
-    }
-
-    #[test]
-    fn a_self_signed_certificate_is_made_when_certs_dir_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(tls::acceptor(dir.path(), "127.0.0.1:0".parse().unwrap()).is_ok());
-        std::fs::write(dir.path().join("server.pem"), "junk").unwrap();
-        std::fs::write(dir.path().join("server-key.pem"), "junk").unwrap();
-        assert!(tls::acceptor(dir.path(), "127.0.0.1:0".parse().unwrap()).is_err());
     }
 }

@@ -116,6 +116,25 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(cfg))
 }
 
+/// The name the upstream certificate must carry.
+pub fn server_name(
+    url: &url::Url,
+) -> Result<rustls::pki_types::ServerName<'static>, std::io::Error> {
+    let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => Ok(rustls::pki_types::ServerName::IpAddress(
+            std::net::IpAddr::V4(ip).into(),
+        )),
+        Some(url::Host::Ipv6(ip)) => Ok(rustls::pki_types::ServerName::IpAddress(
+            std::net::IpAddr::V6(ip).into(),
+        )),
+        Some(url::Host::Domain(d)) => {
+            rustls::pki_types::ServerName::try_from(d.to_string()).map_err(|e| bad(e.to_string()))
+        }
+        None => Err(bad("the upstream URL has no host".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
