@@ -85,7 +85,8 @@ enum Command {
     },
     /// Print the running server's status (as /status.json).
     Status,
-    /// Run only the iCloud stand-in (for benchmarks); prints its URLs as JSON.
+    /// Run only the iCloud stand-in (for benchmarks and scripts); prints its URLs, its control
+    /// port and its TLS CA as one line of JSON.
     #[command(hide = true)]
     Standin {
         /// Seed the demo data.
@@ -319,6 +320,9 @@ async fn standin(seed: bool) -> Result<(), String> {
         "{}",
         serde_json::json!({
             "control": control,
+            "imap": s.imap_url(),
+            "smtp": s.smtp_url(),
+            "ca_pem": s.ca_pem(),
             "caldav": s.caldav_url(),
             "carddav": s.carddav_url(),
             "apple_id": DEMO_APPLE_ID,

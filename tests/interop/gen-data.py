@@ -4,6 +4,8 @@
   gen-data.py events N DIR   N .ics files (one VEVENT each; every 10th recurs,
                              every 7th is all-day, every 5th uses a TZID+VTIMEZONE)
   gen-data.py vcards N DIR   N .vcf files (vCard 3.0)
+  gen-data.py mail   N DIR   N RFC 5322 messages into the Maildir DIR (every 8th with a
+                             2 KB attachment; --big K: every K-th one of about 1 MB)
 
 Options: --seed S (default 1), --prefix P (prefix of UIDs / file names,
 default "tb"), --start YYYY-MM-DD (first event day, default 2026-01-05).
@@ -11,6 +13,7 @@ File names are <prefix>-<kind>-<i>.{ics,vcf}; UIDs are <prefix>-<kind>-<i>@testb
 Prints the number of files written.
 """
 import argparse
+import base64
 import datetime as dt
 import os
 import random
@@ -154,19 +157,64 @@ def gen_vcards(n, outdir, rnd, prefix):
     return n
 
 
+def gen_mail(n, maildir, rnd, prefix, big=0):
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(maildir, sub), exist_ok=True)
+    when0 = dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=dt.timezone.utc)
+    for i in range(n):
+        when = when0 + dt.timedelta(minutes=37 * i)
+        frm = f"{rnd.choice(FIRST)} {rnd.choice(LAST)}"
+        subject = f"{rnd.choice(WORDS).capitalize()} {rnd.choice(WORDS)} #{i}"
+        body_lines = [f"Message {i} of {n}.", ""] + [
+            " ".join(rnd.choice(WORDS) for _ in range(12)) for _ in range(rnd.randint(3, 40))]
+        body = "\r\n".join(body_lines) + "\r\n"
+        hdr = [f"From: \"{frm}\" <sender{i % 17}@example.org>",
+               "To: Test User <test@example.net>",
+               f"Subject: {subject}",
+               f"Date: {when.strftime('%a, %d %b %Y %H:%M:%S +0000')}",
+               f"Message-ID: <{prefix}-mail-{i:05d}@testbed>",
+               "MIME-Version: 1.0"]
+        att_size = (1 << 20) if big and i % big == 0 else (2048 if i % 8 == 0 else 0)
+        if att_size:
+            boundary = f"=_tb_{i:05d}"
+            att = base64.encodebytes(rnd.randbytes(att_size)).decode()
+            hdr.append(f"Content-Type: multipart/mixed; boundary=\"{boundary}\"")
+            msg = "\r\n".join(hdr) + "\r\n\r\n" + (
+                f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+                f"--{boundary}\r\nContent-Type: application/octet-stream; name=\"data{i}.bin\"\r\n"
+                "Content-Transfer-Encoding: base64\r\n"
+                f"Content-Disposition: attachment; filename=\"data{i}.bin\"\r\n\r\n"
+                + att.replace("\n", "\r\n") + f"--{boundary}--\r\n")
+        else:
+            hdr.append("Content-Type: text/plain; charset=utf-8")
+            msg = "\r\n".join(hdr) + "\r\n\r\n" + body
+        data = msg.encode("utf-8")
+        flags = "S" if i % 3 == 0 else ""
+        name = f"{1767600000 + i}.M{i}P1.testbed,S={len(data)}:2,{flags}"
+        path = os.path.join(maildir, "cur", name)
+        with open(path, "wb") as f:
+            f.write(data)
+        ts = when.timestamp()
+        os.utime(path, (ts, ts))
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=["events", "vcards"])
+    ap.add_argument("kind", choices=["events", "vcards", "mail"])
     ap.add_argument("count", type=int)
     ap.add_argument("dir")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--prefix", default="tb")
     ap.add_argument("--start", default="2026-01-05")
+    ap.add_argument("--big", type=int, default=0)
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     if a.kind == "events":
         n = gen_events(a.count, a.dir, rnd, a.prefix, dt.date.fromisoformat(a.start))
+    elif a.kind == "mail":
+        n = gen_mail(a.count, a.dir, rnd, a.prefix, a.big)
     else:
         n = gen_vcards(a.count, a.dir, rnd, a.prefix)
     print(n)

@@ -14,7 +14,11 @@
 #       through its control port): revocation, then `reconnect --password-stdin`,
 #       and python-caldav syncing again within 2 s (reconnect.py);
 #   (c) Radicale as a generic upstream behind `icloud-bridge serve`:
-#       the same two clients through the bridge.
+#       the same two clients through the bridge;
+#   (d) mail against the stand-in's IMAP and SMTP roles: mbsync pulls every folder
+#       through the bridge, smtplib submits a message that arrives;
+#   (e) Dovecot as a real IMAP upstream: mbsync directly and through the bridge get the
+#       same messages byte for byte (needs isync and dovecot-imapd; .ci/run installs them).
 # Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 if any
 # check failed. Every process it starts is stopped on exit.
 #
@@ -32,6 +36,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=mail-lib.sh
+. "$HERE/mail-lib.sh"
 
 INTEROP_DIR="${INTEROP_DIR:-target/interop}"
 mkdir -p "$INTEROP_DIR"
@@ -148,6 +154,7 @@ setup_venv
 build_bridge
 rm -rf "$INTEROP_DIR"/run.*
 RUN_DIR="$(mktemp -d "$INTEROP_DIR/run.XXXXXX")"
+chmod 755 "$RUN_DIR"   # Dovecot's auth process (its own user) reads files below it
 ilog "binary $BIN; logs in $RUN_DIR"
 
 # (a) demo: the built-in iCloud stand-in ---------------------------------------
@@ -317,6 +324,145 @@ else
   fail_check "$R_CALDAV" "not run: bridge did not start"
   fail_check "$R_VDIR" "not run: bridge did not start"
   fail_check "$R_LEAK" "not run: bridge did not start"
+fi
+
+# (d) mail through the bridge, against the stand-in's IMAP and SMTP roles ----------------
+MAIL_N="${INTEROP_MAIL_N:-40}"
+M_DIR="$RUN_DIR/mail-standin"
+mkdir -p "$M_DIR"
+M_PULL="mail/stand-in: mbsync pulls every folder through the bridge ($MAIL_N delivered + seeded)"
+M_SEND="mail/stand-in: smtplib submits through the bridge and the stand-in receives it"
+if ! command -v mbsync >/dev/null; then
+  fail_check "$M_PULL" "mbsync is not installed (apt-get install isync)"
+else
+  spawn_split standin-mail "$M_DIR/standin.json" "$M_DIR/standin.log" "$BIN" standin --seed
+  MSI_PID="$SPAWN_PID"
+  if wait_lines "$MSI_PID" "$M_DIR/standin.json" 1; then
+    mj() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())[sys.argv[2]])' "$M_DIR/standin.json" "$1"; }
+    mj ca_pem >"$M_DIR/ca.pem"
+    M_CTL="$(mj control)"
+    python3 "$HERE/gen-data.py" mail "$MAIL_N" "$M_DIR/gen" >/dev/null
+    for f in "$M_DIR"/gen/cur/*; do
+      curl -fs -X POST --data-binary "@$f" "${M_CTL}deliver?mailbox=INBOX" >/dev/null
+    done
+    M_IN_STANDIN="$(curl -fs "${M_CTL}mailbox?mailbox=INBOX" | grep -c . || true)"
+    M_IMAP="$(free_port)"; M_SMTP="$(free_port)"; M_HTTP="$(free_port)"
+    cat >"$M_DIR/icloud-bridge.toml" <<CONF
+[server]
+listen = "$HOST:$M_HTTP"
+imap_listen = "$HOST:$M_IMAP"
+smtp_listen = "$HOST:$M_SMTP"
+data_dir = "data"
+certs_dir = "certs"
+
+[[account]]
+name = "alice"
+apple_id = "$(mj apple_id)"
+
+[upstream]
+caldav = "$(mj caldav)"
+carddav = "$(mj carddav)"
+imap = "$(mj imap)"
+smtp = "$(mj smtp)"
+ca_file = "ca.pem"
+CONF
+    printf '%s\n' "$(mj password)" | "$BIN" --config "$M_DIR/icloud-bridge.toml" reconnect \
+      --password-stdin >"$M_DIR/reconnect.log" 2>&1 || true
+    M_PASS="$("$BIN" --config "$M_DIR/icloud-bridge.toml" client add mailer 2>/dev/null || true)"
+    spawn bridge-mail "$M_DIR/bridge.log" "$BIN" --config "$M_DIR/icloud-bridge.toml" serve
+    M_BR_PID="$SPAWN_PID"
+    if [ -n "$M_PASS" ] && wait_http "$M_BR_PID" "http://$HOST:$M_HTTP/healthz"; then
+      CONTEXT_LOGS=("$M_DIR/bridge.log")
+      mail_pull_check() {
+        local got
+        got="$(mbsync_pull "$HOST" "$M_IMAP" mailer "$M_PASS" "$M_DIR/mbsync")" || return 1
+        echo "pulled: $got (INBOX in the stand-in: $M_IN_STANDIN)"
+        [ "${got%% *}" -ge "$M_IN_STANDIN" ] && [ "$M_IN_STANDIN" -ge "$MAIL_N" ]
+      }
+      mail_send_check() {
+        local before after
+        before="$(curl -fs "${M_CTL}sent-messages" | grep -c . || true)"
+        smtp_send "$HOST" "$M_SMTP" mailer "$M_PASS" "interop through the bridge" || return 1
+        after="$(curl -fs "${M_CTL}sent-messages" | grep -c . || true)"
+        echo "stand-in outbox: $before -> $after"
+        curl -fs "${M_CTL}sent-message?index=$before" | tee "$M_DIR/sent.eml" | grep -q "^Subject: interop through the bridge" \
+          && grep -q "^\.leading dot line" "$M_DIR/sent.eml" && [ "$after" -eq $((before + 1)) ]
+      }
+      export -f mbsync_pull smtp_send mail_pull_check mail_send_check
+      export HOST M_IMAP M_SMTP M_PASS M_DIR M_IN_STANDIN MAIL_N M_CTL
+      check "$M_PULL" 120 mail_pull_check
+      check "$M_SEND" 60 mail_send_check
+      CONTEXT_LOGS=()
+    else
+      fail_check "$M_PULL" "bridge with mail listeners did not start"
+      show_log "$M_DIR/reconnect.log" 10 2>&1
+      show_log "$M_DIR/bridge.log" 30 2>&1
+    fi
+    stop_pid "$M_BR_PID"
+  else
+    fail_check "$M_PULL" "stand-in did not start"
+  fi
+  stop_pid "$MSI_PID"
+fi
+
+# (e) Dovecot as a real IMAP upstream: mbsync direct vs through the bridge -----------------
+D_N="${INTEROP_DOVECOT_N:-200}"
+D_DIR="$RUN_DIR/dovecot"
+D_CHECK="mail/dovecot: mbsync through the bridge gets the same $D_N messages, byte for byte, as directly"
+if ! command -v mbsync >/dev/null || ! { command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ]; }; then
+  fail_check "$D_CHECK" "mbsync or dovecot is not installed (apt-get install isync dovecot-imapd)"
+else
+  mkdir -p "$D_DIR"
+  python3 "$HERE/gen-data.py" mail "$D_N" "$D_DIR/src" --big 50 >/dev/null
+  D_PORT="$(free_port)"
+  if start_dovecot "$D_DIR/dovecot" "$D_PORT" test testpass "$D_DIR/src" 2>"$D_DIR/start.log"; then
+    D_IMAP="$(free_port)"; D_HTTP="$(free_port)"
+    printf 'testpass\n' >"$D_DIR/upstream-password"
+    chmod 600 "$D_DIR/upstream-password"
+    cat >"$D_DIR/icloud-bridge.toml" <<CONF
+[server]
+listen = "$HOST:$D_HTTP"
+imap_listen = "$HOST:$D_IMAP"
+data_dir = "data"
+certs_dir = "certs"
+
+[[account]]
+name = "test"
+apple_id = "test"
+password_file = "upstream-password"
+
+[upstream]
+kind = "generic"
+caldav = "http://$HOST:9/"
+carddav = "http://$HOST:9/"
+imap = "imap://$HOST:$D_PORT"
+CONF
+    D_PASS="$("$BIN" --config "$D_DIR/icloud-bridge.toml" client add mbsync 2>/dev/null || true)"
+    spawn bridge-dovecot "$D_DIR/bridge.log" "$BIN" --config "$D_DIR/icloud-bridge.toml" serve
+    D_BR_PID="$SPAWN_PID"
+    if [ -n "$D_PASS" ] && wait_http "$D_BR_PID" "http://$HOST:$D_HTTP/healthz"; then
+      CONTEXT_LOGS=("$D_DIR/bridge.log" "$D_DIR/dovecot/dovecot.log")
+      dovecot_check() {
+        local direct bridged
+        direct="$(mbsync_pull "$HOST" "$D_PORT" test testpass "$D_DIR/direct")" || return 1
+        bridged="$(mbsync_pull "$HOST" "$D_IMAP" mbsync "$D_PASS" "$D_DIR/bridged")" || return 1
+        echo "direct: $direct; through the bridge: $bridged"
+        [ "$direct" = "$bridged" ] && [ "${direct%% *}" -eq "$D_N" ]
+      }
+      export -f mbsync_pull dovecot_check
+      export HOST D_PORT D_IMAP D_PASS D_DIR D_N
+      check "$D_CHECK" 180 dovecot_check
+      CONTEXT_LOGS=()
+    else
+      fail_check "$D_CHECK" "bridge did not start"
+      show_log "$D_DIR/bridge.log" 30 2>&1
+    fi
+    stop_pid "$D_BR_PID"
+  else
+    fail_check "$D_CHECK" "dovecot did not start"
+    show_log "$D_DIR/start.log" 10 2>&1
+    show_log "$D_DIR/dovecot/dovecot.log" 20 2>&1
+  fi
 fi
 
 stop_all
