@@ -5,7 +5,8 @@
                              every 7th is all-day, every 5th uses a TZID+VTIMEZONE)
   gen-data.py vcards N DIR   N .vcf files (vCard 3.0)
   gen-data.py mail   N DIR   N RFC 5322 messages into the Maildir DIR (every 8th with a
-                             2 KB attachment; --big K: every K-th one of about 1 MB)
+                             2 KB attachment; --big K: every K-th one with a --big-size
+                             attachment, 1 MiB by default, base64-encoded)
 
 Options: --seed S (default 1), --prefix P (prefix of UIDs / file names,
 default "tb"), --start YYYY-MM-DD (first event day, default 2026-01-05).
@@ -157,7 +158,7 @@ def gen_vcards(n, outdir, rnd, prefix):
     return n
 
 
-def gen_mail(n, maildir, rnd, prefix, big=0):
+def gen_mail(n, maildir, rnd, prefix, big=0, big_size=1 << 20):
     for sub in ("cur", "new", "tmp"):
         os.makedirs(os.path.join(maildir, sub), exist_ok=True)
     when0 = dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=dt.timezone.utc)
@@ -174,7 +175,7 @@ def gen_mail(n, maildir, rnd, prefix, big=0):
                f"Date: {when.strftime('%a, %d %b %Y %H:%M:%S +0000')}",
                f"Message-ID: <{prefix}-mail-{i:05d}@testbed>",
                "MIME-Version: 1.0"]
-        att_size = (1 << 20) if big and i % big == 0 else (2048 if i % 8 == 0 else 0)
+        att_size = big_size if big and i % big == 0 else (2048 if i % 8 == 0 else 0)
         if att_size:
             boundary = f"=_tb_{i:05d}"
             att = base64.encodebytes(rnd.randbytes(att_size)).decode()
@@ -209,12 +210,13 @@ def main():
     ap.add_argument("--prefix", default="tb")
     ap.add_argument("--start", default="2026-01-05")
     ap.add_argument("--big", type=int, default=0)
+    ap.add_argument("--big-size", type=int, default=1 << 20)
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     if a.kind == "events":
         n = gen_events(a.count, a.dir, rnd, a.prefix, dt.date.fromisoformat(a.start))
     elif a.kind == "mail":
-        n = gen_mail(a.count, a.dir, rnd, a.prefix, a.big)
+        n = gen_mail(a.count, a.dir, rnd, a.prefix, a.big, a.big_size)
     else:
         n = gen_vcards(a.count, a.dir, rnd, a.prefix)
     print(n)

@@ -111,7 +111,7 @@ CONF
   SPAWNED_NAMES+=(dovecot)
   local greeting="" i
   for i in $(seq 100); do
-    if exec 3<>"/dev/tcp/$INTEROP_HOST/$port" 2>/dev/null; then
+    if { exec 3<>"/dev/tcp/$INTEROP_HOST/$port"; } 2>/dev/null; then
       read -r -t 5 greeting <&3 || true
       printf 'a LOGOUT\r\n' >&3 2>/dev/null || true
       exec 3<&- 3>&-
