@@ -138,3 +138,17 @@ with smtplib.SMTP(host, port, timeout=30) as s:
 print("sent")
 PY
 }
+
+# make_ca DIR: a throwaway CA and a server certificate for 127.0.0.1/localhost (openssl):
+# DIR/ca.pem, DIR/server.pem, DIR/server.key.
+make_ca() {
+  local d="$1"
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=interop test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1 || return 1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 || return 1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/ext.cnf" -out "$d/server.pem" >/dev/null 2>&1
+}

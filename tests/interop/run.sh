@@ -18,7 +18,8 @@
 #   (d) mail against the stand-in's IMAP and SMTP roles: mbsync pulls every folder
 #       through the bridge, smtplib submits a message that arrives;
 #   (e) Dovecot as a real IMAP upstream: mbsync directly and through the bridge get the
-#       same messages byte for byte (needs isync and dovecot-imapd; .ci/run installs them).
+#       same messages byte for byte (needs isync and dovecot-imapd; .ci/run installs them);
+#   (f) a real SMTP server (aiosmtpd with STARTTLS and AUTH) as the submission upstream.
 # Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 if any
 # check failed. Every process it starts is stopped on exit.
 #
@@ -44,7 +45,7 @@ mkdir -p "$INTEROP_DIR"
 INTEROP_DIR="$(cd "$INTEROP_DIR" && pwd)"
 VENV="$INTEROP_DIR/venv"
 PY="$VENV/bin/python"
-PIP_PKGS=(caldav==3.6.0 vdirsyncer==0.21.0 radicale==3.9.0)
+PIP_PKGS=(caldav==3.6.0 vdirsyncer==0.21.0 radicale==3.9.0 aiosmtpd==1.4.6)
 N="${INTEROP_N:-200}"
 CALDAV_N="${INTEROP_CALDAV_N:-20}"
 HOST="$INTEROP_HOST"
@@ -104,7 +105,7 @@ setup_venv() {
   want="${PIP_PKGS[*]}"
   have="$(cat "$VENV/.interop-pins" 2>/dev/null || true)"
   if [ -x "$PY" ] && [ "$want" = "$have" ] \
-      && "$PY" -c 'import caldav, vdirsyncer, radicale' 2>/dev/null; then
+      && "$PY" -c 'import caldav, vdirsyncer, radicale, aiosmtpd' 2>/dev/null; then
     return 0
   fi
   ilog "setting up venv $VENV (${PIP_PKGS[*]})"
@@ -463,6 +464,68 @@ CONF
     show_log "$D_DIR/start.log" 10 2>&1
     show_log "$D_DIR/dovecot/dovecot.log" 20 2>&1
   fi
+fi
+
+# (f) a real SMTP server (aiosmtpd, STARTTLS + AUTH) as the submission upstream -------------
+S_DIR="$RUN_DIR/smtp-sink"
+S_CHECK="mail/aiosmtpd: smtplib through the bridge (STARTTLS + AUTH upstream) delivers to a real SMTP server"
+mkdir -p "$S_DIR"
+if make_ca "$S_DIR/tls"; then
+  S_PORT="$(free_port)"
+  spawn smtp-sink "$S_DIR/sink.log" "$PY" "$HERE/smtp-sink.py" --port "$S_PORT" \
+    --cert "$S_DIR/tls/server.pem" --key "$S_DIR/tls/server.key" --out "$S_DIR/received.jsonl"
+  S_PID="$SPAWN_PID"
+  S_SMTP="$(free_port)"; S_HTTP="$(free_port)"
+  printf 'testpass\n' >"$S_DIR/upstream-password"
+  chmod 600 "$S_DIR/upstream-password"
+  cat >"$S_DIR/icloud-bridge.toml" <<CONF
+[server]
+listen = "$HOST:$S_HTTP"
+smtp_listen = "$HOST:$S_SMTP"
+data_dir = "data"
+certs_dir = "certs"
+
+[[account]]
+name = "test"
+apple_id = "test"
+password_file = "upstream-password"
+
+[upstream]
+kind = "generic"
+caldav = "http://$HOST:9/"
+carddav = "http://$HOST:9/"
+smtp = "smtp://$HOST:$S_PORT"
+ca_file = "tls/ca.pem"
+CONF
+  S_PASS="$("$BIN" --config "$S_DIR/icloud-bridge.toml" client add sender 2>/dev/null || true)"
+  spawn bridge-smtp "$S_DIR/bridge.log" "$BIN" --config "$S_DIR/icloud-bridge.toml" serve
+  S_BR_PID="$SPAWN_PID"
+  if [ -n "$S_PASS" ] && wait_http "$S_BR_PID" "http://$HOST:$S_HTTP/healthz"; then
+    CONTEXT_LOGS=("$S_DIR/bridge.log" "$S_DIR/sink.log")
+    sink_check() {
+      smtp_send "$HOST" "$S_SMTP" sender "$S_PASS" "through to aiosmtpd" || return 1
+      python3 - "$S_DIR/received.jsonl" <<'PY'
+import json, sys
+msgs = [json.loads(l) for l in open(sys.argv[1])]
+assert len(msgs) == 1, msgs
+m = msgs[0]
+assert m["from"] == "alice@icloud.com" and m["to"] == ["bob@example.org"], m
+assert "Subject: through to aiosmtpd" in m["data"] and "\n.leading dot line" in m["data"], m
+print("received:", m["from"], "->", m["to"], len(m["data"]), "bytes")
+PY
+    }
+    export -f smtp_send sink_check
+    export HOST S_SMTP S_PASS S_DIR
+    check "$S_CHECK" 60 sink_check
+    CONTEXT_LOGS=()
+  else
+    fail_check "$S_CHECK" "bridge did not start"
+    show_log "$S_DIR/bridge.log" 30 2>&1
+  fi
+  stop_pid "$S_BR_PID"
+  stop_pid "$S_PID"
+else
+  fail_check "$S_CHECK" "openssl could not make a test CA"
 fi
 
 stop_all
