@@ -407,7 +407,7 @@ fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
 
 async fn check(cfg: Config) -> Result<(), String> {
     use icloud_bridge::server::app::App;
-    let app = App::new(cfg)?;
+    let app = std::sync::Arc::new(App::new(cfg)?);
     if app.accounts().is_empty() {
         println!("config ok; no account is configured");
         return Ok(());
@@ -422,6 +422,16 @@ async fn check(cfg: Config) -> Result<(), String> {
             Err(e) => {
                 bad = true;
                 println!("{} dav {}: {e}", acc.name(), e.state().as_str());
+            }
+        }
+        let server = &app.config.server;
+        if server.imap_listen.is_some() || server.imaps_listen.is_some() {
+            match icloud_bridge::mail::check_imap(&app, acc).await {
+                Ok(()) => println!("{} imap ok", acc.name()),
+                Err(e) => {
+                    bad = true;
+                    println!("{} imap {}: {e}", acc.name(), e.state().as_str());
+                }
             }
         }
         if app.config.server.smtp_listen.is_some() {

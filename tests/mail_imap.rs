@@ -505,3 +505,47 @@ async fn malformed_input_before_login_is_answered_not_fatal() {
     assert!(t.starts_with("a7 OK"), "{t}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn check_tests_imap_when_it_is_served() {
+    let env = start_with(imap_env()).await;
+    // The CLI on a copy of the bridge's config and data: same stored password.
+    let cfg = env.dir.path().join("check.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nimap_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ncerts_dir = {:?}\n\n[[account]]\nname = \"alice\"\napple_id = \"{}\"\n\n[upstream]\ncaldav = {:?}\ncarddav = {:?}\nimap = {:?}\ntimeout_secs = 5\n",
+            env.dir.path(),
+            env.dir.path().join("certs"),
+            icloud_bridge::standin::DEMO_APPLE_ID,
+            env.standin.caldav_url(),
+            env.standin.carddav_url(),
+            env.standin.imap_url(),
+        ),
+    )
+    .unwrap();
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_icloud-bridge"))
+            .args(["--config", cfg.to_str().unwrap(), "check"])
+            .output()
+    };
+    let out = run().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("alice imap ok"), "{stdout}");
+    // Mail switched off for the Apple ID: the same NO as a bad password, so check says so.
+    env.control().set_service(
+        icloud_bridge::standin::DEMO_APPLE_ID,
+        icloud_bridge::standin::Service::Mail,
+        false,
+    );
+    let out = run().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success());
+    assert!(stdout.contains("alice imap auth_rejected"), "{stdout}");
+    env.stop().await;
+}

@@ -63,6 +63,32 @@ fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String
     Ok((listener, local))
 }
 
+fn front(app: &Arc<App>) -> Result<Front, String> {
+    let server_tls = tls::server_config(&app.config.server.certs_dir)?;
+    let client_tls = tls::client_config(app.config.upstream.ca_file.as_deref())?;
+    Ok(Front {
+        app: app.clone(),
+        acceptor: tokio_rustls::TlsAcceptor::from(server_tls),
+        connector: tokio_rustls::TlsConnector::from(client_tls),
+        limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+    })
+}
+
+/// Log in to iCloud's IMAP once with `account`'s stored password (`icloud-bridge check`).
+pub async fn check_imap(
+    app: &Arc<App>,
+    account: &crate::upstream::state::Account,
+) -> Result<(), crate::upstream::error::UpstreamError> {
+    let front =
+        front(app).map_err(
+            |detail| crate::upstream::error::UpstreamError::Unreachable {
+                kind: crate::upstream::error::Unreachable::Tls,
+                detail,
+            },
+        )?;
+    upstream::check(&front, account).await
+}
+
 /// Bind `imap_listen` and `imaps_listen` (if set) and start serving; must run inside a
 /// tokio runtime.
 pub fn start(app: &Arc<App>, token: &CancellationToken) -> Result<MailListeners, String> {
@@ -70,14 +96,7 @@ pub fn start(app: &Arc<App>, token: &CancellationToken) -> Result<MailListeners,
     if server.imap_listen.is_none() && server.imaps_listen.is_none() {
         return Ok(MailListeners::default());
     }
-    let server_tls = tls::server_config(&server.certs_dir)?;
-    let client_tls = tls::client_config(app.config.upstream.ca_file.as_deref())?;
-    let front = Arc::new(Front {
-        app: app.clone(),
-        acceptor: tokio_rustls::TlsAcceptor::from(server_tls),
-        connector: tokio_rustls::TlsConnector::from(client_tls),
-        limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-    });
+    let front = Arc::new(front(app)?);
     let mut out = MailListeners::default();
     // Test each stored credential against iCloud's IMAP server once at start-up.
     for acc in app.accounts().values() {

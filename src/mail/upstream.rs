@@ -95,12 +95,13 @@ pub async fn open(front: &Front, account: &Account) -> Result<Session, UpstreamE
     }
 }
 
-/// Log in once and out again: the start-up test of the stored credential.
-pub async fn check(front: &Front, account: &Account) {
-    if let Ok(mut s) = open(front, account).await {
-        let _ = s.io.write_all(b"ib3 LOGOUT\r\n").await;
-        let _ = s.io.shutdown().await;
-    }
+/// Log in once and out again: the test of the stored credential (at start-up and by
+/// `icloud-bridge check`); the outcome is recorded in the account's state.
+pub async fn check(front: &Front, account: &Account) -> Result<(), UpstreamError> {
+    let mut s = open(front, account).await?;
+    let _ = s.io.write_all(b"ib3 LOGOUT\r\n").await;
+    let _ = s.io.shutdown().await;
+    Ok(())
 }
 
 async fn connect(front: &Front) -> Result<BoxIo, Failure> {
