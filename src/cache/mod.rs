@@ -25,19 +25,29 @@ const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 /// Request headers that change the answer and so belong in the key.
 const VARY: &[&str] = &["depth", "prefer", "brief", "accept"];
 
-/// What identifies one cacheable request.
+/// What identifies one cacheable request: a SHA-256 over the account, the method, the local
+/// path and query, the origin the client used (it can appear in rewritten bodies), the
+/// headers that change the answer, the request body, and the generation of the collection
+/// the path is in (bumped by writes). Built without allocating.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct Key {
-    account: String,
-    method: String,
-    /// The local path and query.
-    path: String,
-    /// The origin the client used (it can appear in rewritten bodies).
-    origin: String,
-    vary: Vec<Option<HeaderValue>>,
-    body: [u8; 32],
-    /// The generation of the collection (or home) the path is in, bumped by writes.
-    generation: u64,
+pub struct Key([u8; 32]);
+
+/// Length-prefixed, so that no two different field lists hash the same bytes.
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// The identity of one collection's generation counter.
+fn generation_id(account: &str, home: &str, collection: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for f in [account, home, collection] {
+        field(&mut h, f.as_bytes());
+    }
+    let d = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    id
 }
 
 /// One stored answer, already rewritten for the client.
@@ -128,8 +138,8 @@ pub struct Cache {
     entries: moka::sync::Cache<Key, Arc<Entry>>,
     fresh: Duration,
     max_entry: usize,
-    /// Generation per (account, collection path), bumped by writes.
-    generations: Mutex<HashMap<String, u64>>,
+    /// Generation per (account, home, collection), bumped by writes.
+    generations: Mutex<HashMap<[u8; 16], u64>>,
     /// One lock per key being fetched, so identical misses share one upstream request.
     inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<FlightOutcome>>>>,
     pub stats: Arc<CacheStats>,
@@ -194,13 +204,9 @@ impl Cache {
         self.max_entry
     }
 
-    fn generation_key(account: &str, home: &str, collection: &str) -> String {
-        format!("{account}\n{home}\n{collection}")
-    }
-
     fn generation(&self, account: &str, home: &str, collection: &str) -> u64 {
         lock(&self.generations)
-            .get(&Self::generation_key(account, home, collection))
+            .get(&generation_id(account, home, collection))
             .copied()
             .unwrap_or(0)
     }
@@ -218,16 +224,30 @@ impl Cache {
         body: &[u8],
     ) -> Key {
         let path_only = rest_and_query.split('?').next().unwrap_or("");
-        let collection = collection_of(path_only);
-        Key {
-            account: account.to_string(),
-            method: method.to_string(),
-            path: format!("{home}/{rest_and_query}"),
-            origin: origin.to_string(),
-            vary: VARY.iter().map(|h| headers.get(*h).cloned()).collect(),
-            body: Sha256::digest(body).into(),
-            generation: self.generation(account, home, collection),
+        let generation = self.generation(account, home, collection_of(path_only));
+        let mut h = Sha256::new();
+        for f in [
+            b"request" as &[u8],
+            account.as_bytes(),
+            method.as_bytes(),
+            home.as_bytes(),
+        ] {
+            field(&mut h, f);
         }
+        field(&mut h, rest_and_query.as_bytes());
+        field(&mut h, origin.as_bytes());
+        for name in VARY {
+            match headers.get(*name) {
+                Some(v) => {
+                    h.update([1u8]);
+                    field(&mut h, v.as_bytes());
+                }
+                None => h.update([0u8]),
+            }
+        }
+        field(&mut h, body);
+        h.update(generation.to_le_bytes());
+        Key(h.finalize().into())
     }
 
     /// The key of one `DAV:response` of a multiget answer: the object's local href (as
@@ -239,20 +259,27 @@ impl Cache {
         href: &str,
         signature: [u8; 32],
     ) -> Option<Key> {
-        let after = href.strip_prefix(&format!("/dav/{account}/"))?;
+        let after = href
+            .strip_prefix("/dav/")?
+            .strip_prefix(account)?
+            .strip_prefix('/')?;
         let (home, rest) = after.split_once('/')?;
         if !matches!(home, "calendars" | "contacts") {
             return None;
         }
-        Some(Key {
-            account: account.to_string(),
-            method: "MULTIGET-PIECE".to_string(),
-            path: href.to_string(),
-            origin: origin.to_string(),
-            vary: Vec::new(),
-            body: signature,
-            generation: self.generation(account, home, collection_of(rest)),
-        })
+        let generation = self.generation(account, home, collection_of(rest));
+        let mut h = Sha256::new();
+        for f in [
+            b"piece" as &[u8],
+            account.as_bytes(),
+            href.as_bytes(),
+            origin.as_bytes(),
+        ] {
+            field(&mut h, f);
+        }
+        h.update(signature);
+        h.update(generation.to_le_bytes());
+        Some(Key(h.finalize().into()))
     }
 
     /// Keep the pieces of a multiget answer (already split by href).
@@ -335,7 +362,7 @@ impl Cache {
         let path_only = rest.split('?').next().unwrap_or("");
         let mut g = lock(&self.generations);
         for collection in [collection_of(path_only), ""] {
-            *g.entry(Self::generation_key(account, home, collection))
+            *g.entry(generation_id(account, home, collection))
                 .or_insert(0) += 1;
         }
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
