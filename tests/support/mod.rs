@@ -382,16 +382,28 @@ impl Drop for Sink {
 
 /// Log lines written on this thread while the guard lives (the bridge's tasks run here too
 /// under `#[tokio::test]`'s current-thread runtime).
+/// Captures the log lines emitted on the test's own thread (a `#[tokio::test]` runs the
+/// bridge's tasks there) at trace level. One global subscriber routes each line to the
+/// capture of the thread that emitted it: a per-thread default subscriber would race with
+/// tracing's per-callsite interest cache when tests run in parallel.
 pub struct LogCapture {
     buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
 }
 
-struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
-impl std::io::Write for CaptureWriter {
+struct RoutingWriter;
+
+impl std::io::Write for RoutingWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        CAPTURE.with(|c| {
+            if let Some(buf) = c.borrow().as_ref() {
+                buf.lock().unwrap().extend_from_slice(b);
+            }
+        });
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -401,21 +413,28 @@ impl std::io::Write for CaptureWriter {
 
 impl LogCapture {
     pub fn start() -> LogCapture {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            let sub = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(|| RoutingWriter)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("one global subscriber");
+        });
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let b = buf.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || CaptureWriter(b.clone()))
-            .finish();
-        LogCapture {
-            buf,
-            _guard: tracing::subscriber::set_default(sub),
-        }
+        CAPTURE.with(|c| *c.borrow_mut() = Some(buf.clone()));
+        LogCapture { buf }
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.buf.lock().unwrap()).to_string()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| *c.borrow_mut() = None);
     }
 }
 
