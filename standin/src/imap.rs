@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const CAPS_2026: &str =
     "XAPPLEPUSHSERVICE IMAP4 IMAP4rev1 SASL-IR AUTH=ATOKEN AUTH=PLAIN AUTH=ATOKEN2 AUTH=XOAUTH2";
@@ -64,38 +64,7 @@ fn greeting(sw: &ImapSwitches) -> String {
 
 /// Bind the IMAP role on `addr` and spawn its accept loop; returns the bound address.
 pub fn bind(shared: &Arc<Shared>, addr: SocketAddr) -> io::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let local = std_listener.local_addr()?;
-    let _guard = shared.runtime.enter();
-    let listener = TcpListener::from_std(std_listener)?;
-    let task = shared.runtime.spawn(accept_loop(shared.clone(), listener));
-    lock(&shared.tasks).push(task);
-    Ok(local)
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mut shutdown = shared.shutdown.subscribe();
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        tokio::select! {
-            r = listener.accept() => {
-                if let Ok((stream, _)) = r {
-                    let sh = shared.clone();
-                    tokio::spawn(async move {
-                        let mut stop = sh.shutdown.subscribe();
-                        tokio::select! {
-                            _ = serve(sh.clone(), stream) => {}
-                            _ = stop.wait_for(|v| *v) => {}
-                        }
-                    });
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
+    crate::server::bind_tcp(shared, addr, serve)
 }
 
 struct Selected {

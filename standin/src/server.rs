@@ -50,6 +50,54 @@ pub fn bind_role(shared: &Arc<Shared>, role: Role, addr: SocketAddr) -> io::Resu
     Ok(local)
 }
 
+/// Bind a plain TCP role (IMAP, SMTP) on `addr` and spawn its accept loop on the stand-in's
+/// runtime: `serve` runs once per connection, and every connection ends when the stand-in
+/// stops. Returns the bound address.
+pub fn bind_tcp<F, Fut>(shared: &Arc<Shared>, addr: SocketAddr, serve: F) -> io::Result<SocketAddr>
+where
+    F: Fn(Arc<Shared>, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    let _guard = shared.runtime.enter();
+    let listener = TcpListener::from_std(std_listener)?;
+    let task = shared
+        .runtime
+        .spawn(tcp_accept_loop(shared.clone(), listener, Arc::new(serve)));
+    lock(&shared.tasks).push(task);
+    Ok(local)
+}
+
+async fn tcp_accept_loop<F, Fut>(shared: Arc<Shared>, listener: TcpListener, serve: Arc<F>)
+where
+    F: Fn(Arc<Shared>, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            r = listener.accept() => {
+                if let Ok((stream, _)) = r {
+                    let session = serve(shared.clone(), stream);
+                    let mut stop = shared.shutdown.subscribe();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = session => {}
+                            _ = stop.wait_for(|v| *v) => {}
+                        }
+                    });
+                }
+            }
+            r = shutdown.changed() => if r.is_err() { return },
+        }
+    }
+}
+
 /// Make sure partition `p` has its two listeners; returns (cal, card).
 pub fn ensure_partition(shared: &Arc<Shared>, p: u32) -> io::Result<(SocketAddr, SocketAddr)> {
     if let Some(a) = shared.partition_addrs(p) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::accounts::{lock, write, Account, OUTBOX_CAP};
 use crate::config::Service;
@@ -44,42 +44,11 @@ pub struct SentMessage {
 
 /// Bind the SMTP role on `addr` and spawn its accept loop on the stand-in's runtime.
 pub fn bind(shared: &Arc<Shared>, addr: SocketAddr) -> io::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let local = std_listener.local_addr()?;
-    let _guard = shared.runtime.enter();
-    let listener = TcpListener::from_std(std_listener)?;
-    let task = shared.runtime.spawn(accept_loop(shared.clone(), listener));
-    lock(&shared.tasks).push(task);
-    Ok(local)
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mut shutdown = shared.shutdown.subscribe();
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
+    crate::server::bind_tcp(shared, addr, |shared, stream| async move {
+        if let Err(e) = serve(&shared, stream).await {
+            tracing::debug!(error = %e, "stand-in smtp: connection ended");
         }
-        tokio::select! {
-            r = listener.accept() => {
-                if let Ok((stream, _)) = r {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let mut stop = shared.shutdown.subscribe();
-                        tokio::select! {
-                            r = serve(&shared, stream) => {
-                                if let Err(e) = r {
-                                    tracing::debug!(error = %e, "stand-in smtp: connection ended");
-                                }
-                            }
-                            _ = stop.wait_for(|v| *v) => {}
-                        }
-                    });
-                }
-            }
-            r = shutdown.changed() => if r.is_err() { return },
-        }
-    }
+    })
 }
 
 /// How a session phase ended.
