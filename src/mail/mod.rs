@@ -49,7 +49,8 @@ pub struct MailListeners {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String> {
+/// Bind a mail listener (`key` names the config key in errors).
+pub(crate) fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String> {
     let std_listener = std::net::TcpListener::bind(addr)
         .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
     std_listener

@@ -115,11 +115,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
     let Some(listen) = app.config.server.smtp_listen else {
         return Ok(None);
     };
-    let bind_err = |e: io::Error| format!("cannot listen on {listen} (server.smtp_listen): {e}");
-    let std_listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
-    std_listener.set_nonblocking(true).map_err(bind_err)?;
-    let listener = TcpListener::from_std(std_listener).map_err(bind_err)?;
-    let addr = listener.local_addr().map_err(bind_err)?;
+    let (listener, addr) = crate::mail::bind(listen, "server.smtp_listen")?;
     let ctx = Arc::new(Ctx {
         app: app.clone(),
         acceptor: TlsAcceptor::from(tls::server_config(&app.config.server.certs_dir)?),
