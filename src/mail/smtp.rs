@@ -104,7 +104,12 @@ pub async fn check(config: &Config, acc: &Account) -> Result<(), UpstreamError> 
         kind: Unreachable::Tls,
         detail,
     })?;
-    let mut conn = upstream_login(&up, acc, "localhost").await?;
+    login_and_quit(&up, acc).await
+}
+
+/// Log in to iCloud's SMTP with the stored password and leave again.
+async fn login_and_quit(up: &Upstream, acc: &Account) -> Result<(), UpstreamError> {
+    let mut conn = upstream_login(up, acc, "localhost").await?;
     let _ = send(&mut conn, "QUIT").await;
     Ok(())
 }
@@ -140,9 +145,8 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
 }
 
 async fn startup_check(ctx: &Ctx, acc: &Account) {
-    match upstream_login(&ctx.up, acc, "localhost").await {
-        Ok(mut up) => {
-            let _ = send(&mut up, "QUIT").await;
+    match login_and_quit(&ctx.up, acc).await {
+        Ok(()) => {
             tracing::info!(
                 account = acc.name(),
                 "iCloud SMTP accepted the stored password"
