@@ -241,10 +241,15 @@ async fn while_icloud_refuses_reads_are_served_stale_and_writes_get_503() {
 #[tokio::test]
 async fn metrics_count_hits_misses_and_bytes() {
     let env = start().await;
+    let mut listing = String::new();
     for _ in 0..3 {
-        let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+        let (s, body) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
         assert_eq!(s, 207);
+        listing = body;
     }
+    // The stored answer, plus what it says of each listed object's ETag.
+    let listed = listing.matches("<d:getetag>").count() as u64;
+    assert!(listed >= 1, "{listing}");
     let m = env.page("/metrics").await;
     let value = |name: &str| -> u64 {
         m.lines()
@@ -256,7 +261,7 @@ async fn metrics_count_hits_misses_and_bytes() {
     assert_eq!(value("icloud_bridge_cache_misses_total"), 1);
     assert_eq!(value("icloud_bridge_cache_hits_total"), 2);
     assert!(value("icloud_bridge_cache_bytes") > 500);
-    assert_eq!(value("icloud_bridge_cache_entries"), 1);
+    assert_eq!(value("icloud_bridge_cache_entries"), 1 + listed);
     // Upstream: the one miss (plus discovery) went out, with its status and latency.
     assert!(value("icloud_bridge_upstream_requests_total{service=\"caldav\",status=\"207\"}") >= 1);
     assert!(value("icloud_bridge_upstream_duration_seconds_count") >= 1);
@@ -348,6 +353,118 @@ async fn a_multiget_of_known_objects_in_another_order_or_grouping_is_answered_fr
     assert!(st.is_success(), "{st} {}", r.text().await.unwrap());
     let (_, body) = env.report(coll, "1", &multiget(&objects[..1])).await;
     assert!(body.contains("changed by the phone"), "{body}");
+    env.stop().await;
+}
+
+/// Upstream requests of `method` in the stand-in's log, as "METHOD path".
+fn upstream(c: &icloud_bridge::standin::Control, method: &str) -> Vec<String> {
+    c.request_log()
+        .into_iter()
+        .filter(|r| r.method == method)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after_fresh_secs() {
+    let env = start_with(Options {
+        fresh_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let c = env.control();
+    for i in 0..4 {
+        c.put_object(
+            DEMO_APPLE_ID,
+            "calendars/work",
+            &format!("v{i}.ics"),
+            &event(&format!("v{i}"), "first words", true),
+        );
+    }
+    let coll = "/dav/alice/calendars/work/";
+    let (_, listing) = env.propfind(coll, "1", LIST).await;
+    let objects: Vec<String> = hrefs(&listing)
+        .into_iter()
+        .filter(|h| h.contains("/v"))
+        .collect();
+    assert_eq!(objects.len(), 4);
+    let get = |path: String| {
+        let r = env.req("GET", &path).send();
+        async move {
+            let r = r.await.unwrap();
+            let etag = r.headers().get("etag").cloned();
+            (r.status().as_u16(), etag, r.text().await.unwrap())
+        }
+    };
+    let (s, etag0, body0) = get(objects[0].clone()).await;
+    assert_eq!(s, 200);
+    let (_, all) = env.report(coll, "1", &multiget(&objects[1..])).await;
+    let after_fresh = std::time::Duration::from_millis(1100);
+    tokio::time::sleep(after_fresh).await;
+
+    // Past fresh_secs with no listing since: the object is asked for again.
+    c.clear_request_log();
+    let (_, etag, body) = get(objects[0].clone()).await;
+    assert_eq!((etag, body), (etag0.clone(), body0.clone()));
+    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", c.request_log());
+
+    // A client lists the collection (as DAVx5 and python-caldav do before fetching): the
+    // listing goes upstream, the objects it shows unchanged are then served from the cache,
+    // by GET and by multiget, however old the stored copies are.
+    tokio::time::sleep(after_fresh).await;
+    c.clear_request_log();
+    let (s, _) = env.propfind(coll, "1", LIST).await;
+    assert_eq!(s, 207);
+    assert_eq!(upstream(&c, "PROPFIND").len(), 1);
+    let (s, etag, body) = get(objects[0].clone()).await;
+    assert_eq!((s, etag, body), (200, etag0.clone(), body0.clone()));
+    let (s, again) = env.report(coll, "1", &multiget(&objects[1..])).await;
+    assert_eq!(s, 207);
+    assert_eq!(again, all);
+    assert!(
+        upstream(&c, "GET").is_empty() && upstream(&c, "REPORT").is_empty(),
+        "upstream asked: {:?}",
+        c.request_log()
+    );
+
+    // Changed on iCloud by another device: the next listing shows a new ETag, so the
+    // stored copy no longer counts and the new version is fetched.
+    c.put_object(
+        DEMO_APPLE_ID,
+        "calendars/work",
+        "v0.ics",
+        &event("v0", "edited on the iPad", true),
+    );
+    c.put_object(
+        DEMO_APPLE_ID,
+        "calendars/work",
+        "v1.ics",
+        &event("v1", "edited on the iPad too", true),
+    );
+    tokio::time::sleep(after_fresh).await;
+    c.clear_request_log();
+    env.propfind(coll, "1", LIST).await;
+    let (_, etag, body) = get(objects[0].clone()).await;
+    assert!(body.contains("edited on the iPad"), "{body}");
+    assert_ne!(etag, etag0);
+    let (_, again) = env.report(coll, "1", &multiget(&objects[1..])).await;
+    assert!(again.contains("edited on the iPad too"), "{again}");
+    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", c.request_log());
+    assert_eq!(upstream(&c, "REPORT").len(), 1, "{:?}", c.request_log());
+
+    // A write through the bridge: copies and what earlier listings said are outdated at once.
+    tokio::time::sleep(after_fresh).await;
+    env.propfind(coll, "1", LIST).await;
+    let r = env
+        .req("PUT", &objects[2])
+        .header("Content-Type", "text/calendar")
+        .body(event("v2", "written by the laptop", true))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let (_, again) = env.report(coll, "1", &multiget(&objects[2..3])).await;
+    assert!(again.contains("written by the laptop"), "{again}");
     env.stop().await;
 }
 

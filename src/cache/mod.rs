@@ -250,6 +250,20 @@ impl Cache {
         Key(h.finalize().into())
     }
 
+    /// The generation of the collection a local href (`/dav/<account>/<home>/<rest>`, as
+    /// [`multiget::normal`] gives it) is in; `None` for an href outside the account's homes.
+    fn href_generation(&self, account: &str, href: &str) -> Option<u64> {
+        let after = href
+            .strip_prefix("/dav/")?
+            .strip_prefix(account)?
+            .strip_prefix('/')?;
+        let (home, rest) = after.split_once('/')?;
+        if !matches!(home, "calendars" | "contacts") {
+            return None;
+        }
+        Some(self.generation(account, home, collection_of(rest)))
+    }
+
     /// The key of one `DAV:response` of a multiget answer: the object's local href (as
     /// `/dav/<account>/<home>/<rest>`), what was asked of it, and its collection's generation.
     fn piece_key(
@@ -259,15 +273,7 @@ impl Cache {
         href: &str,
         signature: [u8; 32],
     ) -> Option<Key> {
-        let after = href
-            .strip_prefix("/dav/")?
-            .strip_prefix(account)?
-            .strip_prefix('/')?;
-        let (home, rest) = after.split_once('/')?;
-        if !matches!(home, "calendars" | "contacts") {
-            return None;
-        }
-        let generation = self.generation(account, home, collection_of(rest));
+        let generation = self.href_generation(account, href)?;
         let mut h = Sha256::new();
         for f in [
             b"piece" as &[u8],
@@ -280,6 +286,66 @@ impl Cache {
         h.update(signature);
         h.update(generation.to_le_bytes());
         Some(Key(h.finalize().into()))
+    }
+
+    /// The key under which the latest listing's word on one object's ETag is kept.
+    fn listed_key(&self, account: &str, href: &str) -> Option<Key> {
+        let generation = self.href_generation(account, href)?;
+        let mut h = Sha256::new();
+        for f in [b"listed" as &[u8], account.as_bytes(), href.as_bytes()] {
+            field(&mut h, f);
+        }
+        h.update(generation.to_le_bytes());
+        Some(Key(h.finalize().into()))
+    }
+
+    /// Remember the ETags a multistatus fresh from iCloud lists (PROPFIND listings,
+    /// sync-collection, calendar-query and multiget answers): until `fresh_secs` after
+    /// `seen`, a stored object body with the same ETag is as good as a fresh one.
+    pub fn store_listed(&self, account: &str, body: &[u8], seen: Instant) {
+        for (href, etag) in multiget::listed_etags(body) {
+            let (Some(k), Ok(v)) = (
+                self.listed_key(account, &href),
+                HeaderValue::from_str(&etag),
+            ) else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::ETAG, v);
+            self.insert(
+                k,
+                Entry {
+                    status: StatusCode::OK,
+                    headers,
+                    body: Vec::new(),
+                    stored: seen,
+                },
+            );
+        }
+    }
+
+    /// Whether a listing fresh from iCloud within `fresh_secs` gave `href` this ETag.
+    fn listed_fresh(&self, account: &str, href: &str, etag: &[u8]) -> bool {
+        self.listed_key(account, href)
+            .and_then(|k| self.fresh(&k))
+            .and_then(|e| e.headers.get(http::header::ETAG).cloned())
+            .is_some_and(|listed| listed.as_bytes() == etag)
+    }
+
+    /// A stored GET answer for `/dav/<account>/<home>/<rest>` that is past `fresh_secs` but
+    /// still current: a listing fresh from iCloud names the object at the answer's ETag.
+    pub fn validated_object(
+        &self,
+        key: &Key,
+        account: &str,
+        home: &str,
+        rest: &str,
+    ) -> Option<Arc<Entry>> {
+        let e = self.entries.get(key)?;
+        let etag = e.headers.get(http::header::ETAG)?;
+        let href = multiget::normal(&format!("/dav/{account}/{home}/{rest}"));
+        self.listed_fresh(account, &href, etag.as_bytes())
+            .then_some(e)
     }
 
     /// Keep the pieces of a multiget answer (already split by href).
@@ -306,7 +372,8 @@ impl Cache {
         }
     }
 
-    /// Every asked object's piece, fresh, in the order asked; `None` if any is missing.
+    /// Every asked object's piece, in the order asked: fresh, or older at the ETag a fresh
+    /// listing names; `None` if any is missing.
     pub fn pieces(
         &self,
         account: &str,
@@ -317,8 +384,15 @@ impl Cache {
             .hrefs
             .iter()
             .map(|h| {
-                let k = self.piece_key(account, origin, &multiget::normal(h), request.signature)?;
-                Some(self.fresh(&k)?.concat())
+                let href = multiget::normal(h);
+                let k = self.piece_key(account, origin, &href, request.signature)?;
+                if let Some(e) = self.fresh(&k) {
+                    return Some(e.concat());
+                }
+                let piece = self.entries.get(&k)?.concat();
+                let etag = multiget::etag_of(std::str::from_utf8(&piece).ok()?)?;
+                self.listed_fresh(account, &href, etag.as_bytes())
+                    .then_some(piece)
             })
             .collect()
     }

@@ -132,6 +132,43 @@ pub fn split_response(body: &[u8]) -> Option<Vec<(String, Bytes)>> {
     Some(out)
 }
 
+/// The ETag a rewritten `DAV:response` gives its object (a 200 `getetag`), if any.
+pub fn etag_of(piece: &str) -> Option<String> {
+    const ETAG_OPEN: &str = "<d:getetag>";
+    let start = piece.find(ETAG_OPEN)? + ETAG_OPEN.len();
+    let len = piece[start..].find("</d:getetag>")?;
+    let etag = quick_xml::escape::unescape(&piece[start..start + len]).ok()?;
+    let etag = etag.trim();
+    (!etag.is_empty()).then(|| etag.to_string())
+}
+
+/// (href, ETag) of every object a rewritten multistatus lists with its ETag: a PROPFIND
+/// listing, a sync-collection or calendar-query answer, a multiget answer. Empty when the
+/// body is not in the rewriter's standard shape.
+pub fn listed_etags(body: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(mut s) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|t| t.strip_prefix(header().as_str()))
+    else {
+        return out;
+    };
+    while let Some(i) = s.find(OPEN) {
+        let after = &s[i + OPEN.len()..];
+        let Some(end) = after.find(CLOSE) else { break };
+        let inner = &after[..end];
+        s = &after[end + CLOSE.len()..];
+        let href = inner
+            .strip_prefix("<d:href>")
+            .and_then(|h| Some(&h[..h.find("</d:href>")?]))
+            .and_then(|h| quick_xml::escape::unescape(h).ok());
+        if let (Some(href), Some(etag)) = (href, etag_of(inner)) {
+            out.push((normal(&href), etag));
+        }
+    }
+    out
+}
+
 /// A multistatus made of `pieces`, in order.
 pub fn assemble(pieces: &[Bytes]) -> Vec<Bytes> {
     let mut out = Vec::with_capacity(pieces.len() + 2);
@@ -167,6 +204,26 @@ mod tests {
     }
 
     #[test]
+    fn listings_name_etags_even_with_a_sync_token_after_the_responses() {
+        let body = format!(
+            "{}<d:response><d:href>/dav/a/calendars/h/x%20y.ics</d:href><d:propstat><d:prop><d:getcontenttype>text/calendar</d:getcontenttype><d:getetag>&quot;e&amp;1&quot;</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat><d:propstat><d:prop><d:displayname/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response><d:response><d:href>/dav/a/calendars/h/gone.ics</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:response><d:href>/dav/a/calendars/h/</d:href><d:propstat><d:prop><d:getetag/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response><d:sync-token>t1</d:sync-token>{FOOTER}",
+            header()
+        );
+        assert_eq!(
+            listed_etags(body.as_bytes()),
+            vec![(
+                "/dav/a/calendars/h/x y.ics".to_string(),
+                "\"e&1\"".to_string()
+            )]
+        );
+        // Not the rewriter's shape (another prefix for DAV:): nothing is believed.
+        assert!(listed_etags(
+            br#"<m:multistatus xmlns:m="DAV:" xmlns:d="urn:x"><m:response><d:href>/a</d:href><d:getetag>"1"</d:getetag></m:response></m:multistatus>"#
+        )
+        .is_empty());
+    }
+
+    #[test]
     fn a_rewritten_answer_splits_into_pieces_that_reassemble_to_it() {
         let body = format!(
             "{}<d:response><d:href>/dav/a/calendars/h/1.ics</d:href><d:propstat><d:prop><d:getetag>\"1\"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response><d:response><d:href>/dav/a/calendars/h/a%40b&amp;c.ics</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response>{FOOTER}",
@@ -178,6 +235,11 @@ mod tests {
         assert_eq!(pieces[1].0, "/dav/a/calendars/h/a@b&c.ics");
         let parts: Vec<Bytes> = pieces.iter().map(|p| p.1.clone()).collect();
         assert_eq!(assemble(&parts).concat(), body.as_bytes());
+        // Listed ETags: the 200 getetag, none for the 404 response.
+        assert_eq!(
+            listed_etags(body.as_bytes()),
+            vec![("/dav/a/calendars/h/1.ics".to_string(), "\"1\"".to_string())]
+        );
         // Anything not in the standard shape is not split.
         assert!(split_response(b"<d:multistatus/>").is_none());
         assert!(

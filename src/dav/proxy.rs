@@ -210,6 +210,13 @@ pub async fn forward(
         cache.record_hit();
         return Ok(e.response(None));
     }
+    // An object fetched before `fresh_secs` ago that a fresh listing shows unchanged.
+    if method == "GET" && parts.uri.query().is_none() {
+        if let Some(e) = cache.validated_object(&key, account.name(), home, rest) {
+            cache.record_hit();
+            return Ok(e.response(None));
+        }
+    }
     // A multiget of objects the cache knows (from earlier multigets, in any grouping).
     let multiget = (method == "REPORT")
         .then(|| crate::cache::multiget::parse_request(&body))
@@ -254,18 +261,27 @@ pub async fn forward(
             let (head, body) = resp.into_parts();
             match buffer_up_to(body, cache.max_entry()).await {
                 Ok(Buffered::Whole(chunks)) => {
-                    if let (Some(mg), 207) = (&multiget, head.status.as_u16()) {
-                        if let Some(pieces) =
-                            crate::cache::multiget::split_response(&chunks.concat())
-                        {
-                            cache.store_pieces(account.name(), public_origin, mg.signature, pieces);
+                    let stored = std::time::Instant::now();
+                    if head.status == http::StatusCode::MULTI_STATUS {
+                        let whole = chunks.concat();
+                        // What iCloud just listed vouches for stored bodies at those ETags.
+                        cache.store_listed(account.name(), &whole, stored);
+                        if let Some(mg) = &multiget {
+                            if let Some(pieces) = crate::cache::multiget::split_response(&whole) {
+                                cache.store_pieces(
+                                    account.name(),
+                                    public_origin,
+                                    mg.signature,
+                                    pieces,
+                                );
+                            }
                         }
                     }
                     let entry = Entry {
                         status: head.status,
                         headers: head.headers,
                         body: chunks,
-                        stored: std::time::Instant::now(),
+                        stored,
                     };
                     let resp = entry.response(None);
                     cache.insert(key, entry);
