@@ -12,6 +12,10 @@ the bridge one after the other, then N pollers asking for one calendar's ctag ev
         a DAVx5-pattern sync, one request at a time: PROPFIND Depth 1 (getetag) of the
         calendar and the address book, then multigets of --batch objects (DAVx5 asks for 10
         at a time); prints "seconds upstream_requests items".
+  cache-clients.py caldav --bridge URL --user U --password P --control URL [--calendar bench]
+        python-caldav's own sync of one calendar, as its documentation shows it: discovery from
+        the bridge's root URL, then objects_by_sync_token(load_objects=True) (a sync-collection
+        REPORT, then one GET per object); prints "seconds upstream_requests items".
   cache-clients.py poll   --bridge URL --user U --password P --control URL
                           [--clients 50] [--secs 60] [--calendar bench] [--pid PID]
         each client: PROPFIND Depth 0 getctag of the calendar once a second; prints
@@ -140,6 +144,21 @@ def davx5(a):
     print(f"{secs:.2f} {upstream_count(a.control)} {items}")
 
 
+def pycaldav(a):
+    import caldav
+    control(a.control, "clear-request-log")
+    t0 = time.perf_counter()
+    with caldav.DAVClient(url=a.bridge, username=a.user, password=a.password, timeout=60) as c:
+        cals = c.principal().calendars()
+        cal = [x for x in cals if str(x.url).rstrip("/").endswith("/" + a.calendar)]
+        if not cal:
+            sys.exit(f"calendar {a.calendar!r} not among {[str(x.url) for x in cals]}")
+        objs = list(cal[0].objects_by_sync_token(load_objects=True))
+    secs = time.perf_counter() - t0
+    items = sum(1 for o in objs if "BEGIN:VCALENDAR" in (o.data or ""))
+    print(f"{secs:.2f} {upstream_count(a.control)} {items}")
+
+
 def rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -202,7 +221,7 @@ def poll(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["sync", "davx5", "poll"])
+    ap.add_argument("cmd", choices=["sync", "davx5", "caldav", "poll"])
     ap.add_argument("--bridge", required=True)
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
@@ -215,7 +234,7 @@ def main():
     ap.add_argument("--pid", type=int, default=0)
     ap.add_argument("--batch", type=int, default=10)
     a = ap.parse_args()
-    {"sync": sync, "davx5": davx5, "poll": poll}[a.cmd](a)
+    {"sync": sync, "davx5": davx5, "caldav": pycaldav, "poll": poll}[a.cmd](a)
 
 
 if __name__ == "__main__":

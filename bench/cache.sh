@@ -12,7 +12,10 @@
 #      then a second client (another bridge login, empty local dirs) does the same: wall time
 #      and upstream requests of each (target: second >= 10x faster, <= 5 % of the requests);
 #      then the same with two DAVx5-pattern clients (PROPFIND listing, then multigets of 10
-#      and of 25 objects, one request at a time), after the cache has gone stale;
+#      and of 25 objects, one request at a time), after the cache has gone stale; then two
+#      python-caldav clients (objects_by_sync_token(load_objects=True): a sync-collection
+#      REPORT, then one GET per object; the second starts when most of the first's fetches
+#      are past fresh_secs, so the listing fresh from iCloud is what vouches for them);
 #   2. 50 clients poll the calendar's ctag once a second for BENCH_POLL_SECS (60) seconds:
 #      upstream requests per fresh_secs window (target <= 2);
 #   3. the bridge's RSS idle (after start, and after the syncs) and its peak under the
@@ -114,6 +117,8 @@ P2="$("$BIN" --config "$BR_CFG" client add second 2>/dev/null)"
 P3="$("$BIN" --config "$BR_CFG" client add poller 2>/dev/null)"
 P4="$("$BIN" --config "$BR_CFG" client add phone 2>/dev/null)"
 P5="$("$BIN" --config "$BR_CFG" client add tablet 2>/dev/null)"
+P6="$("$BIN" --config "$BR_CFG" client add script 2>/dev/null)"
+P7="$("$BIN" --config "$BR_CFG" client add notebook 2>/dev/null)"
 spawn bridge "$BR_DIR/bridge.log" "$BIN" --config "$BR_CFG" serve
 BR_PID="$SPAWN_PID"
 BR="http://$HOST:$BR_PORT/"
@@ -140,6 +145,13 @@ read -r T3 U3 N3 < <("$PY" "$HERE/cache-clients.py" davx5 --bridge "$BR" --user 
 read -r T4 U4 N4 < <("$PY" "$HERE/cache-clients.py" davx5 --bridge "$BR" --user tablet \
   --password "$P5" --control "$CTL" --batch 25)
 [ "$N3" = "$N4" ] || bdie "the DAVx5-pattern clients got different item counts: $N3 vs $N4"
+blog "python-caldav clients (objects_by_sync_token(load_objects=True): one GET per object)"
+read -r T5 U5 N5 < <("$PY" "$HERE/cache-clients.py" caldav --bridge "$BR" --user script \
+  --password "$P6" --control "$CTL")
+read -r T6 U6 N6 < <("$PY" "$HERE/cache-clients.py" caldav --bridge "$BR" --user notebook \
+  --password "$P7" --control "$CTL")
+[ "$N5" = "$N6" ] && [ "$N5" = "$EVENTS" ] \
+  || bdie "the python-caldav clients got $N5 and $N6 events, expected $EVENTS"
 sleep 1
 RSS_IDLE_FULL="$(rss)"
 
@@ -166,6 +178,12 @@ echo "|---|---:|---:|---:|"
 echo "| first (multigets of 10) | $T3 | $U3 | $N3 |"
 echo "| second (multigets of 25: other groupings) | $T4 | $U4 | $N4 |"
 echo "| **second vs first** | **$(f2 "$T3" "$T4")x faster** | **$(pct "$U4" "$U3")** | |"
+echo
+echo "| python-caldav client (calendar only: it has no CardDAV) | sync, s | upstream requests | events |"
+echo "|---|---:|---:|---:|"
+echo "| first | $T5 | $U5 | $N5 |"
+echo "| second (after the first's fetches went past fresh_secs) | $T6 | $U6 | $N6 |"
+echo "| **second vs first** | **$(f2 "$T5" "$T6")x faster** | **$(pct "$U6" "$U5")** | |"
 echo
 echo "## Cache: $POLLERS clients polling one calendar's ctag every second for $POLL_SECS s"
 echo

@@ -8,10 +8,12 @@
 # seeds a 1,000-event calendar and a ~100 MB calendar (48k events of ~1.7 KB)
 # straight into the stand-in, starts nginx as a reverse proxy that injects a fixed
 # Authorization header, starts the bridge (kind = "icloud", the stand-in as upstream),
-# then measures with wrk (50 connections):
+# then measures with wrk:
 #   GET of one .ics, and PROPFIND Depth 1 of the 1,000-event calendar,
 #   each direct / through nginx / through the bridge (as shipped, with its cache) / through
-#   the bridge with the cache off: req/s, p50, p99;
+#   the bridge with the cache off: req/s, p50, p99; in three rounds: 50 connections with all
+#   cores shared, 50 connections with wrk pinned to the last core and the servers to the
+#   others, and one connection;
 # and one calendar-query REPORT with calendar-data of the ~100 MB calendar through the
 # bridge: MB/s (wall clock and per CPU-second of the bridge) and the bridge's RSS growth.
 # Prints markdown tables to stdout (progress goes to stderr). Not part of CI.
@@ -22,6 +24,7 @@
 #      BENCH_BIN (use this bridge binary; default: cargo build --release)
 #      NGINX_WORKERS (auto)  BENCH_SKIP_BIG=1 (skip the 100 MB part)
 #      BENCH_MAX_CONCURRENT (sets [upstream] max_concurrent in the bridge config)
+#      BENCH_ROUNDS ("shared pinned one")
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -246,18 +249,35 @@ ms() {  # wrk latency (12.3us / 4.5ms / 1.2s) -> ms
 }
 
 declare -A RPS P50 P99 BAD
-run_wrk() {  # run_wrk TEST NAME URL AUTH [lua]
-  local test="$1" name="$2" url="$3" auth="$4" lua="${5:-}" f H=() S=()
-  f="$RUN/wrk-$test-$name.txt"
+WRK_PREFIX=()
+run_wrk() {  # run_wrk KEY CONNS THREADS URL AUTH [lua]
+  local key="$1" conns="$2" threads="$3" url="$4" auth="$5" lua="${6:-}" f H=() S=()
+  f="$RUN/wrk-${key//\//-}.txt"
   mapfile -t H < <(auth_args "$auth")
   [ -n "$lua" ] && S=(-s "$lua")
-  blog "wrk $test $name: $url"
-  wrk -t "$THREADS" -c "$CONNS" -d "${SECS}s" --timeout 10s --latency "${S[@]}" "${H[@]}" \
-    "$url" >"$f" 2>&1 || { cat "$f" >&2; bdie "wrk failed"; }
-  RPS[$test/$name]=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$f")
-  P50[$test/$name]=$(ms "$(awk '$1 == "50%" {print $2}' "$f")")
-  P99[$test/$name]=$(ms "$(awk '$1 == "99%" {print $2}' "$f")")
-  BAD[$test/$name]=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$f")
+  blog "wrk $key ($conns connections): $url"
+  "${WRK_PREFIX[@]}" wrk -t "$threads" -c "$conns" -d "${SECS}s" --timeout 10s --latency "${S[@]}" \
+    "${H[@]}" "$url" >"$f" 2>&1 || { cat "$f" >&2; bdie "wrk failed"; }
+  RPS[$key]=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$f")
+  P50[$key]=$(ms "$(awk '$1 == "50%" {print $2}' "$f")")
+  P99[$key]=$(ms "$(awk '$1 == "99%" {print $2}' "$f")")
+  BAD[$key]=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$f")
+}
+
+# Rounds: "shared" lets every process use every core (wrk competes with the servers, so a
+# server that needs less client work per second is favoured); "pinned" puts the servers under
+# test (stand-in, nginx, bridges) on all cores but the last and wrk on the last, so each
+# path gets the same CPU and the load generator takes none of it; "one" is one connection
+# (latency without queueing). BENCH_ROUNDS picks them.
+ROUNDS="${BENCH_ROUNDS:-shared pinned one}"
+NCPU="$(nproc)"
+if [ "$NCPU" -lt 2 ]; then ROUNDS="${ROUNDS//pinned/}"; fi
+SERVER_PIDS=("$SI_PID" "$NG_PID" "$BR_PID_cached" "$BR_PID_nocache")
+pin_servers() {  # pin_servers CPULIST: every thread of every server process
+  local pid
+  for pid in "${SERVER_PIDS[@]}" $(pgrep -P "$NG_PID" || true); do
+    taskset -a -p -c "$1" "$pid" >/dev/null
+  done
 }
 
 # warm-up (connection pools, the bridge's login cache)
@@ -267,32 +287,48 @@ for t in "${TARGETS[@]}"; do
   wrk -t 1 -c 8 -d 2s "${H[@]}" "${base}bench/ev-000000.ics" >/dev/null 2>&1 || true
 done
 
-for t in "${TARGETS[@]}"; do
-  IFS='|' read -r name base auth <<<"$t"
-  run_wrk get "$name" "${base}bench/ev-000000.ics" "$auth"
+for round in $ROUNDS; do
+  conns="$CONNS" threads="$THREADS"
+  case "$round" in
+    shared) pin_servers "0-$((NCPU - 1))"; WRK_PREFIX=() ;;
+    pinned) pin_servers "0-$((NCPU - 2))"; WRK_PREFIX=(taskset -c "$((NCPU - 1))"); threads=1 ;;
+    one) pin_servers "0-$((NCPU - 1))"; WRK_PREFIX=(); conns=1; threads=1 ;;
+    *) bdie "unknown round $round (shared, pinned, one)" ;;
+  esac
+  for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name base auth <<<"$t"
+    run_wrk "$round/get/$name" "$conns" "$threads" "${base}bench/ev-000000.ics" "$auth"
+  done
+  for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name base auth <<<"$t"
+    run_wrk "$round/propfind/$name" "$conns" "$threads" "${base}bench/" "$auth" "$LUA"
+  done
 done
-for t in "${TARGETS[@]}"; do
-  IFS='|' read -r name base auth <<<"$t"
-  run_wrk propfind "$name" "${base}bench/" "$auth" "$LUA"
-done
+pin_servers "0-$((NCPU - 1))"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 
-echo
-echo "## DAV throughput ($CONNS connections, $THREADS wrk threads, ${SECS} s per run, $(nproc) cores)"
-echo
-echo "bridge: as shipped (cache on, fresh_secs 30: repeated requests are cache hits);"
-echo "bridge-nocache: [cache] max_bytes = 0, every request proxied and rewritten."
-echo
-echo "| request | path | req/s | p50 ms | p99 ms | non-2xx/errors | vs nginx req/s | p50 added over direct |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
-for test in get propfind; do
-  label="GET one .ics"
-  [ "$test" = propfind ] && label="PROPFIND Depth 1, $SMALL events"
-  for name in direct nginx bridge bridge-nocache; do
-    k="$test/$name"
-    echo "| $label | $name | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${BAD[$k]} | $(ratio "${RPS[$k]}" "${RPS[$test/nginx]}") | $(added "${P50[$k]}" "${P50[$test/direct]}") |"
+for round in $ROUNDS; do
+  echo
+  case "$round" in
+    shared) echo "## DAV throughput, cores shared ($CONNS connections, $THREADS wrk threads, ${SECS} s per run, $NCPU cores shared by wrk and the servers)" ;;
+    pinned) echo "## DAV throughput, load generator on its own core ($CONNS connections, wrk on CPU $((NCPU - 1)), the servers on CPU 0-$((NCPU - 2)), ${SECS} s per run)" ;;
+    one) echo "## DAV latency, one connection (one request at a time, ${SECS} s per run)" ;;
+  esac
+  echo
+  echo "bridge: as shipped (cache on, fresh_secs 30: repeated requests are cache hits);"
+  echo "bridge-nocache: [cache] max_bytes = 0, every request proxied and rewritten."
+  echo
+  echo "| request | path | req/s | p50 ms | p99 ms | non-2xx/errors | vs nginx req/s | p50 added over direct |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  for test in get propfind; do
+    label="GET one .ics"
+    [ "$test" = propfind ] && label="PROPFIND Depth 1, $SMALL events"
+    for name in direct nginx bridge bridge-nocache; do
+      k="$round/$test/$name"
+      echo "| $label | $name | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${BAD[$k]} | $(ratio "${RPS[$k]}" "${RPS[$round/$test/nginx]}") | $(added "${P50[$k]}" "${P50[$round/$test/direct]}") |"
+    done
   done
 done
 
