@@ -123,7 +123,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
     let (listener, addr) = crate::mail::bind(listen, "server.smtp_listen")?;
     let ctx = Arc::new(Ctx {
         app: app.clone(),
-        acceptor: TlsAcceptor::from(tls::server_config(&app.config.server.certs_dir)?),
+        acceptor: TlsAcceptor::from(tls::server_config(&app.config.server)?),
         up: Upstream::new(&app.config)?,
         limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
