@@ -186,9 +186,19 @@ fn cache_section(c: &CacheView) -> String {
     )
 }
 
+/// Where readers reach the bridge, for the addresses on the status page.
+pub struct Bases<'a> {
+    /// How the reader reached it (`http://host:port`).
+    pub base: &'a str,
+    /// The HTTPS listener (`https://host:port`), when there is one besides `base`.
+    pub https: Option<&'a str>,
+    /// `certs_dir` holds the local CA (served at `/ca.pem`).
+    pub ca: bool,
+}
+
 pub fn status_page(
     accounts: &[AccountView],
-    base: &str,
+    bases: &Bases<'_>,
     note: Option<&str>,
     setup_pending: bool,
     cache: &CacheView,
@@ -244,10 +254,22 @@ pub fn status_page(
         }
         let _ = write!(
             b,
-            "</table><h3>Addresses for your apps</h3><dl><dt>DAVx5, Thunderbird and other apps that find things themselves</dt><dd><code>{root}/</code></dd><dt>CalDAV (calendars)</dt><dd><code>{root}/dav/{n}/calendars/</code></dd><dt>CardDAV (contacts)</dt><dd><code>{root}/dav/{n}/contacts/</code></dd></dl><p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>",
-            root = esc(base),
+            "</table><h3>Addresses for your apps</h3><dl><dt>DAVx5, Thunderbird and other apps that find things themselves</dt><dd><code>{root}/</code></dd><dt>CalDAV (calendars)</dt><dd><code>{root}/dav/{n}/calendars/</code></dd><dt>CardDAV (contacts)</dt><dd><code>{root}/dav/{n}/contacts/</code></dd>",
+            root = esc(bases.base),
             n = esc(&a.name),
         );
+        if let Some(https) = bases.https {
+            let _ = write!(
+                b,
+                "<dt>Over HTTPS</dt><dd><code>{root}/</code></dd>",
+                root = esc(https)
+            );
+        }
+        b.push_str("</dl>");
+        if bases.ca {
+            b.push_str("<p><small>For HTTPS and IMAPS, let each device trust <a href=\"/ca.pem\">this bridge's CA</a> once (<code>certs/ca.pem</code>).</small></p>");
+        }
+        b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
         if !matches!(
             a.state,
             ServiceState::AuthRejected | ServiceState::Unconfigured
