@@ -174,7 +174,7 @@ async fn plain_http_on_the_tls_port_fails_and_the_listener_keeps_serving() {
     // A silent client holds a connection open without a handshake: nobody waits for it.
     let silent = tokio::net::TcpStream::connect(tls).await.unwrap();
 
-    // Plain HTTP to the TLS port: no HTTP answer, the connection closes.
+    // Plain HTTP to the TLS port: a 400 that says to use https, then the connection closes.
     let mut tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -184,18 +184,25 @@ async fn plain_http_on_the_tls_port_fails_and_the_listener_keeps_serving() {
         .await
         .expect("the bridge closes a plain-HTTP connection on the TLS port")
         .ok();
-    assert!(
-        !got.starts_with(b"HTTP/"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
-    let err = env
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    assert!(got.contains("https://"), "{got}");
+    let r = env
         .http
         .get(format!("http://{tls}/healthz"))
         .send()
         .await
-        .unwrap_err();
-    assert!(!err.is_status(), "{err:?}");
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Garbage that is neither: the connection just closes.
+    let mut tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
+    tcp.write_all(&[0u8; 64]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+        .await
+        .expect("the bridge closes a garbage connection on the TLS port")
+        .ok();
+    assert!(!got.starts_with(b"HTTP/"));
 
     // Both listeners still serve.
     for _ in 0..3 {

@@ -151,6 +151,31 @@ async fn accept_on(
     }
 }
 
+/// A client that speaks plain HTTP to the TLS port (`http://host:8443/`) gets a readable
+/// 400 rather than TLS bytes; the caller then drops the connection.
+async fn refuse_plain_http(
+    mut stream: tokio::net::TcpStream,
+) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    // A TLS connection starts with a handshake record (0x16); an HTTP request with a method.
+    if n == 0 || !first[0].is_ascii_uppercase() {
+        return Ok(stream);
+    }
+    let body = "This port speaks HTTPS: use an https:// address.\n";
+    let resp = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "plain HTTP on the TLS port",
+    ))
+}
+
 async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
@@ -212,7 +237,10 @@ async fn accept_loop(
                 let token = token.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, async {
+                        let stream = refuse_plain_http(stream).await?;
+                        acceptor.accept(stream).await
+                    });
                     let stream = tokio::select! {
                         _ = token.cancelled() => return,
                         r = handshake => match r {

@@ -266,9 +266,6 @@ pub fn status_page(
             );
         }
         b.push_str("</dl>");
-        if bases.ca {
-            b.push_str("<p><small>For HTTPS and IMAPS, let each device trust <a href=\"/ca.pem\">this bridge's CA</a> once (<code>certs/ca.pem</code>).</small></p>");
-        }
         b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
         if !matches!(
             a.state,
@@ -283,6 +280,9 @@ pub fn status_page(
     }
     if accounts.is_empty() {
         b.push_str("<section class=\"card\"><p>No account is set up yet. Open the setup link printed in the server's log, add an <code>[[account]]</code> to the config file, or run <code>icloud-bridge init</code>.</p></section>");
+    }
+    if bases.ca {
+        b.push_str("<section class=\"card\"><h2>HTTPS and IMAPS</h2><p>Let each device (DAVx5, Thunderbird, iOS) trust <a href=\"/ca.pem\">this bridge's CA</a> once; it is <code>ca.pem</code> in the bridge's <code>certs</code> directory.</p></section>");
     }
     b.push_str(&cache_section(cache));
     layout("icloud-bridge status", &b)
