@@ -1,5 +1,5 @@
 //! SMTP submission front end on `server.smtp_listen`: the bridge answers the greeting, EHLO,
-//! STARTTLS (certificate from `certs_dir`, else a generated self-signed one) and AUTH
+//! STARTTLS (the certificate in `certs_dir`, see [`crate::tls`]) and AUTH
 //! PLAIN/LOGIN against the local logins itself. After a local login it logs in to iCloud's
 //! SMTP (`upstream.smtp`: `smtp://` = STARTTLS, `smtps://` = implicit TLS) with the Apple ID
 //! and the stored app-specific password, and then relays the rest of the session as bytes in
