@@ -257,3 +257,67 @@ async fn tls_listen_errors_name_the_key_and_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_paste_form_works_over_https_with_h2() {
+    let admin = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let out = admin.clone();
+    let env = start_with(Options {
+        tweak: Box::new(move |cfg| {
+            cfg.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+            *out.lock().unwrap() =
+                icloud_bridge::server::logins::LoginStore::open(&cfg.server.data_dir)
+                    .unwrap()
+                    .add("admin", "alice", true, None)
+                    .unwrap();
+        }),
+        ..Default::default()
+    })
+    .await;
+    let admin_pw = admin.lock().unwrap().clone();
+    let tls = env.bridge.tls_addr.unwrap();
+    let client = https_client(&env, tls, false);
+    let base = format!("https://localhost:{}", tls.port());
+    // Browsers speak h2 over TLS: no Host header, the host is in :authority.
+    let r = client
+        .get(format!("{base}/admin/reconnect?account=alice"))
+        .basic_auth("admin", Some(&admin_pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let i = html.find(marker).expect("csrf field") + marker.len();
+    let csrf = html[i..i + html[i..].find('"').unwrap()].to_string();
+    let fresh = env
+        .control()
+        .generate_asp(icloud_bridge::standin::DEMO_APPLE_ID, "https")
+        .unwrap();
+    let r = client
+        .post(format!("{base}/admin/reconnect"))
+        .basic_auth("admin", Some(&admin_pw))
+        .header("Origin", base.clone())
+        .form(&[
+            ("account", "alice"),
+            ("csrf", csrf.as_str()),
+            ("password", fresh.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 303, "{}", r.text().await.unwrap());
+    // Another site's origin is still refused.
+    let r = client
+        .post(format!("{base}/admin/reconnect"))
+        .basic_auth("admin", Some(&admin_pw))
+        .header("Origin", "https://evil.example")
+        .form(&[("account", "alice"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    env.stop().await;
+}

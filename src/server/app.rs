@@ -248,7 +248,7 @@ fn new_account(config: &Config, account: crate::config::AccountConfig) -> Accoun
 }
 
 /// How the client reached us (`http://host:port`, or `https://` over `tls_listen`), for
-/// absolute URLs in bodies. The host comes from `Host`, or from the request target (h2).
+/// absolute URLs in bodies.
 fn public_origin(app: &App, req: &Request<Incoming>) -> String {
     let scheme = if req.extensions().get::<ViaTls>().is_some() {
         "https"
@@ -259,7 +259,6 @@ fn public_origin(app: &App, req: &Request<Incoming>) -> String {
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '<', '>', '@']));
     match host {
         Some(h) => format!("{scheme}://{h}"),
@@ -348,12 +347,31 @@ fn status_note(app: &App, req: &Request<Incoming>) -> Option<String> {
     ))
 }
 
+/// h2 (what browsers speak over TLS) names the host in `:authority` and sends no `Host`;
+/// the same-origin check and absolute URLs read `Host`, so set it from the authority.
+fn host_from_authority<B>(req: &mut Request<B>) {
+    if req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let Some(a) = req.uri().authority() else {
+        return;
+    };
+    let host = match a.port_u16() {
+        Some(p) => format!("{}:{p}", a.host()),
+        None => a.host().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
 /// The HTTP service: one request in, one response out, never an error.
 pub async fn service(
     app: Arc<App>,
     remote: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    host_from_authority(&mut req);
     let method = req.method().clone();
     let started = Instant::now();
     let resp = dispatch(&app, remote, req).await;
@@ -442,4 +460,30 @@ pub fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_authority_becomes_the_host_header() {
+        let mut req = Request::builder()
+            .uri("https://[::1]:8443/status")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "[::1]:8443");
+        // An explicit Host wins; no authority, no Host.
+        let mut req = Request::builder()
+            .uri("https://a.example/")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "b.example");
+        let mut req = Request::builder().uri("/x").body(()).unwrap();
+        host_from_authority(&mut req);
+        assert!(req.headers().get(http::header::HOST).is_none());
+    }
 }
