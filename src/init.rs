@@ -1,6 +1,7 @@
 //! `icloud-bridge init`: the first run. Writes the config file, tests the app-specific
-//! password against the upstream and stores it, and creates the first (admin) client login.
-//! Nothing is written unless the password works.
+//! password against the upstream and stores it, makes the local CA and server certificate in
+//! `certs/` (for `tls_listen`, IMAPS and STARTTLS), and creates the first (admin) client
+//! login. Nothing is written unless the password works.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,11 @@ pub struct InitOutcome {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// Where the server certificate comes from (the local CA in `certs/`, or the operator's
+    /// own files found there).
+    pub certs: crate::tls::CertSource,
+    /// The certificate directory.
+    pub certs_dir: PathBuf,
 }
 
 fn toml_str(s: &str) -> String {
@@ -46,7 +52,11 @@ fn config_text(o: &InitOptions, account: &str) -> String {
         "listen = {}\n",
         toml_str(o.listen.as_deref().unwrap_or("127.0.0.1:8008"))
     ));
-    t.push_str("data_dir = \"data\"\n\n[[account]]\n");
+    t.push_str(
+        "# tls_listen = \"0.0.0.0:8443\"   # HTTPS; devices trust certs/ca.pem (written by init)\n",
+    );
+    t.push_str("# imaps_listen = \"0.0.0.0:1993\"\n");
+    t.push_str("data_dir = \"data\"\ncerts_dir = \"certs\"\n\n[[account]]\n");
     t.push_str(&format!("name = {}\n", toml_str(account)));
     t.push_str(&format!("apple_id = {}\n", toml_str(&o.apple_id)));
     t.push_str("# The app-specific password is in data/vault.json (`icloud-bridge reconnect` replaces it).\n\n[upstream]\n");
@@ -121,6 +131,7 @@ async fn finish(
     test_and_store(cfg, &upstream, &vault, &acc, &o.app_password)
         .await
         .map_err(|e| e.to_string())?;
+    let certs = crate::tls::ensure(&cfg.server)?;
     write_atomic(Path::new(&o.config_path), text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", o.config_path.display()))?;
     let logins = LoginStore::open(&cfg.server.data_dir).map_err(|e| e.to_string())?;
@@ -131,5 +142,7 @@ async fn finish(
         url: format!("{}/", cfg.public_base()),
         user: o.client.clone(),
         password,
+        certs,
+        certs_dir: cfg.server.certs_dir.clone(),
     })
 }

@@ -14,6 +14,7 @@
 //!   to iCloud with the stored credential.
 //! - [`upstream`]: the iCloud HTTP client, credential sources and vault, account state.
 //! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
+//! - [`tls`]: the local CA and server certificate in `certs_dir`, TLS configurations.
 //! - [`shutdown`]: signal handling and cancellation.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -26,6 +27,7 @@ pub mod init;
 pub mod mail;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 
 /// The iCloud stand-in (a workspace crate), re-exported for `demo` and the tests.

@@ -211,6 +211,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 force,
             })
             .await?;
+            match &out.certs {
+                icloud_bridge::tls::CertSource::LocalCa { ca, ca_created, .. } => eprintln!(
+                    "{} the local CA {}: for HTTPS (tls_listen) and IMAPS, let each device (DAVx5, Thunderbird, iOS) trust that file once; it is also served at /ca.pem",
+                    if *ca_created { "made" } else { "kept" },
+                    ca.display()
+                ),
+                icloud_bridge::tls::CertSource::Provided => eprintln!(
+                    "using your own server.pem and server-key.pem in {} for HTTPS and IMAPS",
+                    out.certs_dir.display()
+                ),
+            }
             eprintln!(
                 "wrote {}; run `icloud-bridge serve`, then use these in Thunderbird or DAVx5:",
                 config_path.display()

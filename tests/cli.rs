@@ -397,6 +397,34 @@ fn init_writes_a_working_setup_only_when_the_password_works() {
         !text.contains(DEMO_APP_PASSWORD),
         "the password went into the config"
     );
+    // The local CA and a server certificate signed by it, keys private, and where to find
+    // the CA file is said on stderr (never on stdout: three lines only).
+    let certs = dir.path().join("conf/certs");
+    for f in ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"] {
+        assert!(certs.join(f).is_file(), "{f} missing");
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["ca-key.pem", "server-key.pem"] {
+            let mode = std::fs::metadata(certs.join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&certs.join("ca.pem").display().to_string()),
+        "{stderr}"
+    );
+    let server_pem = std::fs::read_to_string(certs.join("server.pem")).unwrap();
+    let ca_pem = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    assert!(
+        server_pem.trim_end().ends_with(ca_pem.trim_end()),
+        "chain: leaf, then the CA"
+    );
+    assert!(!stderr.contains("PRIVATE KEY") && !stdout.contains("PRIVATE KEY"));
     // `check` and `client list` work on what init wrote.
     let check = bin()
         .args(["--config", cfg.to_str().unwrap(), "check"])

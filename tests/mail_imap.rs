@@ -305,9 +305,10 @@ async fn transient_upstream_trouble_is_never_a_bad_password() {
     env.stop().await;
 }
 
+/// A client that trusts only the bridge's local CA (`certs/ca.pem`), as a device would.
 fn tls_connector(env: &Env) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::pem::PemObject;
-    let pem = env.dir.path().join("certs").join("server.pem");
+    let pem = env.dir.path().join("certs").join("ca.pem");
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(&pem).unwrap() {
         roots.add(c.unwrap()).unwrap();

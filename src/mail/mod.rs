@@ -5,8 +5,10 @@
 
 pub mod imap;
 pub mod smtp;
-pub mod tls;
 pub mod upstream;
+
+/// TLS is shared with the HTTPS listener; kept under this name for the mail modules.
+pub use crate::tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +67,7 @@ pub(crate) fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAd
 }
 
 fn front(app: &Arc<App>) -> Result<Front, String> {
-    let server_tls = tls::server_config(&app.config.server.certs_dir)?;
+    let server_tls = tls::server_config(&app.config.server)?;
     let client_tls = tls::client_config(app.config.upstream.ca_file.as_deref())?;
     Ok(Front {
         app: app.clone(),

@@ -1,5 +1,5 @@
 //! SMTP submission front end on `server.smtp_listen`: the bridge answers the greeting, EHLO,
-//! STARTTLS (certificate from `certs_dir`, else a generated self-signed one) and AUTH
+//! STARTTLS (the certificate in `certs_dir`, see [`crate::tls`]) and AUTH
 //! PLAIN/LOGIN against the local logins itself. After a local login it logs in to iCloud's
 //! SMTP (`upstream.smtp`: `smtp://` = STARTTLS, `smtps://` = implicit TLS) with the Apple ID
 //! and the stored app-specific password, and then relays the rest of the session as bytes in
@@ -123,7 +123,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
     let (listener, addr) = crate::mail::bind(listen, "server.smtp_listen")?;
     let ctx = Arc::new(Ctx {
         app: app.clone(),
-        acceptor: TlsAcceptor::from(tls::server_config(&app.config.server.certs_dir)?),
+        acceptor: TlsAcceptor::from(tls::server_config(&app.config.server)?),
         up: Upstream::new(&app.config)?,
         limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });

@@ -59,7 +59,13 @@ pub struct App {
     events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StateEvent>>>,
     /// The sending end, for accounts added at run time.
     events_tx: tokio::sync::mpsc::UnboundedSender<StateEvent>,
+    /// `tls_listen` as bound (set once by the listener).
+    tls_addr: std::sync::OnceLock<SocketAddr>,
 }
+
+/// Request extension: the request came in over TLS (`tls_listen`).
+#[derive(Debug, Clone, Copy)]
+pub struct ViaTls;
 
 impl App {
     pub fn new(config: Config) -> Result<App, String> {
@@ -94,6 +100,7 @@ impl App {
             config,
             events: Mutex::new(Some(events_rx)),
             events_tx,
+            tls_addr: std::sync::OnceLock::new(),
         };
         // The credential first: what state.json says about it applies only if unchanged.
         app.reload_credentials();
@@ -189,6 +196,16 @@ impl App {
         }
     }
 
+    /// Record where `tls_listen` was bound (the first call wins).
+    pub fn set_tls_addr(&self, addr: SocketAddr) {
+        let _ = self.tls_addr.set(addr);
+    }
+
+    /// The HTTPS listener's address, once bound.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr.get().copied()
+    }
+
     /// The account a login belongs to.
     pub fn account(&self, name: &str) -> Option<Arc<Account>> {
         self.accounts().get(name).cloned()
@@ -230,16 +247,80 @@ fn new_account(config: &Config, account: crate::config::AccountConfig) -> Accoun
     .with_served(crate::upstream::state::served_for(&config.server))
 }
 
-/// How the client reached us (`http://host:port`), for absolute URLs in bodies.
+/// How the client reached us (`http://host:port`, or `https://` over `tls_listen`), for
+/// absolute URLs in bodies.
 fn public_origin(app: &App, req: &Request<Incoming>) -> String {
-    match req
+    let scheme = if req.extensions().get::<ViaTls>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '<', '>']))
-    {
-        Some(h) => format!("http://{h}"),
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '<', '>', '@']));
+    match host {
+        Some(h) => format!("{scheme}://{h}"),
+        None if scheme == "https" => app
+            .https_base(None)
+            .unwrap_or_else(|| app.config.public_base()),
         None => app.config.public_base(),
+    }
+}
+
+impl App {
+    /// The base URL of the HTTPS listener (`https://host:port`), if `tls_listen` is bound and
+    /// `public_url` is not already https. `host` is how the reader named this machine (a
+    /// `Host` header, port included or not); without one, the listen addresses decide.
+    pub fn https_base(&self, host: Option<&str>) -> Option<String> {
+        let tls = self.tls_addr()?;
+        if self
+            .config
+            .server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https")
+        {
+            return None;
+        }
+        let from_header = host
+            .and_then(|h| url::Url::parse(&format!("http://{h}/")).ok())
+            .and_then(|u| u.host_str().map(str::to_string));
+        let name = from_header.unwrap_or_else(|| {
+            let ip = [tls.ip(), self.config.server.listen.ip()]
+                .into_iter()
+                .find(|ip| !ip.is_unspecified());
+            match ip {
+                Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+                Some(ip) => ip.to_string(),
+                None => "localhost".to_string(),
+            }
+        });
+        Some(format!("https://{name}:{}", tls.port()))
+    }
+}
+
+/// The local CA's certificate (`GET /ca.pem`), for devices to trust; 404 without one.
+async fn ca_pem(app: &App) -> Response<Body> {
+    let path = app.config.server.certs_dir.join(crate::tls::CA_FILE);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut r = Response::new(full(bytes));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
+            r.headers_mut().insert(
+                http::header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"icloud-bridge-ca.pem\""),
+            );
+            r
+        }
+        Err(_) => text(
+            StatusCode::NOT_FOUND,
+            "this bridge has no local CA (certs_dir has no ca.pem)\n",
+        ),
     }
 }
 
@@ -266,12 +347,31 @@ fn status_note(app: &App, req: &Request<Incoming>) -> Option<String> {
     ))
 }
 
+/// h2 (what browsers speak over TLS) names the host in `:authority` and sends no `Host`;
+/// the same-origin check and absolute URLs read `Host`, so set it from the authority.
+fn host_from_authority<B>(req: &mut Request<B>) {
+    if req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let Some(a) = req.uri().authority() else {
+        return;
+    };
+    let host = match a.port_u16() {
+        Some(p) => format!("{}:{p}", a.host()),
+        None => a.host().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
 /// The HTTP service: one request in, one response out, never an error.
 pub async fn service(
     app: Arc<App>,
     remote: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    host_from_authority(&mut req);
     let method = req.method().clone();
     let started = Instant::now();
     let resp = dispatch(&app, remote, req).await;
@@ -288,10 +388,21 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
     match (path.as_str(), is_get) {
         ("/" | "/status", true) => {
             let note = status_note(app, &req);
-            return status::html(app, &page_base(app, &req), note.as_deref());
+            let base = page_base(app, &req);
+            let https = if base.starts_with("https://") {
+                None
+            } else {
+                let host = req
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                app.https_base(host)
+            };
+            return status::html(app, &base, https.as_deref(), note.as_deref());
         }
         ("/status.json", true) => return status::json(app),
         ("/healthz", true) => return text(StatusCode::OK, "ok\n"),
+        ("/ca.pem", true) => return ca_pem(app).await,
         ("/metrics", true) => return app.metrics.render(app),
         _ => {}
     }
@@ -349,4 +460,30 @@ pub fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_authority_becomes_the_host_header() {
+        let mut req = Request::builder()
+            .uri("https://[::1]:8443/status")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "[::1]:8443");
+        // An explicit Host wins; no authority, no Host.
+        let mut req = Request::builder()
+            .uri("https://a.example/")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "b.example");
+        let mut req = Request::builder().uri("/x").body(()).unwrap();
+        host_from_authority(&mut req);
+        assert!(req.headers().get(http::header::HOST).is_none());
+    }
 }

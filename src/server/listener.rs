@@ -1,6 +1,7 @@
-//! The HTTP listener: accepts connections, serves them with hyper (HTTP/1.1 and h2c), caps
-//! concurrent connections, runs background tasks, and shuts down gracefully. The IMAP
-//! listeners ([`crate::mail`]) start and stop with it, on the same token.
+//! The HTTP listener, and the HTTPS one on `server.tls_listen`: accepts connections, serves
+//! them with hyper (HTTP/1.1 and h2c; over TLS, h2 or HTTP/1.1 by ALPN), caps concurrent
+//! connections (both listeners together), runs background tasks, and shuts down gracefully.
+//! The mail listeners ([`crate::mail`]) start and stop with it, on the same token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,10 +22,14 @@ use crate::server::app::{self, App};
 const MAX_CONNECTIONS: usize = 1024;
 /// How long in-flight requests get to finish after a shutdown request.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a client gets to finish the TLS handshake on `tls_listen`.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// A running bridge.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The HTTPS listener's address, when `server.tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     /// The SMTP submission listener's address, when `server.smtp_listen` is set.
     pub smtp_addr: Option<SocketAddr>,
     /// `imap_listen` as bound (plaintext + STARTTLS), if configured.
@@ -79,11 +84,16 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let token = CancellationToken::new();
+    let https = bind_https(&app)?;
+    let tls_addr = https.as_ref().map(|h| h.addr);
     let smtp = crate::mail::smtp::spawn(&app, &token)?;
     let mail = crate::mail::start(&app, &token).inspect_err(|_| token.cancel())?;
     let notifier = spawn_background(&app, &token);
-    let task = tokio::spawn(accept_loop(app.clone(), listener, token.clone()));
+    let task = tokio::spawn(accept_loop(app.clone(), listener, https, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
+    if let Some(tls) = tls_addr {
+        tracing::info!(addr = %tls, "icloud-bridge listening for HTTPS");
+    }
     if let Some(token) = app.admin.setup_token() {
         let mut shown = addr;
         if shown.ip().is_unspecified() {
@@ -95,6 +105,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     }
     Ok(Running {
         addr,
+        tls_addr,
         smtp_addr: smtp.as_ref().map(|s| s.addr),
         imap_addr: mail.imap,
         imaps_addr: mail.imaps,
@@ -106,7 +117,71 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     })
 }
 
-async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationToken) {
+/// The bound `tls_listen` and its TLS configuration.
+struct Https {
+    listener: TcpListener,
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// Bind `server.tls_listen` (if set) with the certificate from `certs_dir`, made there first
+/// if none is there.
+fn bind_https(app: &Arc<App>) -> Result<Option<Https>, String> {
+    let Some(listen) = app.config.server.tls_listen else {
+        return Ok(None);
+    };
+    let config = crate::tls::https_config(&app.config.server)
+        .map_err(|e| format!("server.tls_listen: {e}"))?;
+    let (listener, addr) = crate::mail::bind(listen, "server.tls_listen")?;
+    app.set_tls_addr(addr);
+    Ok(Some(Https {
+        listener,
+        addr,
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+    }))
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A client that speaks plain HTTP to the TLS port (`http://host:8443/`) gets a readable
+/// 400 rather than TLS bytes; the caller then drops the connection.
+async fn refuse_plain_http(
+    mut stream: tokio::net::TcpStream,
+) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    // A TLS connection starts with a handshake record (0x16); an HTTP request with a method.
+    if n == 0 || !first[0].is_ascii_uppercase() {
+        return Ok(stream);
+    }
+    let body = "This port speaks HTTPS: use an https:// address.\n";
+    let resp = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "plain HTTP on the TLS port",
+    ))
+}
+
+async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    https: Option<Https>,
+    token: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -115,6 +190,7 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationTo
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(256 * 1024);
+    let builder = Arc::new(builder);
     loop {
         let permit = tokio::select! {
             _ = token.cancelled() => break,
@@ -123,32 +199,78 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, token: CancellationTo
                 Err(_) => break,
             },
         };
-        let (stream, remote) = tokio::select! {
+        let (accepted, tls) = tokio::select! {
             _ = token.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            r = listener.accept() => (r, false),
+            r = accept_on(https.as_ref().map(|h| &h.listener)) => (r, true),
+        };
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, tls, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let svc = service_fn(move |req| app::service(app.clone(), remote, req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %remote, "connection ended with an error");
+        match https.as_ref().filter(|_| tls) {
+            None => {
+                let svc = service_fn(move |req| app::service(app.clone(), remote, req));
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %remote, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(h) => {
+                // The handshake runs in the connection's own task: a slow or silent client
+                // never holds up the accept loop.
+                let acceptor = h.acceptor.clone();
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, async {
+                        let stream = refuse_plain_http(stream).await?;
+                        acceptor.accept(stream).await
+                    });
+                    let stream = tokio::select! {
+                        _ = token.cancelled() => return,
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %remote, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(app::ViaTls);
+                        app::service(app.clone(), remote, req)
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %remote, "TLS connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
+    drop(https);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("shutdown deadline reached; dropping open connections"),

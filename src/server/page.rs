@@ -186,9 +186,19 @@ fn cache_section(c: &CacheView) -> String {
     )
 }
 
+/// Where readers reach the bridge, for the addresses on the status page.
+pub struct Bases<'a> {
+    /// How the reader reached it (`http://host:port`).
+    pub base: &'a str,
+    /// The HTTPS listener (`https://host:port`), when there is one besides `base`.
+    pub https: Option<&'a str>,
+    /// `certs_dir` holds the local CA (served at `/ca.pem`).
+    pub ca: bool,
+}
+
 pub fn status_page(
     accounts: &[AccountView],
-    base: &str,
+    bases: &Bases<'_>,
     note: Option<&str>,
     setup_pending: bool,
     cache: &CacheView,
@@ -244,10 +254,19 @@ pub fn status_page(
         }
         let _ = write!(
             b,
-            "</table><h3>Addresses for your apps</h3><dl><dt>DAVx5, Thunderbird and other apps that find things themselves</dt><dd><code>{root}/</code></dd><dt>CalDAV (calendars)</dt><dd><code>{root}/dav/{n}/calendars/</code></dd><dt>CardDAV (contacts)</dt><dd><code>{root}/dav/{n}/contacts/</code></dd></dl><p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>",
-            root = esc(base),
+            "</table><h3>Addresses for your apps</h3><dl><dt>DAVx5, Thunderbird and other apps that find things themselves</dt><dd><code>{root}/</code></dd><dt>CalDAV (calendars)</dt><dd><code>{root}/dav/{n}/calendars/</code></dd><dt>CardDAV (contacts)</dt><dd><code>{root}/dav/{n}/contacts/</code></dd>",
+            root = esc(bases.base),
             n = esc(&a.name),
         );
+        if let Some(https) = bases.https {
+            let _ = write!(
+                b,
+                "<dt>Over HTTPS</dt><dd><code>{root}/</code></dd>",
+                root = esc(https)
+            );
+        }
+        b.push_str("</dl>");
+        b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
         if !matches!(
             a.state,
             ServiceState::AuthRejected | ServiceState::Unconfigured
@@ -261,6 +280,9 @@ pub fn status_page(
     }
     if accounts.is_empty() {
         b.push_str("<section class=\"card\"><p>No account is set up yet. Open the setup link printed in the server's log, add an <code>[[account]]</code> to the config file, or run <code>icloud-bridge init</code>.</p></section>");
+    }
+    if bases.ca {
+        b.push_str("<section class=\"card\"><h2>HTTPS and IMAPS</h2><p>Let each device (DAVx5, Thunderbird, iOS) trust <a href=\"/ca.pem\">this bridge's CA</a> once; it is <code>ca.pem</code> in the bridge's <code>certs</code> directory.</p></section>");
     }
     b.push_str(&cache_section(cache));
     layout("icloud-bridge status", &b)

@@ -22,6 +22,11 @@ pub struct AccountStatus {
     pub services: serde_json::Map<String, serde_json::Value>,
     pub caldav_url: String,
     pub carddav_url: String,
+    /// The same over HTTPS, when `tls_listen` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caldav_https_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carddav_https_url: Option<String>,
     /// For the HTML page (not part of `/status.json`).
     #[serde(skip)]
     pub view: AccountView,
@@ -85,6 +90,7 @@ fn fmt_time(t: Option<SystemTime>) -> Option<String> {
 
 pub fn collect(app: &App) -> Status {
     let base = app.config.public_base();
+    let https = app.https_base(None);
     let accounts = app
         .accounts()
         .values()
@@ -131,6 +137,12 @@ pub fn collect(app: &App) -> Status {
                 services: map,
                 caldav_url: format!("{base}/dav/{}/calendars/", acc.name()),
                 carddav_url: format!("{base}/dav/{}/contacts/", acc.name()),
+                caldav_https_url: https
+                    .as_ref()
+                    .map(|b| format!("{b}/dav/{}/calendars/", acc.name())),
+                carddav_https_url: https
+                    .as_ref()
+                    .map(|b| format!("{b}/dav/{}/contacts/", acc.name())),
                 view,
             }
         })
@@ -153,9 +165,10 @@ pub fn json(app: &App) -> Response<Body> {
     r
 }
 
-/// The HTML status page; `base` is how the reader reached the bridge, `note` a short
-/// message to show on top (e.g. after a successful reconnect).
-pub fn html(app: &App, base: &str, note: Option<&str>) -> Response<Body> {
+/// The HTML status page; `base` is how the reader reached the bridge, `https` the HTTPS
+/// listener's base URL when it is not `base` already, `note` a short message to show on top
+/// (e.g. after a successful reconnect).
+pub fn html(app: &App, base: &str, https: Option<&str>, note: Option<&str>) -> Response<Body> {
     let st = collect(app);
     let views: Vec<AccountView> = st.accounts.into_iter().map(|a| a.view).collect();
     let setup_pending = app.admin.setup_token().is_some() && app.logins.is_empty();
@@ -170,6 +183,21 @@ pub fn html(app: &App, base: &str, note: Option<&str>) -> Response<Body> {
     };
     page::respond(
         http::StatusCode::OK,
-        page::status_page(&views, base, note, setup_pending, &cache),
+        page::status_page(
+            &views,
+            &page::Bases {
+                base,
+                https,
+                ca: app
+                    .config
+                    .server
+                    .certs_dir
+                    .join(crate::tls::CA_FILE)
+                    .is_file(),
+            },
+            note,
+            setup_pending,
+            &cache,
+        ),
     )
 }
