@@ -55,7 +55,7 @@ fn generation_id(account: &str, home: &str, collection: &str) -> [u8; 16] {
 pub struct Entry {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    /// The body as it arrived, in chunks (kept as they are: no copy, no reallocation).
+    /// The body: one piece for a stored answer, the pieces of a multiget assembled from them.
     pub body: Vec<Bytes>,
     pub stored: Instant,
 }

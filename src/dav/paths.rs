@@ -100,8 +100,12 @@ pub fn parse(path: &str) -> Local<'_> {
 /// True when a raw path remainder tries to climb out of its home (`..` in any spelling).
 pub fn escapes(rest: &str) -> bool {
     rest.split('/').any(|seg| {
-        let d = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
-        d == ".." || d == "."
+        if seg.contains('%') {
+            let d = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+            d == ".." || d == "."
+        } else {
+            seg == ".." || seg == "."
+        }
     })
 }
 

@@ -95,6 +95,10 @@ pub async fn read_body(
     limit: usize,
     within: std::time::Duration,
 ) -> Result<Bytes, DavError> {
+    // Most reads (GET, a bare PROPFIND) have no body: no timer, no collecting.
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     let collected = match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
         Ok(c) => c,
         Err(_) => {
@@ -262,8 +266,13 @@ pub async fn forward(
             match buffer_up_to(body, cache.max_entry()).await {
                 Ok(Buffered::Whole(chunks)) => {
                     let stored = std::time::Instant::now();
+                    // Kept in one piece: a hit is then one buffer handed to the socket, not a
+                    // stream of the rewriter's chunks (one copy per miss, none per hit).
+                    let whole = match chunks.as_slice() {
+                        [one] => one.clone(),
+                        _ => Bytes::from(chunks.concat()),
+                    };
                     if head.status == http::StatusCode::MULTI_STATUS {
-                        let whole = chunks.concat();
                         // What iCloud just listed vouches for stored bodies at those ETags.
                         cache.store_listed(account.name(), &whole, stored);
                         if let Some(mg) = &multiget {
@@ -280,7 +289,7 @@ pub async fn forward(
                     let entry = Entry {
                         status: head.status,
                         headers: head.headers,
-                        body: chunks,
+                        body: vec![whole],
                         stored,
                     };
                     let resp = entry.response(None);
