@@ -22,6 +22,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod dates;
 pub mod dav;
 pub mod init;
 pub mod mail;
