@@ -19,6 +19,27 @@ fn multiget(hrefs: &[String]) -> String {
     )
 }
 
+/// Put `n` events `<prefix><i>.ics` into the stand-in's work calendar; their hrefs through
+/// the bridge, from a listing (which the cache then holds).
+async fn seed(env: &Env, prefix: &str, n: usize, summary: &str) -> Vec<String> {
+    let c = env.control();
+    for i in 0..n {
+        c.put_object(
+            DEMO_APPLE_ID,
+            "calendars/work",
+            &format!("{prefix}{i}.ics"),
+            &event(&format!("{prefix}{i}"), summary, true),
+        );
+    }
+    let (_, listing) = env.propfind("/dav/alice/calendars/work/", "1", LIST).await;
+    let objects: Vec<String> = hrefs(&listing)
+        .into_iter()
+        .filter(|h| h.contains(&format!("/{prefix}")))
+        .collect();
+    assert_eq!(objects.len(), n, "{listing}");
+    objects
+}
+
 /// A second device with its own login on the same account.
 fn second_login(env: &Env) -> String {
     env.bridge
@@ -292,21 +313,8 @@ async fn max_bytes_zero_turns_the_cache_off() {
 async fn a_multiget_of_known_objects_in_another_order_or_grouping_is_answered_from_the_cache() {
     let env = start().await;
     let c = env.control();
-    for i in 0..12 {
-        c.put_object(
-            DEMO_APPLE_ID,
-            "calendars/work",
-            &format!("m{i}.ics"),
-            &event(&format!("m{i}"), "x", true),
-        );
-    }
+    let objects = seed(&env, "m", 12, "x").await;
     let coll = "/dav/alice/calendars/work/";
-    let (_, listing) = env.propfind(coll, "1", LIST).await;
-    let objects: Vec<String> = hrefs(&listing)
-        .into_iter()
-        .filter(|h| h.contains("/m"))
-        .collect();
-    assert_eq!(objects.len(), 12);
     let (s, all) = env.report(coll, "1", &multiget(&objects)).await;
     assert_eq!(s, 207);
     c.clear_request_log();
@@ -373,21 +381,8 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
     })
     .await;
     let c = env.control();
-    for i in 0..4 {
-        c.put_object(
-            DEMO_APPLE_ID,
-            "calendars/work",
-            &format!("v{i}.ics"),
-            &event(&format!("v{i}"), "first words", true),
-        );
-    }
+    let objects = seed(&env, "v", 4, "first words").await;
     let coll = "/dav/alice/calendars/work/";
-    let (_, listing) = env.propfind(coll, "1", LIST).await;
-    let objects: Vec<String> = hrefs(&listing)
-        .into_iter()
-        .filter(|h| h.contains("/v"))
-        .collect();
-    assert_eq!(objects.len(), 4);
     let get = |path: String| {
         let r = env.req("GET", &path).send();
         async move {
