@@ -196,7 +196,7 @@ echo
 echo "| when | VmRSS MB |"
 echo "|---|---:|"
 echo "| idle after start | $RSS_IDLE_START |"
-echo "| idle after both syncs (cache filled) | $RSS_IDLE_FULL |"
+echo "| idle after the syncs (cache filled) | $RSS_IDLE_FULL |"
 echo "| peak under the $POLLERS-client polling load | $(awk -v k="$PPEAK" 'BEGIN {printf "%.1f", k / 1024}') |"
 echo
 echo "Command: bench/cache.sh (BENCH_EVENTS=$EVENTS BENCH_VCARDS=$VCARDS BENCH_LATENCY_MS=$LATENCY BENCH_FRESH=$FRESH BENCH_POLLERS=$POLLERS BENCH_POLL_SECS=$POLL_SECS); raw output in $RUN"
