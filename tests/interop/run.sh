@@ -528,6 +528,64 @@ else
   fail_check "$S_CHECK" "openssl could not make a test CA"
 fi
 
+# (g) a household on the HTTPS port: two python-caldav devices, the cache, an edit on iCloud --
+H_DIR="$RUN_DIR/household"
+mkdir -p "$H_DIR"
+H_NAME="household over HTTPS (only certs/ca.pem trusted): python-caldav device 2 syncs with no object download from iCloud; an edit on iCloud costs one"
+H_FRESH=2
+spawn_split standin "$H_DIR/standin.json" "$H_DIR/standin.log" "$BIN" standin --seed
+H_SI_PID="$SPAWN_PID"
+h_ok=0
+if wait_lines "$H_SI_PID" "$H_DIR/standin.json" 1; then
+  H_JSON="$(head -n1 "$H_DIR/standin.json")"
+  hsi() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$H_JSON" "$1"; }
+  H_PORT="$(free_port)"
+  H_TLS_PORT="$(free_port)"
+  H_CFG="$H_DIR/icloud-bridge.toml"
+  cat >"$H_CFG" <<CONF
+[server]
+listen = "$HOST:$H_PORT"
+tls_listen = "$HOST:$H_TLS_PORT"
+data_dir = "data"
+certs_dir = "certs"
+
+[[account]]
+name = "alice"
+apple_id = "$(hsi apple_id)"
+
+[cache]
+fresh_secs = $H_FRESH
+
+[upstream]
+caldav = "$(hsi caldav)"
+carddav = "$(hsi carddav)"
+CONF
+  if printf '%s\n' "$(hsi password)" | "$BIN" --config "$H_CFG" reconnect --password-stdin \
+        >"$H_DIR/reconnect.log" 2>&1 \
+      && H_P1="$("$BIN" --config "$H_CFG" client add phone 2>"$H_DIR/client-add.log")" \
+      && H_P2="$("$BIN" --config "$H_CFG" client add laptop 2>>"$H_DIR/client-add.log")"; then
+    spawn bridge-household "$H_DIR/bridge.log" "$BIN" --config "$H_CFG" serve
+    H_PID="$SPAWN_PID"
+    if wait_http "$H_PID" "http://$HOST:$H_PORT/healthz" && [ -s "$H_DIR/certs/ca.pem" ]; then
+      h_ok=1
+      CONTEXT_LOGS=("$H_DIR/bridge.log")
+      check "$H_NAME" 120 "$PY" "$HERE/household.py" --bridge "https://$HOST:$H_TLS_PORT/" \
+        --ca "$H_DIR/certs/ca.pem" --control "$(hsi control)" \
+        --device1 "phone:$H_P1" --device2 "laptop:$H_P2" --icloud "$(hsi caldav)" \
+        --apple-id "$(hsi apple_id)" --app-password "$(hsi password)" --fresh "$H_FRESH"
+      CONTEXT_LOGS=()
+    fi
+    stop_pid "$H_PID"
+  fi
+fi
+if [ "$h_ok" = 0 ]; then
+  fail_check "$H_NAME" "not run: stand-in or bridge did not start"
+  show_log "$H_DIR/standin.log" 10 2>&1
+  show_log "$H_DIR/reconnect.log" 10 2>&1
+  show_log "$H_DIR/bridge.log" 20 2>&1
+fi
+stop_pid "$H_SI_PID"
+
 stop_all
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
