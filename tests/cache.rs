@@ -40,6 +40,16 @@ async fn seed(env: &Env, prefix: &str, n: usize, summary: &str) -> Vec<String> {
     objects
 }
 
+/// Upstream requests in the stand-in's log (of `method`, or all), as "METHOD path" (what
+/// failure messages show: never the logged headers, which hold the credential).
+fn upstream(c: &icloud_bridge::standin::Control, method: &str) -> Vec<String> {
+    c.request_log()
+        .into_iter()
+        .filter(|r| method == "*" || r.method == method)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 /// A second device with its own login on the same account.
 fn second_login(env: &Env) -> String {
     env.bridge
@@ -109,12 +119,9 @@ async fn a_second_client_syncing_the_same_calendar_causes_no_upstream_requests()
     assert_eq!(n2, n);
     assert_eq!(first, second);
     assert!(
-        c.request_log().is_empty(),
+        upstream(&c, "*").is_empty(),
         "upstream asked: {:?}",
-        c.request_log()
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect::<Vec<_>>()
+        upstream(&c, "*")
     );
     env.stop().await;
 }
@@ -342,12 +349,9 @@ async fn a_multiget_of_known_objects_in_another_order_or_grouping_is_answered_fr
         assert!(body.contains("BEGIN:VCALENDAR"));
     }
     assert!(
-        c.request_log().is_empty(),
+        upstream(&c, "*").is_empty(),
         "upstream asked: {:?}",
-        c.request_log()
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect::<Vec<_>>()
+        upstream(&c, "*")
     );
     // A write to one of them: the next multiget goes upstream and shows the change.
     let r = env
@@ -362,15 +366,6 @@ async fn a_multiget_of_known_objects_in_another_order_or_grouping_is_answered_fr
     let (_, body) = env.report(coll, "1", &multiget(&objects[..1])).await;
     assert!(body.contains("changed by the phone"), "{body}");
     env.stop().await;
-}
-
-/// Upstream requests of `method` in the stand-in's log, as "METHOD path".
-fn upstream(c: &icloud_bridge::standin::Control, method: &str) -> Vec<String> {
-    c.request_log()
-        .into_iter()
-        .filter(|r| r.method == method)
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
 }
 
 #[tokio::test]
@@ -401,7 +396,7 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
     c.clear_request_log();
     let (_, etag, body) = get(objects[0].clone()).await;
     assert_eq!((etag, body), (etag0.clone(), body0.clone()));
-    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", c.request_log());
+    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", upstream(&c, "*"));
 
     // A client lists the collection (as DAVx5 and python-caldav do before fetching): the
     // listing goes upstream, the objects it shows unchanged are then served from the cache,
@@ -419,7 +414,7 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
     assert!(
         upstream(&c, "GET").is_empty() && upstream(&c, "REPORT").is_empty(),
         "upstream asked: {:?}",
-        c.request_log()
+        upstream(&c, "*")
     );
 
     // Changed on iCloud by another device: the next listing shows a new ETag, so the
@@ -444,8 +439,8 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
     assert_ne!(etag, etag0);
     let (_, again) = env.report(coll, "1", &multiget(&objects[1..])).await;
     assert!(again.contains("edited on the iPad too"), "{again}");
-    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", c.request_log());
-    assert_eq!(upstream(&c, "REPORT").len(), 1, "{:?}", c.request_log());
+    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", upstream(&c, "*"));
+    assert_eq!(upstream(&c, "REPORT").len(), 1, "{:?}", upstream(&c, "*"));
 
     // A write through the bridge: copies and what earlier listings said are outdated at once.
     tokio::time::sleep(after_fresh).await;
@@ -460,6 +455,59 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
     assert!(r.status().is_success());
     let (_, again) = env.report(coll, "1", &multiget(&objects[2..3])).await;
     assert!(again.contains("written by the laptop"), "{again}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn devices_using_other_names_for_the_bridge_share_answers_but_not_bridge_urls() {
+    let env = start().await;
+    let c = env.control();
+    let port = env.bridge.addr.port();
+    let (here, there) = (format!("127.0.0.1:{port}"), format!("nas.local:{port}"));
+    let get = |path: &str, host: &str| {
+        let r = env.req("GET", path).header("Host", host).send();
+        async move {
+            let r = r.await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let objects = seed(&env, "n", 1, "x").await;
+    let event = get(&objects[0], &here).await;
+    c.clear_request_log();
+    // The laptop uses another name for the bridge: the same answer, from the cache.
+    assert_eq!(get(&objects[0], &there).await, event);
+    let (s, _) = env.propfind("/dav/alice/calendars/work/", "1", LIST).await;
+    assert_eq!(s, 207);
+    assert!(upstream(&c, "*").is_empty(), "{:?}", upstream(&c, "*"));
+
+    // A contact whose photo is an upstream URL: the bridge URL in it names the origin the
+    // client used, so each name gets its own answer.
+    let (_, listing) = env.propfind("/dav/alice/contacts/card/", "1", LIST).await;
+    let mut with_photo = None;
+    for href in hrefs(&listing).into_iter().filter(|h| h.ends_with(".vcf")) {
+        let card = get(&href, &here).await;
+        if card.contains(&format!("http://{here}/dav/alice/_up/")) {
+            with_photo = Some(href);
+            break;
+        }
+    }
+    let href = with_photo.expect("a seeded contact with a photo URL");
+    c.clear_request_log();
+    let card = get(&href, &there).await;
+    assert!(
+        card.contains(&format!("http://{there}/dav/alice/_up/")),
+        "{card}"
+    );
+    assert!(!card.contains(&here), "{card}");
+    assert_eq!(upstream(&c, "GET").len(), 1, "{:?}", upstream(&c, "*"));
+    // ... and each is served from the cache for its own name.
+    c.clear_request_log();
+    assert!(get(&href, &here).await.contains(&format!("http://{here}/")));
+    assert!(get(&href, &there)
+        .await
+        .contains(&format!("http://{there}/")));
+    assert!(upstream(&c, "*").is_empty(), "{:?}", upstream(&c, "*"));
     env.stop().await;
 }
 

@@ -22,6 +22,11 @@ use hyper::body::Frame;
 /// How long entries are kept at most (as stale copies after `fresh_secs`).
 const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 
+/// The origin in the keys of answers good for every client whatever origin it uses (most
+/// answers: only bodies with an absolute bridge URL, for a photo or an attachment, are kept
+/// under the origin they were made for).
+pub const SHARED_ORIGIN: &str = "";
+
 /// Request headers that change the answer and so belong in the key.
 const VARY: &[&str] = &["depth", "prefer", "brief", "accept"];
 
@@ -372,8 +377,8 @@ impl Cache {
         }
     }
 
-    /// Every asked object's piece, in the order asked: fresh, or older at the ETag a fresh
-    /// listing names; `None` if any is missing.
+    /// Every asked object's piece (shared, or made for `origin`), in the order asked: fresh,
+    /// or older at the ETag a fresh listing names; `None` if any is missing.
     pub fn pieces(
         &self,
         account: &str,
@@ -385,11 +390,12 @@ impl Cache {
             .iter()
             .map(|h| {
                 let href = multiget::normal(h);
-                let k = self.piece_key(account, origin, &href, request.signature)?;
-                if let Some(e) = self.fresh(&k) {
+                let key = |o| self.piece_key(account, o, &href, request.signature);
+                let keys = [key(SHARED_ORIGIN)?, key(origin)?];
+                if let Some(e) = keys.iter().find_map(|k| self.fresh(k)) {
                     return Some(e.concat());
                 }
-                let piece = self.entries.get(&k)?.concat();
+                let piece = keys.iter().find_map(|k| self.entries.get(k))?.concat();
                 let etag = multiget::etag_of(std::str::from_utf8(&piece).ok()?)?;
                 self.listed_fresh(account, &href, etag.as_bytes())
                     .then_some(piece)

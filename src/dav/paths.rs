@@ -153,6 +153,9 @@ pub struct ToLocal {
     /// For REPORTs: the local path of the collection asked. iCloud lists the collection
     /// itself among the results, which clients take for an unsolicited item; it is dropped.
     pub report_collection: Option<String>,
+    /// Set once `public_origin` is written into a body (an absolute bridge URL for a contact
+    /// photo or an attachment): such an answer is only good for clients using that origin.
+    pub origin_used: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ToLocal {
@@ -265,6 +268,8 @@ impl HrefMap for ToLocal {
             if !self.hosts.is_upstream(&u) {
                 return None;
             }
+            self.origin_used
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             Some(format!(
                 "{}/dav/{}/_up/{}",
                 self.public_origin,
@@ -466,6 +471,7 @@ mod tests {
             public_origin: "http://127.0.0.1:8008".into(),
             hosts: Arc::new(Hosts),
             report_collection: None,
+            origin_used: Default::default(),
         }
     }
 
@@ -588,6 +594,7 @@ mod tests {
             public_origin: "http://127.0.0.1:8008".into(),
             hosts: Arc::new(AnyHost),
             report_collection: None,
+            origin_used: Default::default(),
         };
         assert_eq!(
             m.href_in("d:current-user-principal", "/test/").as_deref(),

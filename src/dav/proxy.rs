@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use url::Url;
 
-use crate::cache::Entry;
+use crate::cache::{Entry, SHARED_ORIGIN};
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{escapes, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts};
 use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
@@ -190,19 +190,33 @@ pub async fn forward(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let cache = &app.cache;
-    let key = cache.key(
-        account.name(),
-        home,
-        method,
-        &format!("{rest}{query}"),
-        public_origin,
-        &parts.headers,
-        &body,
-    );
+    let path_and_query = format!("{rest}{query}");
+    let key_for = |origin: &str| {
+        cache.key(
+            account.name(),
+            home,
+            method,
+            &path_and_query,
+            origin,
+            &parts.headers,
+            &body,
+        )
+    };
+    // Answers are shared by every origin clients use (`http://nas.local:8008`, an IP, the
+    // HTTPS port); those that carry an absolute bridge URL are kept per origin.
+    let shared = key_for(SHARED_ORIGIN);
+    if !revalidating {
+        if let Some(e) = cache.fresh(&shared) {
+            cache.record_hit();
+            return Ok(e.response(None));
+        }
+    }
+    let own = key_for(public_origin);
+    let fresh = || cache.fresh(&shared).or_else(|| cache.fresh(&own));
     if revalidating {
         // A client checking its copy: answer 304 from a fresh entry with the same ETag,
         // otherwise ask upstream (its answer depends on the condition, so it is not stored).
-        if let Some(e) = cache.fresh(&key) {
+        if let Some(e) = fresh() {
             if let Some(r) = not_modified(&e, &parts.headers) {
                 cache.record_hit();
                 return Ok(r);
@@ -210,13 +224,14 @@ pub async fn forward(
         }
         return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
     }
-    if let Some(e) = cache.fresh(&key) {
+    if let Some(e) = cache.fresh(&own) {
         cache.record_hit();
         return Ok(e.response(None));
     }
     // An object fetched before `fresh_secs` ago that a fresh listing shows unchanged.
     if method == "GET" && parts.uri.query().is_none() {
-        if let Some(e) = cache.validated_object(&key, account.name(), home, rest) {
+        let validated = |k| cache.validated_object(k, account.name(), home, rest);
+        if let Some(e) = validated(&shared).or_else(|| validated(&own)) {
             cache.record_hit();
             return Ok(e.response(None));
         }
@@ -242,8 +257,8 @@ pub async fn forward(
             return Ok(entry.response(None));
         }
     }
-    let mut flight = cache.single_flight(&key).await;
-    if let Some(e) = cache.fresh(&key) {
+    let mut flight = cache.single_flight(&shared).await;
+    if let Some(e) = fresh() {
         cache.record_hit();
         return Ok(e.response(None));
     }
@@ -263,7 +278,18 @@ pub async fn forward(
     match result {
         Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
             let (head, body) = resp.into_parts();
-            match buffer_up_to(body, cache.max_entry()).await {
+            let buffered = buffer_up_to(body, cache.max_entry()).await;
+            // Read once the body is through the rewriter; unknown counts as used.
+            let origin_used = head
+                .extensions
+                .get::<OriginUsed>()
+                .is_none_or(|u| u.0.load(std::sync::atomic::Ordering::Relaxed));
+            let (key, origin) = if origin_used {
+                (own, public_origin)
+            } else {
+                (shared, SHARED_ORIGIN)
+            };
+            match buffered {
                 Ok(Buffered::Whole(chunks)) => {
                     let stored = std::time::Instant::now();
                     // Kept in one piece: a hit is then one buffer handed to the socket, not a
@@ -277,12 +303,7 @@ pub async fn forward(
                         cache.store_listed(account.name(), &whole, stored);
                         if let Some(mg) = &multiget {
                             if let Some(pieces) = crate::cache::multiget::split_response(&whole) {
-                                cache.store_pieces(
-                                    account.name(),
-                                    public_origin,
-                                    mg.signature,
-                                    pieces,
-                                );
+                                cache.store_pieces(account.name(), origin, mg.signature, pieces);
                             }
                         }
                     }
@@ -303,16 +324,18 @@ pub async fn forward(
             }
         }
         Ok(resp) => Ok(resp),
-        Err(DavError::Upstream(e)) if e.serve_stale() => match cache.any(&key) {
-            Some(stale) => {
-                cache
-                    .stats
-                    .stale_served
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(stale.response(Some(e.state().as_str())))
+        Err(DavError::Upstream(e)) if e.serve_stale() => {
+            match cache.any(&shared).or_else(|| cache.any(&own)) {
+                Some(stale) => {
+                    cache
+                        .stats
+                        .stale_served
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(stale.response(Some(e.state().as_str())))
+                }
+                None => Err(DavError::Upstream(e)),
             }
-            None => Err(DavError::Upstream(e)),
-        },
+        }
         Err(e) => Err(e),
     }
 }
@@ -503,6 +526,7 @@ async fn upstream_phase(
         return Err(e);
     }
 
+    let origin_used = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let to_local: Arc<dyn HrefMap> = Arc::new(ToLocal {
         account: account.name().to_string(),
         learned: learned.clone(),
@@ -520,6 +544,7 @@ async fn upstream_phase(
                 crate::dav::paths::home_segment(service)
             )
         }),
+        origin_used: origin_used.clone(),
     });
 
     let mut out = Response::builder().status(status);
@@ -610,8 +635,14 @@ async fn upstream_phase(
         .body(body)
         .map_err(|_| DavError::BadRequest("could not build the response".into()))?;
     dedupe_content_type(response.headers_mut());
+    response.extensions_mut().insert(OriginUsed(origin_used));
     Ok(response)
 }
+
+/// Response extension: whether the rewritten body names the client's origin (known once the
+/// body has been read through).
+#[derive(Clone)]
+struct OriginUsed(Arc<std::sync::atomic::AtomicBool>);
 
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
