@@ -154,7 +154,9 @@ pub struct LoginStore {
     /// One verification per (login, password) at a time: concurrent first requests of a
     /// client wait for it instead of each running argon2.
     verifying: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
-    hmac_key: Key<HmacSha256>,
+    /// The HMAC for remembered verifications, keyed with a random key at start (cloned per
+    /// use: the key's pads are hashed once, not per request).
+    hmac: HmacSha256,
     argon2_slots: Arc<Semaphore>,
     argon2_runs: Arc<AtomicU64>,
     cache_hits: AtomicU64,
@@ -255,6 +257,7 @@ impl LoginStore {
         let logins = read_file(&path)?.logins;
         let mut hmac_key = Key::<HmacSha256>::default();
         random_bytes(&mut hmac_key)?;
+        let hmac = <HmacSha256 as hmac::digest::KeyInit>::new(&hmac_key);
         Ok(LoginStore {
             dir: data_dir.to_path_buf(),
             path,
@@ -267,7 +270,7 @@ impl LoginStore {
             write_lock: Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             verifying: Mutex::new(HashMap::new()),
-            hmac_key,
+            hmac,
             argon2_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_ARGON2)),
             argon2_runs: Arc::new(AtomicU64::new(0)),
             cache_hits: AtomicU64::new(0),
@@ -498,7 +501,7 @@ impl LoginStore {
     }
 
     fn cache_key(&self, name: &str, password: &str) -> [u8; 32] {
-        let mut mac = <HmacSha256 as hmac::digest::KeyInit>::new(&self.hmac_key);
+        let mut mac = self.hmac.clone();
         mac.update(name.as_bytes());
         mac.update(&[0]);
         mac.update(password.as_bytes());
