@@ -289,6 +289,24 @@ async fn demo(listen: &str) -> Result<(), String> {
         password_command: None,
     }];
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Mail too, on free ports next to the DAV address (named in the log, not on stdout):
+    // IMAP (STARTTLS; plain login on loopback) and SMTP submission, the stand-in behind them.
+    cfg.server.certs_dir = dir.join("certs");
+    let mail_addr = std::net::SocketAddr::new(listen.ip(), 0);
+    cfg.server.imap_listen = Some(mail_addr);
+    cfg.server.smtp_listen = Some(mail_addr);
+    cfg.upstream.imap = standin
+        .imap_url()
+        .parse()
+        .map_err(|_| "bad stand-in IMAP URL")?;
+    cfg.upstream.smtp = standin
+        .smtp_url()
+        .parse()
+        .map_err(|_| "bad stand-in SMTP URL")?;
+    let standin_ca = dir.join("standin-ca.pem");
+    std::fs::write(&standin_ca, standin.ca_pem())
+        .map_err(|e| format!("cannot write {}: {e}", standin_ca.display()))?;
+    cfg.upstream.ca_file = Some(standin_ca);
     Vault::open(&dir)
         .set("alice", &Secret::new(DEMO_APP_PASSWORD.into()))
         .map_err(|e| e.to_string())?;
@@ -297,6 +315,13 @@ async fn demo(listen: &str) -> Result<(), String> {
         .add("demo", "alice", true, None)
         .map_err(|e| e.to_string())?;
     let running = listener::start(cfg).await?;
+    if let (Some(imap), Some(smtp)) = (running.imap_addr, running.smtp_addr) {
+        tracing::info!(
+            %imap,
+            %smtp,
+            "demo mail: IMAP and SMTP submission with the same user and password"
+        );
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "url: http://{}/", running.addr);
     let _ = writeln!(out, "user: demo");

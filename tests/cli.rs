@@ -69,6 +69,86 @@ fn demo_prints_exactly_three_lines_and_serves() {
 }
 
 /// SIGTERM, as systemd and Docker send it, for a clean shutdown.
+/// Read one reply of a line protocol: lines until `done` says the reply is complete.
+fn reply(r: &mut impl BufRead, done: impl Fn(&str) -> bool) -> String {
+    let mut all = String::new();
+    loop {
+        let mut l = String::new();
+        assert!(
+            r.read_line(&mut l).unwrap() > 0,
+            "connection closed after {all:?}"
+        );
+        all.push_str(&l);
+        if done(&l) {
+            return all;
+        }
+    }
+}
+
+#[test]
+fn demo_serves_mail_too_with_the_same_login() {
+    let (mut child, _out, lines) = start_demo(bin().stderr(Stdio::piped()));
+    let pw = lines[2].trim_start_matches("password: ").to_string();
+    // The mail addresses are in the log (stdout keeps its three lines); keep draining it.
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            if line.contains("demo mail:") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a demo mail log line");
+    let addr = |key: &str| -> std::net::SocketAddr {
+        let at = line.find(&format!("{key}=")).expect(key) + key.len() + 1;
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let connect = |a| {
+        let s = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (BufReader::new(s.try_clone().unwrap()), s)
+    };
+
+    // IMAP: log in with the demo login, open the inbox of the stand-in's mailbox.
+    let (mut r, mut w) = connect(addr("imap"));
+    assert!(reply(&mut r, |_| true).starts_with("* OK"));
+    write!(w, "a LOGIN demo \"{pw}\"\r\n").unwrap();
+    let login = reply(&mut r, |l| l.starts_with("a "));
+    assert!(login.lines().last().unwrap().starts_with("a OK"), "{login}");
+    write!(w, "b SELECT INBOX\r\n").unwrap();
+    let select = reply(&mut r, |l| l.starts_with("b "));
+    assert!(
+        select.contains("EXISTS") && select.contains("b OK"),
+        "{select}"
+    );
+    write!(w, "c LOGOUT\r\n").unwrap();
+
+    // SMTP submission: the same login is accepted.
+    let (mut r, mut w) = connect(addr("smtp"));
+    assert!(reply(&mut r, |l| l.as_bytes().get(3) == Some(&b' ')).starts_with("220"));
+    write!(w, "EHLO laptop\r\n").unwrap();
+    let ehlo = reply(&mut r, |l| l.as_bytes().get(3) == Some(&b' '));
+    assert!(ehlo.contains("AUTH"), "{ehlo}");
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0demo\0{pw}"));
+    write!(w, "AUTH PLAIN {token}\r\n").unwrap();
+    let auth = reply(&mut r, |l| l.as_bytes().get(3) == Some(&b' '));
+    assert!(auth.starts_with("235"), "{auth}");
+    write!(w, "QUIT\r\n").unwrap();
+
+    unsafe_kill(&child);
+    let st = child.wait().unwrap();
+    assert!(st.code().is_none() || st.success(), "{st:?}");
+}
+
 fn unsafe_kill(child: &std::process::Child) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
     // SAFETY: sending a signal to our own child process.
