@@ -147,6 +147,67 @@ leak_check() {  # leak_check URL USER PASS [--pid PID | --port PORT]...
   "$PY" "$HERE/leak-check.py" --url "$url" --user "$user" --password "$pass" "$@"
 }
 
+# standin_bridge DIR SERVER_LINES EXTRA_TOML LOGIN... : `standin --seed`, then `serve` in front
+# of it (SERVER_LINES added to [server], EXTRA_TOML appended; the stand-in's password stored
+# with `reconnect`, one `client add` per LOGIN). On success sets SB_JSON (the stand-in's
+# line), SB_PORT, SB_CFG and SB_PASS[LOGIN]; on failure shows the logs and returns 1.
+# standin_bridge_stop stops both. `sbj KEY` reads the stand-in's JSON.
+declare -A SB_PASS
+SB_PID="" SB_SI_PID=""
+sbj() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$SB_JSON" "$1"; }
+standin_bridge() {
+  local dir="$1" server_lines="$2" extra="$3" login
+  shift 3
+  mkdir -p "$dir"
+  SB_PASS=()
+  spawn_split standin "$dir/standin.json" "$dir/standin.log" "$BIN" standin --seed
+  SB_SI_PID="$SPAWN_PID"
+  if ! wait_lines "$SB_SI_PID" "$dir/standin.json" 1; then
+    show_log "$dir/standin.log" 10 2>&1
+    return 1
+  fi
+  SB_JSON="$(head -n1 "$dir/standin.json")"
+  SB_PORT="$(free_port)"
+  SB_CFG="$dir/icloud-bridge.toml"
+  cat >"$SB_CFG" <<CONF
+[server]
+listen = "$HOST:$SB_PORT"
+data_dir = "data"
+certs_dir = "certs"
+$server_lines
+
+[[account]]
+name = "alice"
+apple_id = "$(sbj apple_id)"
+
+[upstream]
+caldav = "$(sbj caldav)"
+carddav = "$(sbj carddav)"
+
+$extra
+CONF
+  if ! printf '%s\n' "$(sbj password)" | "$BIN" --config "$SB_CFG" reconnect --password-stdin \
+      >"$dir/reconnect.log" 2>&1; then
+    show_log "$dir/reconnect.log" 10 2>&1
+    return 1
+  fi
+  for login in "$@"; do
+    SB_PASS[$login]="$("$BIN" --config "$SB_CFG" client add "$login" 2>>"$dir/client-add.log")" \
+      || { show_log "$dir/client-add.log" 10 2>&1; return 1; }
+  done
+  spawn "bridge-$(basename "$dir")" "$dir/bridge.log" "$BIN" --config "$SB_CFG" serve
+  SB_PID="$SPAWN_PID"
+  if ! wait_http "$SB_PID" "http://$HOST:$SB_PORT/healthz"; then
+    show_log "$dir/bridge.log" 20 2>&1
+    return 1
+  fi
+}
+standin_bridge_stop() {
+  [ -n "$SB_PID" ] && stop_pid "$SB_PID"
+  [ -n "$SB_SI_PID" ] && stop_pid "$SB_SI_PID"
+  SB_PID="" SB_SI_PID=""
+}
+
 export -f caldav_client vdirsyncer_roundtrip leak_check
 export PY HERE N CALDAV_N
 
@@ -196,52 +257,17 @@ CONTEXT_LOGS=()
 
 # (b) revocation and reconnect: `serve` against the stand-in, driven from outside ------
 RC_DIR="$RUN_DIR/reconnect"
-mkdir -p "$RC_DIR"
 RC_NAME="reconnect: revoke -> 503 with the sentence -> 'reconnect --password-stdin' -> python-caldav syncs within 2 s"
-spawn_split standin "$RC_DIR/standin.json" "$RC_DIR/standin.log" "$BIN" standin --seed
-SI_PID="$SPAWN_PID"
-rc_ok=0
-if wait_lines "$SI_PID" "$RC_DIR/standin.json" 1; then
-  SI_JSON="$(head -n1 "$RC_DIR/standin.json")"
-  si() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$SI_JSON" "$1"; }
-  RC_PORT="$(free_port)"
-  RC_CFG="$RC_DIR/icloud-bridge.toml"
-  cat >"$RC_CFG" <<CONF
-[server]
-listen = "$HOST:$RC_PORT"
-data_dir = "data"
-
-[[account]]
-name = "alice"
-apple_id = "$(si apple_id)"
-
-[upstream]
-caldav = "$(si caldav)"
-carddav = "$(si carddav)"
-auth_probe_secs = 900
-CONF
-  if printf '%s\n' "$(si password)" | "$BIN" --config "$RC_CFG" reconnect --password-stdin \
-        >"$RC_DIR/first-reconnect.log" 2>&1 \
-      && RC_PASS="$("$BIN" --config "$RC_CFG" client add laptop 2>"$RC_DIR/client-add.log")"; then
-    spawn bridge-reconnect "$RC_DIR/bridge.log" "$BIN" --config "$RC_CFG" serve
-    RC_PID="$SPAWN_PID"
-    if wait_http "$RC_PID" "http://$HOST:$RC_PORT/healthz"; then
-      rc_ok=1
-      CONTEXT_LOGS=("$RC_DIR/bridge.log")
-      check "$RC_NAME" 120 "$PY" "$HERE/reconnect.py" --bridge "http://$HOST:$RC_PORT/" \
-        --user laptop --password "$RC_PASS" --control "$(si control)" --bin "$BIN" --config "$RC_CFG"
-      CONTEXT_LOGS=()
-    fi
-    stop_pid "$RC_PID"
-  fi
-fi
-if [ "$rc_ok" = 0 ]; then
+if standin_bridge "$RC_DIR" "" "" laptop; then
+  CONTEXT_LOGS=("$RC_DIR/bridge.log")
+  check "$RC_NAME" 120 "$PY" "$HERE/reconnect.py" --bridge "http://$HOST:$SB_PORT/" \
+    --user laptop --password "${SB_PASS[laptop]}" --control "$(sbj control)" --bin "$BIN" \
+    --config "$SB_CFG"
+  CONTEXT_LOGS=()
+else
   fail_check "$RC_NAME" "not run: stand-in or bridge did not start"
-  show_log "$RC_DIR/standin.log" 10 2>&1
-  show_log "$RC_DIR/first-reconnect.log" 10 2>&1
-  show_log "$RC_DIR/bridge.log" 20 2>&1
 fi
-stop_pid "$SI_PID"
+standin_bridge_stop
 
 # (c) Radicale as a generic upstream --------------------------------------------
 RAD_USER="test"
@@ -530,61 +556,23 @@ fi
 
 # (g) a household on the HTTPS port: two python-caldav devices, the cache, an edit on iCloud --
 H_DIR="$RUN_DIR/household"
-mkdir -p "$H_DIR"
 H_NAME="household over HTTPS (only certs/ca.pem trusted): python-caldav device 2 syncs with no object download from iCloud; an edit on iCloud costs one"
 H_FRESH=2
-spawn_split standin "$H_DIR/standin.json" "$H_DIR/standin.log" "$BIN" standin --seed
-H_SI_PID="$SPAWN_PID"
-h_ok=0
-if wait_lines "$H_SI_PID" "$H_DIR/standin.json" 1; then
-  H_JSON="$(head -n1 "$H_DIR/standin.json")"
-  hsi() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$H_JSON" "$1"; }
-  H_PORT="$(free_port)"
-  H_TLS_PORT="$(free_port)"
-  H_CFG="$H_DIR/icloud-bridge.toml"
-  cat >"$H_CFG" <<CONF
-[server]
-listen = "$HOST:$H_PORT"
-tls_listen = "$HOST:$H_TLS_PORT"
-data_dir = "data"
-certs_dir = "certs"
-
-[[account]]
-name = "alice"
-apple_id = "$(hsi apple_id)"
-
-[cache]
-fresh_secs = $H_FRESH
-
-[upstream]
-caldav = "$(hsi caldav)"
-carddav = "$(hsi carddav)"
-CONF
-  if printf '%s\n' "$(hsi password)" | "$BIN" --config "$H_CFG" reconnect --password-stdin \
-        >"$H_DIR/reconnect.log" 2>&1 \
-      && H_P1="$("$BIN" --config "$H_CFG" client add phone 2>"$H_DIR/client-add.log")" \
-      && H_P2="$("$BIN" --config "$H_CFG" client add laptop 2>>"$H_DIR/client-add.log")"; then
-    spawn bridge-household "$H_DIR/bridge.log" "$BIN" --config "$H_CFG" serve
-    H_PID="$SPAWN_PID"
-    if wait_http "$H_PID" "http://$HOST:$H_PORT/healthz" && [ -s "$H_DIR/certs/ca.pem" ]; then
-      h_ok=1
-      CONTEXT_LOGS=("$H_DIR/bridge.log")
-      check "$H_NAME" 120 "$PY" "$HERE/household.py" --bridge "https://$HOST:$H_TLS_PORT/" \
-        --ca "$H_DIR/certs/ca.pem" --control "$(hsi control)" \
-        --device1 "phone:$H_P1" --device2 "laptop:$H_P2" --icloud "$(hsi caldav)" \
-        --apple-id "$(hsi apple_id)" --app-password "$(hsi password)" --fresh "$H_FRESH"
-      CONTEXT_LOGS=()
-    fi
-    stop_pid "$H_PID"
-  fi
-fi
-if [ "$h_ok" = 0 ]; then
+H_TLS_PORT="$(free_port)"
+if standin_bridge "$H_DIR" "tls_listen = \"$HOST:$H_TLS_PORT\"" \
+    "$(printf '[cache]\nfresh_secs = %s' "$H_FRESH")" phone laptop \
+    && [ -s "$H_DIR/certs/ca.pem" ]; then
+  CONTEXT_LOGS=("$H_DIR/bridge.log")
+  check "$H_NAME" 120 "$PY" "$HERE/household.py" --bridge "https://$HOST:$H_TLS_PORT/" \
+    --ca "$H_DIR/certs/ca.pem" --control "$(sbj control)" \
+    --device1 "phone:${SB_PASS[phone]}" --device2 "laptop:${SB_PASS[laptop]}" \
+    --icloud "$(sbj caldav)" --apple-id "$(sbj apple_id)" --app-password "$(sbj password)" \
+    --fresh "$H_FRESH"
+  CONTEXT_LOGS=()
+else
   fail_check "$H_NAME" "not run: stand-in or bridge did not start"
-  show_log "$H_DIR/standin.log" 10 2>&1
-  show_log "$H_DIR/reconnect.log" 10 2>&1
-  show_log "$H_DIR/bridge.log" 20 2>&1
 fi
-stop_pid "$H_SI_PID"
+standin_bridge_stop
 
 stop_all
 echo "$PASSED passed, $FAILED failed"
