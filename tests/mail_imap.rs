@@ -517,7 +517,7 @@ async fn check_tests_imap_when_it_is_served() {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nimap_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ncerts_dir = {:?}\n\n[[account]]\nname = \"alice\"\napple_id = \"{}\"\n\n[upstream]\ncaldav = {:?}\ncarddav = {:?}\nimap = {:?}\ntimeout_secs = 5\n",
             env.dir.path(),
-            env.dir.path().join("certs"),
+            env.dir.path().join("check-certs"),
             icloud_bridge::standin::DEMO_APPLE_ID,
             env.standin.caldav_url(),
             env.standin.carddav_url(),
@@ -538,6 +538,8 @@ async fn check_tests_imap_when_it_is_served() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("alice imap ok"), "{stdout}");
+    // Testing iCloud needs no server certificate: check writes nothing into certs_dir.
+    assert!(!env.dir.path().join("check-certs").exists());
     // Mail switched off for the Apple ID: the same NO as a bad password, so check says so.
     env.control().set_service(
         icloud_bridge::standin::DEMO_APPLE_ID,

@@ -37,7 +37,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Front {
     pub app: Arc<App>,
     pub acceptor: tokio_rustls::TlsAcceptor,
-    pub connector: tokio_rustls::TlsConnector,
+    /// The way to iCloud's IMAP server.
+    pub up: upstream::Upstream,
     limit: Arc<tokio::sync::Semaphore>,
 }
 
@@ -68,28 +69,27 @@ pub(crate) fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAd
 
 fn front(app: &Arc<App>) -> Result<Front, String> {
     let server_tls = tls::server_config(&app.config.server)?;
-    let client_tls = tls::client_config(app.config.upstream.ca_file.as_deref())?;
     Ok(Front {
         app: app.clone(),
         acceptor: tokio_rustls::TlsAcceptor::from(server_tls),
-        connector: tokio_rustls::TlsConnector::from(client_tls),
+        up: upstream::Upstream::new(app)?,
         limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
     })
 }
 
-/// Log in to iCloud's IMAP once with `account`'s stored password (`icloud-bridge check`).
+/// Log in to iCloud's IMAP once with `account`'s stored password (`icloud-bridge check`);
+/// needs no server certificate, so it writes nothing to `certs_dir`.
 pub async fn check_imap(
     app: &Arc<App>,
     account: &crate::upstream::state::Account,
 ) -> Result<(), crate::upstream::error::UpstreamError> {
-    let front =
-        front(app).map_err(
-            |detail| crate::upstream::error::UpstreamError::Unreachable {
-                kind: crate::upstream::error::Unreachable::Tls,
-                detail,
-            },
-        )?;
-    upstream::check(&front, account).await
+    let up = upstream::Upstream::new(app).map_err(|detail| {
+        crate::upstream::error::UpstreamError::Unreachable {
+            kind: crate::upstream::error::Unreachable::Tls,
+            detail,
+        }
+    })?;
+    upstream::check(&up, account).await
 }
 
 /// Bind `imap_listen` and `imaps_listen` (if set) and start serving; must run inside a
@@ -110,7 +110,7 @@ pub fn start(app: &Arc<App>, token: &CancellationToken) -> Result<MailListeners,
         out.tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = token.cancelled() => {}
-                _ = upstream::check(&front, &acc) => {}
+                _ = upstream::check(&front.up, &acc) => {}
             }
         }));
     }

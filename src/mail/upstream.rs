@@ -13,13 +13,31 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::config::ImapUser;
-use crate::mail::{BoxIo, Front};
+use crate::mail::BoxIo;
+use crate::server::app::App;
 use crate::upstream::credential::Secret;
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Service};
 
 /// Longest response line read while logging in.
 const MAX_LINE: u64 = 64 * 1024;
+
+/// What reaching iCloud's IMAP server takes: the configuration and the TLS client.
+pub struct Upstream {
+    pub app: std::sync::Arc<App>,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl Upstream {
+    /// The TLS client trusts the webpki roots plus `upstream.ca_file`.
+    pub fn new(app: &std::sync::Arc<App>) -> Result<Upstream, String> {
+        let client_tls = crate::tls::client_config(app.config.upstream.ca_file.as_deref())?;
+        Ok(Upstream {
+            app: app.clone(),
+            connector: tokio_rustls::TlsConnector::from(client_tls),
+        })
+    }
+}
 
 /// A logged-in upstream session, ready to relay.
 pub struct Session {
@@ -47,7 +65,7 @@ fn unreachable(kind: Unreachable, detail: &str) -> Failure {
 
 /// Log in to iCloud's IMAP server for `account`, updating its state. Held and rejected
 /// accounts are answered at once without contacting Apple.
-pub async fn open(front: &Front, account: &Account) -> Result<Session, UpstreamError> {
+pub async fn open(up: &Upstream, account: &Account) -> Result<Session, UpstreamError> {
     if let Some(e) = account.held() {
         return Err(e);
     }
@@ -58,7 +76,7 @@ pub async fn open(front: &Front, account: &Account) -> Result<Session, UpstreamE
         .ok_or_else(|| UpstreamError::Unconfigured {
             account: account.name().to_string(),
         })?;
-    let user = match front.app.config.upstream.imap_user {
+    let user = match up.app.config.upstream.imap_user {
         ImapUser::Address => account.apple_id(),
         ImapUser::LocalPart => account
             .apple_id()
@@ -66,8 +84,8 @@ pub async fn open(front: &Front, account: &Account) -> Result<Session, UpstreamE
             .next()
             .unwrap_or(account.apple_id()),
     };
-    let secs = front.app.config.upstream.timeout_secs;
-    let result = tokio::time::timeout(Duration::from_secs(secs), login(front, user, &secret))
+    let secs = up.app.config.upstream.timeout_secs;
+    let result = tokio::time::timeout(Duration::from_secs(secs), login(up, user, &secret))
         .await
         .unwrap_or_else(|_| Err(unreachable(Unreachable::Timeout, "no answer in time")));
     match result {
@@ -97,15 +115,15 @@ pub async fn open(front: &Front, account: &Account) -> Result<Session, UpstreamE
 
 /// Log in once and out again: the test of the stored credential (at start-up and by
 /// `icloud-bridge check`); the outcome is recorded in the account's state.
-pub async fn check(front: &Front, account: &Account) -> Result<(), UpstreamError> {
-    let mut s = open(front, account).await?;
+pub async fn check(up: &Upstream, account: &Account) -> Result<(), UpstreamError> {
+    let mut s = open(up, account).await?;
     let _ = s.io.write_all(b"ib3 LOGOUT\r\n").await;
     let _ = s.io.shutdown().await;
     Ok(())
 }
 
-async fn connect(front: &Front) -> Result<BoxIo, Failure> {
-    let url = &front.app.config.upstream.imap;
+async fn connect(up: &Upstream) -> Result<BoxIo, Failure> {
+    let url = &up.app.config.upstream.imap;
     let tls = url.scheme() == "imaps";
     let host = url
         .host_str()
@@ -125,7 +143,7 @@ async fn connect(front: &Front) -> Result<BoxIo, Failure> {
     }
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|_| unreachable(Unreachable::Tls, "bad server name"))?;
-    let stream = front.connector.connect(name, tcp).await.map_err(|e| {
+    let stream = up.connector.connect(name, tcp).await.map_err(|e| {
         tracing::debug!(%host, error = %e, "IMAP upstream TLS handshake failed");
         unreachable(Unreachable::Tls, "TLS handshake failed")
     })?;
@@ -290,8 +308,8 @@ fn is_rejection(t: &Tagged) -> bool {
         )
 }
 
-async fn login(front: &Front, user: &str, secret: &Secret) -> Result<Session, Failure> {
-    let io = connect(front).await?;
+async fn login(up: &Upstream, user: &str, secret: &Secret) -> Result<Session, Failure> {
+    let io = connect(up).await?;
     let mut r = BufReader::new(io);
     let greeting = read_line(&mut r).await?;
     let g = String::from_utf8_lossy(&greeting).to_ascii_uppercase();
