@@ -408,6 +408,9 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
     assert_eq!(upstream(&c, "PROPFIND").len(), 1);
     let (s, etag, body) = get(objects[0].clone()).await;
     assert_eq!((s, etag, body), (200, etag0.clone(), body0.clone()));
+    // Its age counts from the listing that vouched for it, not from when it was stored (1.1 s).
+    let r = env.req("GET", &objects[0]).send().await.unwrap();
+    assert_eq!(r.headers()["age"], "0");
     let (s, again) = env.report(coll, "1", &multiget(&objects[1..])).await;
     assert_eq!(s, 207);
     assert_eq!(again, all);

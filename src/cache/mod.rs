@@ -329,28 +329,32 @@ impl Cache {
         }
     }
 
-    /// Whether a listing fresh from iCloud within `fresh_secs` gave `href` this ETag.
-    fn listed_fresh(&self, account: &str, href: &str, etag: &[u8]) -> bool {
-        self.listed_key(account, href)
-            .and_then(|k| self.fresh(&k))
-            .and_then(|e| e.headers.get(http::header::ETAG).cloned())
-            .is_some_and(|listed| listed.as_bytes() == etag)
+    /// When a listing fresh from iCloud (within `fresh_secs`) gave `href` this ETag, if one did.
+    fn listed_fresh(&self, account: &str, href: &str, etag: &[u8]) -> Option<Instant> {
+        let listed = self.fresh(&self.listed_key(account, href)?)?;
+        (listed.headers.get(http::header::ETAG)?.as_bytes() == etag).then_some(listed.stored)
     }
 
     /// A stored GET answer for `/dav/<account>/<home>/<rest>` that is past `fresh_secs` but
-    /// still current: a listing fresh from iCloud names the object at the answer's ETag.
+    /// still current: a listing fresh from iCloud names the object at the answer's ETag. The
+    /// answer, with `Age` counted from that listing.
     pub fn validated_object(
         &self,
         key: &Key,
         account: &str,
         home: &str,
         rest: &str,
-    ) -> Option<Arc<Entry>> {
+    ) -> Option<Response<Body>> {
         let e = self.entries.get(key)?;
         let etag = e.headers.get(http::header::ETAG)?;
         let href = multiget::normal(&format!("/dav/{account}/{home}/{rest}"));
-        self.listed_fresh(account, &href, etag.as_bytes())
-            .then_some(e)
+        let listed = self.listed_fresh(account, &href, etag.as_bytes())?;
+        let mut r = e.response(None);
+        r.headers_mut().insert(
+            http::header::AGE,
+            HeaderValue::from(listed.elapsed().as_secs()),
+        );
+        Some(r)
     }
 
     /// Keep the pieces of a multiget answer (already split by href).
@@ -398,7 +402,7 @@ impl Cache {
                 let piece = keys.iter().find_map(|k| self.entries.get(k))?.concat();
                 let etag = multiget::etag_of(std::str::from_utf8(&piece).ok()?)?;
                 self.listed_fresh(account, &href, etag.as_bytes())
-                    .then_some(piece)
+                    .map(|_| piece)
             })
             .collect()
     }

@@ -231,9 +231,9 @@ pub async fn forward(
     // An object fetched before `fresh_secs` ago that a fresh listing shows unchanged.
     if method == "GET" && parts.uri.query().is_none() {
         let validated = |k| cache.validated_object(k, account.name(), home, rest);
-        if let Some(e) = validated(&shared).or_else(|| validated(&own)) {
+        if let Some(r) = validated(&shared).or_else(|| validated(&own)) {
             cache.record_hit();
-            return Ok(e.response(None));
+            return Ok(r);
         }
     }
     // A multiget of objects the cache knows (from earlier multigets, in any grouping).
