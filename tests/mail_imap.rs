@@ -266,6 +266,14 @@ async fn revoked_app_password_gets_the_alert_and_unavailable() {
     );
     assert!(t.starts_with("b NO [UNAVAILABLE]"), "{t}");
     assert_eq!(upstream_logins(&env), before);
+    // The operator sees the start-up login and the refused one, and no more.
+    let m = env.page("/metrics").await;
+    for line in [
+        "icloud_bridge_upstream_logins_total{service=\"imap\",result=\"ok\"} 1",
+        "icloud_bridge_upstream_logins_total{service=\"imap\",result=\"rejected\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
     env.stop().await;
 }
 

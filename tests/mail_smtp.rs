@@ -403,6 +403,14 @@ async fn a_revoked_app_password_gets_454_with_the_sentence_and_auth_rejected() {
         .starts_with("454 4.7.0 "));
     assert_eq!(upstream_auths(&env), before, "no retry storm");
     assert!(c.cmd("QUIT").await.starts_with("221"));
+    // The operator sees the start-up login and the refused one, and no more.
+    let m = env.page("/metrics").await;
+    for line in [
+        "icloud_bridge_upstream_logins_total{service=\"smtp\",result=\"ok\"} 1",
+        "icloud_bridge_upstream_logins_total{service=\"smtp\",result=\"rejected\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
     env.stop().await;
 }
 

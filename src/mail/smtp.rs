@@ -35,6 +35,7 @@ use url::Url;
 use crate::config::Config;
 use crate::server::app::App;
 use crate::server::logins::{Login, Verify};
+use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Admitted, Service};
 
@@ -85,6 +86,8 @@ struct Upstream {
     connector: TlsConnector,
     url: Url,
     timeout: Duration,
+    /// Where logins are counted (`/metrics`); none for `check`.
+    stats: Option<Arc<UpstreamStats>>,
 }
 
 impl Upstream {
@@ -93,6 +96,7 @@ impl Upstream {
             connector: TlsConnector::from(tls::client_config(config.upstream.ca_file.as_deref())?),
             url: config.upstream.smtp.clone(),
             timeout: Duration::from_secs(config.upstream.timeout_secs),
+            stats: None,
         })
     }
 }
@@ -124,7 +128,10 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
     let ctx = Arc::new(Ctx {
         app: app.clone(),
         acceptor: TlsAcceptor::from(tls::server_config(&app.config.server)?),
-        up: Upstream::new(&app.config)?,
+        up: Upstream {
+            stats: Some(app.upstream.stats.clone()),
+            ..Upstream::new(&app.config)?
+        },
         limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
     for acc in app.accounts().values() {
@@ -645,6 +652,14 @@ async fn upstream_login(up: &Upstream, acc: &Account, ehlo: &str) -> Result<Conn
         Ok(Err(hs)) => Err(fail(classify(hs), None)),
     };
     drop(admitted);
+    if let Some(stats) = &up.stats {
+        let how = match &result {
+            Ok(_) => LoginResult::Ok,
+            Err(UpstreamError::AuthRejected { .. }) => LoginResult::Rejected,
+            Err(_) => LoginResult::Unavailable,
+        };
+        stats.record_login(Service::Smtp, how);
+    }
     result
 }
 

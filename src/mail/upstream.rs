@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use crate::config::ImapUser;
 use crate::mail::BoxIo;
 use crate::server::app::App;
+use crate::upstream::client::LoginResult;
 use crate::upstream::credential::Secret;
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Service};
@@ -88,6 +89,15 @@ pub async fn open(up: &Upstream, account: &Account) -> Result<Session, UpstreamE
     let result = tokio::time::timeout(Duration::from_secs(secs), login(up, user, &secret))
         .await
         .unwrap_or_else(|_| Err(unreachable(Unreachable::Timeout, "no answer in time")));
+    let stats = &up.app.upstream.stats;
+    stats.record_login(
+        Service::Imap,
+        match &result {
+            Ok(_) => LoginResult::Ok,
+            Err(Failure::Rejected) => LoginResult::Rejected,
+            Err(Failure::Transient(_)) => LoginResult::Unavailable,
+        },
+    );
     match result {
         Ok(s) => {
             account.record_success(Service::Imap, 200);

@@ -25,6 +25,28 @@ struct StatsInner {
     buckets: Vec<u64>,
     sum_secs: f64,
     count: u64,
+    /// (service, result) -> mail logins (IMAP, SMTP) at iCloud.
+    logins: std::collections::BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// How a login to iCloud's mail servers ended, for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginResult {
+    Ok,
+    /// Apple refused the password.
+    Rejected,
+    /// No answer, a drop, a temporary refusal.
+    Unavailable,
+}
+
+impl LoginResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginResult::Ok => "ok",
+            LoginResult::Rejected => "rejected",
+            LoginResult::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// Upstream requests by service and status, and their latency, for `/metrics`.
@@ -50,6 +72,14 @@ impl UpstreamStats {
         g.count += 1;
     }
 
+    /// A login to iCloud's IMAP or SMTP server and how it ended.
+    pub fn record_login(&self, service: Service, result: LoginResult) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *g.logins
+            .entry((service.as_str(), result.as_str()))
+            .or_default() += 1;
+    }
+
     /// Prometheus text of the counters and the histogram.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
@@ -59,6 +89,13 @@ impl UpstreamStats {
             let _ = writeln!(
                 out,
                 "icloud_bridge_upstream_requests_total{{service=\"{service}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP icloud_bridge_upstream_logins_total Logins to iCloud's mail servers, by service and result.\n# TYPE icloud_bridge_upstream_logins_total counter\n");
+        for ((service, result), n) in &g.logins {
+            let _ = writeln!(
+                out,
+                "icloud_bridge_upstream_logins_total{{service=\"{service}\",result=\"{result}\"}} {n}"
             );
         }
         out.push_str("# HELP icloud_bridge_upstream_duration_seconds Time to upstream response headers.\n# TYPE icloud_bridge_upstream_duration_seconds histogram\n");
