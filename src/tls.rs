@@ -77,8 +77,8 @@ fn dns_name_ok(name: &str) -> bool {
 }
 
 /// The names the server certificate must carry: `localhost`, `127.0.0.1`, `::1`, the host
-/// name (and `<host>.local` for a short one), every listen address that is not a wildcard,
-/// and the host of `public_url`.
+/// name (and `<host>.local` for a short one), every listen address that is not a wildcard
+/// (and, when one is, every LAN address of this machine), and the host of `public_url`.
 pub fn server_names(server: &ServerConfig) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     let mut add = |n: String| {
@@ -99,9 +99,19 @@ pub fn server_names(server: &ServerConfig) -> Vec<String> {
         server.imaps_listen,
         server.smtp_listen,
     ];
+    let mut wildcard = false;
     for addr in listens.into_iter().flatten() {
-        if !addr.ip().is_unspecified() {
+        if addr.ip().is_unspecified() {
+            wildcard = true;
+        } else {
             add(addr.ip().to_string());
+        }
+    }
+    // Listening on every address: devices on the LAN may use any of this machine's
+    // addresses (often an IP, not a name), so the certificate names them all.
+    if wildcard {
+        for ip in interface_addresses() {
+            add(ip.to_string());
         }
     }
     if let Some(u) = &server.public_url {
@@ -115,6 +125,20 @@ pub fn server_names(server: &ServerConfig) -> Vec<String> {
         }
     }
     names
+}
+
+/// This machine's addresses other devices can reach: not loopback, not link-local.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && !i.is_link_local())
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// Make sure `server.certs_dir` holds a usable server certificate (see the module docs).
@@ -693,6 +717,20 @@ mod tests {
         assert!(!n.iter().any(|x| x == "0.0.0.0" || x == "::"), "{n:?}");
         if let Some(h) = hostname() {
             assert!(n.contains(&h), "{n:?}");
+        }
+        // A wildcard listen address: every LAN address of this machine is named.
+        let lan = interface_addresses();
+        for ip in &lan {
+            assert!(!ip.is_loopback(), "{lan:?}");
+            assert!(n.contains(&ip.to_string()), "{ip} missing from {n:?}");
+        }
+        // Only the configured addresses otherwise.
+        let mut only = crate::config::Config::defaults().server;
+        only.listen = "192.0.2.7:8008".parse().unwrap();
+        let n = server_names(&only);
+        assert!(n.contains(&"192.0.2.7".to_string()), "{n:?}");
+        for ip in lan.iter().filter(|ip| ip.to_string() != "192.0.2.7") {
+            assert!(!n.contains(&ip.to_string()), "{ip} in {n:?}");
         }
     }
 }
