@@ -962,3 +962,50 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn the_status_page_explains_task_lists_once_a_client_lists_its_calendars() {
+    let env = start().await;
+    let st = env.status_json().await;
+    assert_eq!(
+        st["accounts"][0]["task_lists"],
+        serde_json::json!([]),
+        "{st}"
+    );
+    // What DAVx5 and Thunderbird ask of the calendar home.
+    let body = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:displayname/><d:resourcetype/><c:supported-calendar-component-set/></d:prop></d:propfind>"#;
+    let (s, listing) = env.propfind("/dav/alice/calendars/", "1", body).await;
+    assert_eq!(s, 207, "{listing}");
+    let st = env.status_json().await;
+    let lists = st["accounts"][0]["task_lists"].as_array().unwrap();
+    assert_eq!(lists.len(), 1, "{st}");
+    assert_eq!(lists[0]["name"], "Reminders");
+    assert!(
+        lists[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/dav/alice/calendars/tasks/"),
+        "{st}"
+    );
+    let page = env.page("/status").await;
+    assert!(page.contains("<h3>Task lists</h3>"), "{page}");
+    assert!(
+        page.contains("<strong>Reminders</strong> only holds tasks"),
+        "{page}"
+    );
+    // A listing that does not say which components (getetag only) changes nothing.
+    env.propfind(
+        "/dav/alice/calendars/",
+        "1",
+        r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#,
+    )
+    .await;
+    assert_eq!(
+        env.status_json().await["accounts"][0]["task_lists"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    env.stop().await;
+}

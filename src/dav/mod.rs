@@ -6,6 +6,7 @@ pub mod explain;
 pub mod paths;
 pub mod proxy;
 pub mod respond;
+pub mod task_lists;
 pub mod xml;
 
 use std::sync::Arc;

@@ -257,6 +257,11 @@ pub async fn forward(
             return Ok(entry.response(None));
         }
     }
+    // A listing of the calendar home says which calendars only hold tasks (see task_lists).
+    let home_listing = method == "PROPFIND"
+        && service == Service::Caldav
+        && rest.is_empty()
+        && parts.headers.get("depth").map(|d| d.as_bytes()) == Some(b"1");
     let mut flight = cache.single_flight(&shared).await;
     if let Some(e) = fresh() {
         cache.record_hit();
@@ -301,6 +306,11 @@ pub async fn forward(
                     if head.status == http::StatusCode::MULTI_STATUS {
                         // What iCloud just listed vouches for stored bodies at those ETags.
                         cache.store_listed(account.name(), &whole, stored);
+                        if home_listing {
+                            if let Some(lists) = crate::dav::task_lists::find(&whole) {
+                                app.note_task_lists(account.name(), lists);
+                            }
+                        }
                         if let Some(mg) = &multiget {
                             if let Some(pieces) = crate::cache::multiget::split_response(&whole) {
                                 cache.store_pieces(account.name(), origin, mg.signature, pieces);

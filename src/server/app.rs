@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::dav;
 use crate::dav::paths::{self, Local};
 use crate::dav::respond::{full, Body};
+use crate::dav::task_lists::TaskList;
 use crate::server::admin::{self, AdminState};
 use crate::server::auth::{self, AuthOutcome};
 use crate::server::logins::LoginStore;
@@ -61,6 +62,8 @@ pub struct App {
     events_tx: tokio::sync::mpsc::UnboundedSender<StateEvent>,
     /// `tls_listen` as bound (set once by the listener).
     tls_addr: std::sync::OnceLock<SocketAddr>,
+    /// Per account, the task lists (VTODO-only calendars) the latest home listing showed.
+    task_lists: Mutex<std::collections::HashMap<String, Vec<TaskList>>>,
 }
 
 /// Request extension: the request came in over TLS (`tls_listen`).
@@ -101,6 +104,7 @@ impl App {
             events: Mutex::new(Some(events_rx)),
             events_tx,
             tls_addr: std::sync::OnceLock::new(),
+            task_lists: Mutex::new(std::collections::HashMap::new()),
         };
         // The credential first: what state.json says about it applies only if unchanged.
         app.reload_credentials();
@@ -199,6 +203,24 @@ impl App {
     /// Record where `tls_listen` was bound (the first call wins).
     pub fn set_tls_addr(&self, addr: SocketAddr) {
         let _ = self.tls_addr.set(addr);
+    }
+
+    /// What the latest calendar-home listing of `account` showed of task lists.
+    pub fn note_task_lists(&self, account: &str, lists: Vec<TaskList>) {
+        self.task_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(account.to_string(), lists);
+    }
+
+    /// The task lists last seen for `account` (none before a client listed its calendars).
+    pub fn task_lists(&self, account: &str) -> Vec<TaskList> {
+        self.task_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The HTTPS listener's address, once bound.

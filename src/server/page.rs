@@ -125,6 +125,8 @@ pub struct AccountView {
     pub credential_set_at: Option<SystemTime>,
     pub has_credential: bool,
     pub services: Vec<ServiceRow>,
+    /// Names of calendars that hold only tasks (see [`crate::dav::task_lists`]).
+    pub task_lists: Vec<String>,
 }
 
 fn when(t: Option<SystemTime>, now: SystemTime) -> String {
@@ -266,6 +268,24 @@ pub fn status_page(
             );
         }
         b.push_str("</dl>");
+        if !a.task_lists.is_empty() {
+            let names: Vec<String> = a
+                .task_lists
+                .iter()
+                .map(|n| format!("<strong>{}</strong>", esc(n)))
+                .collect();
+            let _ = write!(
+                b,
+                "<h3>Task lists</h3><p>{} only {} tasks. Since iOS 13 Apple's Reminders app keeps reminders outside CalDAV, so no app can reach your current reminders through iCloud's CalDAV: {} that the Reminders app no longer shows. This is Apple's design, not a sync fault.</p>",
+                names.join(", "),
+                if names.len() == 1 { "holds" } else { "hold" },
+                if names.len() == 1 {
+                    "this is an older list"
+                } else {
+                    "these are older lists"
+                },
+            );
+        }
         b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
         if !matches!(
             a.state,

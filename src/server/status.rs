@@ -27,9 +27,19 @@ pub struct AccountStatus {
     pub caldav_https_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carddav_https_url: Option<String>,
+    /// Calendars that hold only tasks (VTODO), from the latest home listing a client asked
+    /// for: since iOS 13 the Reminders app keeps reminders outside CalDAV, so these are older
+    /// lists, not the current reminders.
+    pub task_lists: Vec<TaskListStatus>,
     /// For the HTML page (not part of `/status.json`).
     #[serde(skip)]
     pub view: AccountView,
+}
+
+#[derive(Serialize)]
+pub struct TaskListStatus {
+    pub name: String,
+    pub url: String,
 }
 
 #[derive(Serialize)]
@@ -109,6 +119,7 @@ pub fn collect(app: &App) -> Status {
                 map.insert(svc.as_str().to_string(), v);
             }
             let last_success = statuses.iter().filter_map(|s| s.last_success).max();
+            let task_lists = app.task_lists(acc.name());
             let view = AccountView {
                 name: acc.name().to_string(),
                 apple_id_shown: mask(acc.apple_id()),
@@ -126,6 +137,7 @@ pub fn collect(app: &App) -> Status {
                         last_success: st.last_success,
                     })
                     .collect(),
+                task_lists: task_lists.iter().map(|t| t.name.clone()).collect(),
             };
             AccountStatus {
                 name: acc.name().to_string(),
@@ -143,6 +155,13 @@ pub fn collect(app: &App) -> Status {
                 carddav_https_url: https
                     .as_ref()
                     .map(|b| format!("{b}/dav/{}/contacts/", acc.name())),
+                task_lists: task_lists
+                    .into_iter()
+                    .map(|t| TaskListStatus {
+                        name: t.name,
+                        url: format!("{base}{}", t.href),
+                    })
+                    .collect(),
                 view,
             }
         })
