@@ -77,11 +77,9 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
             }
             Event::End(e) => match e.name().as_ref() {
                 b"d:href" | b"d:displayname" | b"d:status" => text_of = None,
-                b"d:propstat" => {
-                    if ps_set && ps_status.split_whitespace().nth(1) == Some("200") {
-                        has_set = true;
-                        comps.append(&mut ps_comps);
-                    }
+                b"d:propstat" if ps_set && ps_status.split_whitespace().nth(1) == Some("200") => {
+                    has_set = true;
+                    comps.append(&mut ps_comps);
                 }
                 b"d:response" => {
                     told |= has_set;
