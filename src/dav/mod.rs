@@ -52,8 +52,9 @@ async fn route(
     req: Request<Incoming>,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
-    let path = req.uri().path().to_string();
-    let local = paths::parse(&path);
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let local = paths::parse(path);
     let resource = match &local {
         Local::Root | Local::WellKnown(_) | Local::DavRoot(None) => Some(Resource::Root),
         Local::DavRoot(Some(a)) => {
@@ -67,7 +68,7 @@ async fn route(
         _ => None,
     };
     if let Some(resource) = resource {
-        return local_resource(app, account, resource, &path, req).await;
+        return local_resource(app, account, resource, path, req).await;
     }
     match local {
         Local::Home {
@@ -79,8 +80,7 @@ async fn route(
             if req.method() == Method::OPTIONS && rest.is_empty() {
                 return Ok(discovery::options(true));
             }
-            let rest = rest.to_string();
-            proxy::forward(app, account, service, &rest, req, public_origin).await
+            proxy::forward(app, account, service, rest, req, public_origin).await
         }
         Local::Upstream { account: a, key } => {
             check_account(account, a)?;

@@ -184,13 +184,11 @@ pub async fn forward(
     if !cacheable {
         return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
     }
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
     let cache = &app.cache;
-    let path_and_query = format!("{rest}{query}");
+    let path_and_query = match parts.uri.query() {
+        Some(q) => std::borrow::Cow::Owned(format!("{rest}?{q}")),
+        None => std::borrow::Cow::Borrowed(rest),
+    };
     let key_for = |origin: &str| {
         cache.key(
             account.name(),

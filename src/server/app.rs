@@ -403,11 +403,13 @@ pub async fn service(
 }
 
 async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
+    // A clone of the URI shares its bytes: the path is borrowed, not copied.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let method = req.method().clone();
     let is_get = method == Method::GET || method == Method::HEAD;
     // Public pages: no login needed.
-    match (path.as_str(), is_get) {
+    match (path, is_get) {
         ("/" | "/status", true) => {
             let note = status_note(app, &req);
             let base = page_base(app, &req);
@@ -429,7 +431,7 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
         _ => {}
     }
     // The operator's forms check their own logins, tokens and origins.
-    match path.as_str() {
+    match path {
         "/admin/reconnect" => return admin::reconnect(app, remote, req).await,
         "/setup" => {
             let base = page_base(app, &req);
@@ -437,7 +439,7 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
         }
         _ => {}
     }
-    let local = paths::parse(&path);
+    let local = paths::parse(path);
     if let Local::WellKnown(_) = local {
         if method != Method::OPTIONS && method.as_str() != "PROPFIND" {
             let mut r = text(StatusCode::MOVED_PERMANENTLY, "see /\n");

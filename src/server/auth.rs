@@ -18,28 +18,44 @@ pub enum AuthOutcome {
     Wrong,
 }
 
-/// Parse `Authorization: Basic ...` into (user, password).
-pub fn parse_basic(headers: &HeaderMap) -> Option<(String, String)> {
+/// Parse `Authorization: Basic ...` into the user and password (one decoded buffer).
+pub fn parse_basic(headers: &HeaderMap) -> Option<Basic> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = STANDARD.decode(rest.trim()).ok()?;
-    let s = String::from_utf8(decoded).ok()?;
-    let (u, p) = s.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
+    let decoded = String::from_utf8(STANDARD.decode(rest.trim()).ok()?).ok()?;
+    let colon = decoded.find(':')?;
+    Some(Basic { decoded, colon })
+}
+
+/// Decoded Basic credentials, `user:password` in one buffer.
+pub struct Basic {
+    decoded: String,
+    colon: usize,
+}
+
+impl Basic {
+    pub fn user(&self) -> &str {
+        &self.decoded[..self.colon]
+    }
+
+    pub fn password(&self) -> &str {
+        &self.decoded[self.colon + 1..]
+    }
 }
 
 pub async fn authenticate(app: &App, ip: IpAddr, headers: &HeaderMap) -> AuthOutcome {
-    let Some((user, pass)) = parse_basic(headers) else {
+    let Some(basic) = parse_basic(headers) else {
         return AuthOutcome::Challenge;
     };
+    let (user, pass) = (basic.user(), basic.password());
     let delay = app.throttle.delay_for(ip);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    match app.logins.verify(&user, &pass).await {
+    match app.logins.verify(user, pass).await {
         Verify::Ok(login) => {
             app.throttle.record_success(ip);
             AuthOutcome::Ok(login)

@@ -363,6 +363,18 @@ impl LoginStore {
     /// Check Basic credentials. Runs argon2 on the blocking pool (at most two at once)
     /// unless this pair succeeded within the last 10 minutes.
     pub async fn verify(&self, name: &str, password: &str) -> Verify {
+        // The common case, a remembered pair: checked under the lock, nothing copied but the
+        // login's names (lock order everywhere: state, then the memo).
+        if password.len() <= MAX_PASSWORD_LEN {
+            let key = self.cache_key(name, password);
+            let st = self.refresh();
+            if let Some(l) = st.logins.iter().find(|l| l.name == name) {
+                if self.cache_hit(&key, name, &l.hash) {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Verify::Ok(l.login());
+                }
+            }
+        }
         let found = {
             let st = self.refresh();
             st.logins
