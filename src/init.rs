@@ -21,6 +21,8 @@ pub struct InitOptions {
     pub app_password: String,
     pub client: String,
     pub listen: Option<String>,
+    /// `server.tls_listen`, written uncommented when given.
+    pub tls_listen: Option<String>,
     pub caldav: Option<String>,
     pub carddav: Option<String>,
     pub generic: bool,
@@ -37,6 +39,9 @@ pub struct InitOutcome {
     pub certs: crate::tls::CertSource,
     /// The certificate directory.
     pub certs_dir: PathBuf,
+    /// `https://host:port/` when `tls_listen` was given (a wildcard address shows the host
+    /// name, which the certificate names).
+    pub https_url: Option<String>,
 }
 
 fn toml_str(s: &str) -> String {
@@ -52,9 +57,15 @@ fn config_text(o: &InitOptions, account: &str) -> String {
         "listen = {}\n",
         toml_str(o.listen.as_deref().unwrap_or("127.0.0.1:8008"))
     ));
-    t.push_str(
-        "# tls_listen = \"0.0.0.0:8443\"   # HTTPS; devices trust certs/ca.pem (written by init)\n",
-    );
+    match &o.tls_listen {
+        Some(a) => t.push_str(&format!(
+            "tls_listen = {}   # HTTPS; devices trust certs/ca.pem (written by init)\n",
+            toml_str(a)
+        )),
+        None => t.push_str(
+            "# tls_listen = \"0.0.0.0:8443\"   # HTTPS; devices trust certs/ca.pem (written by init)\n",
+        ),
+    }
     t.push_str("# imaps_listen = \"0.0.0.0:1993\"\n");
     t.push_str("data_dir = \"data\"\ncerts_dir = \"certs\"\n\n[[account]]\n");
     t.push_str(&format!("name = {}\n", toml_str(account)));
@@ -126,6 +137,20 @@ async fn finish(
         .account(account)
         .cloned()
         .ok_or("the written config lost its account")?;
+    // A login of that name (from an earlier init, with --force) would fail at the end:
+    // say so before anything is written.
+    let logins = LoginStore::open(&cfg.server.data_dir).map_err(|e| e.to_string())?;
+    if logins
+        .list()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|l| l.name == o.client)
+    {
+        return Err(format!(
+            "a login named {:?} already exists; choose another with --client NAME (or remove it with `icloud-bridge client remove {}`)",
+            o.client, o.client
+        ));
+    }
     let upstream = Upstream::new(&cfg.upstream)?;
     let vault = Vault::open(&cfg.server.data_dir);
     test_and_store(cfg, &upstream, &vault, &acc, &o.app_password)
@@ -134,7 +159,6 @@ async fn finish(
     let certs = crate::tls::ensure(&cfg.server)?;
     write_atomic(Path::new(&o.config_path), text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", o.config_path.display()))?;
-    let logins = LoginStore::open(&cfg.server.data_dir).map_err(|e| e.to_string())?;
     let password = logins
         .add(&o.client, account, true, None)
         .map_err(|e| e.to_string())?;
@@ -144,5 +168,15 @@ async fn finish(
         password,
         certs,
         certs_dir: cfg.server.certs_dir.clone(),
+        https_url: cfg.server.tls_listen.map(|a| {
+            let host = match a.ip() {
+                ip if ip.is_unspecified() => {
+                    crate::tls::hostname().unwrap_or_else(|| "localhost".into())
+                }
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                ip => ip.to_string(),
+            };
+            format!("https://{host}:{}/", a.port())
+        }),
     })
 }

@@ -55,6 +55,9 @@ enum Command {
         /// Listen address to write into the config.
         #[arg(long)]
         listen: Option<String>,
+        /// Also serve HTTPS on this address (e.g. 0.0.0.0:8443), with the local CA's certificate.
+        #[arg(long)]
+        tls_listen: Option<String>,
         /// Another CalDAV upstream than iCloud's (any standards server, or a test stand-in).
         #[arg(long)]
         caldav: Option<String>,
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             password_stdin,
             client,
             listen,
+            tls_listen,
             caldav,
             carddav,
             generic,
@@ -205,6 +209,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 app_password,
                 client,
                 listen,
+                tls_listen,
                 caldav,
                 carddav,
                 generic,
@@ -221,6 +226,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     "using your own server.pem and server-key.pem in {} for HTTPS and IMAPS",
                     out.certs_dir.display()
                 ),
+            }
+            if let Some(https) = &out.https_url {
+                eprintln!("HTTPS: {https} (once the devices trust the CA)");
             }
             eprintln!(
                 "wrote {}; run `icloud-bridge serve`, then use these in Thunderbird or DAVx5:",

@@ -525,5 +525,41 @@ fn init_writes_a_working_setup_only_when_the_password_works() {
     let again = init(dir.path(), &s, DEMO_APP_PASSWORD, &[]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // --force with the first login's name again: refused before anything is replaced.
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let same = init(dir.path(), &s, DEMO_APP_PASSWORD, &["--force"]);
+    assert!(!same.status.success());
+    assert!(
+        String::from_utf8_lossy(&same.stderr).contains("--client NAME"),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before);
+    // With --tls-listen: HTTPS is on in the config, and stderr names its address.
+    let tls = init(
+        dir.path(),
+        &s,
+        DEMO_APP_PASSWORD,
+        &[
+            "--force",
+            "--client",
+            "laptop",
+            "--tls-listen",
+            "127.0.0.1:18443",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&tls.stderr);
+    assert!(tls.status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tls_listen = \"127.0.0.1:18443\"")),
+        "{text}"
+    );
+    assert!(
+        stderr.contains("HTTPS: https://127.0.0.1:18443/"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&tls.stdout).lines().count(), 3);
     rt.block_on(s.stop());
 }
