@@ -7,11 +7,11 @@ use quick_xml::events::Event;
 
 use crate::cache::multiget;
 
-/// One task list: its local href and display name.
+/// One task list, by its local href (display names can be personal, and the status page
+/// that shows these needs no login).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TaskList {
     pub href: String,
-    pub name: String,
 }
 
 /// The task lists in a rewritten home listing, or `None` when the listing does not say which
@@ -22,9 +22,8 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
     let mut buf = Vec::new();
     let mut found = Vec::new();
     let mut told = false;
-    // Per response: href, display name, components, whether a 200 propstat said which.
+    // Per response: href, components, whether a 200 propstat said which.
     let mut href = String::new();
-    let mut name = String::new();
     let mut comps: Vec<String> = Vec::new();
     let mut has_set = false;
     // Per propstat: the set seen, its components, whether its status is 200.
@@ -37,7 +36,6 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
             Event::Start(e) => match e.name().as_ref() {
                 b"d:response" => {
                     href.clear();
-                    name.clear();
                     comps.clear();
                     has_set = false;
                 }
@@ -47,7 +45,6 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
                     ps_status.clear();
                 }
                 b"d:href" => text_of = Some("href"),
-                b"d:displayname" => text_of = Some("name"),
                 b"d:status" => text_of = Some("status"),
                 b"cal:supported-calendar-component-set" => ps_set = true,
                 b"cal:comp" => ps_comps.extend(comp_name(&e)),
@@ -62,7 +59,6 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
                 let s = t.decode().ok()?;
                 match text_of {
                     Some("href") => href.push_str(&s),
-                    Some("name") => name.push_str(&s),
                     Some("status") => ps_status.push_str(&s),
                     _ => {}
                 }
@@ -71,12 +67,11 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
                 let c = crate::dav::xml::escape::resolve_ref(&g)?;
                 match text_of {
                     Some("href") => href.push(c),
-                    Some("name") => name.push(c),
                     _ => {}
                 }
             }
             Event::End(e) => match e.name().as_ref() {
-                b"d:href" | b"d:displayname" | b"d:status" => text_of = None,
+                b"d:href" | b"d:status" => text_of = None,
                 b"d:propstat" if ps_set && ps_status.split_whitespace().nth(1) == Some("200") => {
                     has_set = true;
                     comps.append(&mut ps_comps);
@@ -84,17 +79,9 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
                 b"d:response" => {
                     told |= has_set;
                     if has_set && !comps.is_empty() && comps.iter().all(|c| c == "VTODO") {
-                        let href = multiget::normal(href.trim());
-                        let name = match name.trim() {
-                            "" => href
-                                .trim_end_matches('/')
-                                .rsplit('/')
-                                .next()
-                                .unwrap_or("")
-                                .to_string(),
-                            n => n.to_string(),
-                        };
-                        found.push(TaskList { href, name });
+                        found.push(TaskList {
+                            href: multiget::normal(href.trim()),
+                        });
                     }
                 }
                 _ => {}
@@ -141,7 +128,7 @@ mod tests {
         let body = listing(&format!(
             "<d:response><d:href>/dav/a/calendars/</d:href><d:propstat><d:prop><d:displayname/></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>{}{}{}{}",
             collection("/dav/a/calendars/home/", "Home", &["VEVENT"]),
-            collection("/dav/a/calendars/tasks/", "Reminders &amp; more", &["VTODO"]),
+            collection("/dav/a/calendars/tasks&amp;more/", "Reminders", &["VTODO"]),
             collection("/dav/a/calendars/mixed/", "Mixed", &["VEVENT", "VTODO"]),
             collection("/dav/a/calendars/x%20y/", "", &["vtodo"]),
         ));
@@ -149,12 +136,10 @@ mod tests {
             find(body.as_bytes()),
             Some(vec![
                 TaskList {
-                    href: "/dav/a/calendars/tasks/".into(),
-                    name: "Reminders & more".into()
+                    href: "/dav/a/calendars/tasks&more/".into()
                 },
                 TaskList {
-                    href: "/dav/a/calendars/x y/".into(),
-                    name: "x y".into()
+                    href: "/dav/a/calendars/x y/".into()
                 },
             ])
         );

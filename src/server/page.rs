@@ -125,7 +125,8 @@ pub struct AccountView {
     pub credential_set_at: Option<SystemTime>,
     pub has_credential: bool,
     pub services: Vec<ServiceRow>,
-    /// Names of calendars that hold only tasks (see [`crate::dav::task_lists`]).
+    /// Paths of calendars that hold only tasks (see [`crate::dav::task_lists`]); not their
+    /// display names, which can be personal (this page needs no login).
     pub task_lists: Vec<String>,
 }
 
@@ -272,7 +273,7 @@ pub fn status_page(
             let names: Vec<String> = a
                 .task_lists
                 .iter()
-                .map(|n| format!("<strong>{}</strong>", esc(n)))
+                .map(|n| format!("<code>{}</code>", esc(n)))
                 .collect();
             let _ = write!(
                 b,

@@ -36,9 +36,9 @@ pub struct AccountStatus {
     pub view: AccountView,
 }
 
+/// A task list by its URL only: the page is public, and display names can be personal.
 #[derive(Serialize)]
 pub struct TaskListStatus {
-    pub name: String,
     pub url: String,
 }
 
@@ -137,7 +137,7 @@ pub fn collect(app: &App) -> Status {
                         last_success: st.last_success,
                     })
                     .collect(),
-                task_lists: task_lists.iter().map(|t| t.name.clone()).collect(),
+                task_lists: task_lists.iter().map(|t| t.href.clone()).collect(),
             };
             AccountStatus {
                 name: acc.name().to_string(),
@@ -158,7 +158,6 @@ pub fn collect(app: &App) -> Status {
                 task_lists: task_lists
                     .into_iter()
                     .map(|t| TaskListStatus {
-                        name: t.name,
                         url: format!("{base}{}", t.href),
                     })
                     .collect(),
