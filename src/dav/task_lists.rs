@@ -65,9 +65,8 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
             }
             Event::GeneralRef(g) => {
                 let c = crate::dav::xml::escape::resolve_ref(&g)?;
-                match text_of {
-                    Some("href") => href.push(c),
-                    _ => {}
+                if text_of == Some("href") {
+                    href.push(c);
                 }
             }
             Event::End(e) => match e.name().as_ref() {
