@@ -282,14 +282,12 @@ async fn demo(listen: &str) -> Result<(), String> {
     cfg.server.listen = listen;
     cfg.server.data_dir = dir.clone();
     cfg.upstream.kind = UpstreamKind::Icloud;
-    cfg.upstream.caldav = standin
-        .caldav_url()
-        .parse()
-        .map_err(|_| "bad stand-in URL")?;
-    cfg.upstream.carddav = standin
-        .carddav_url()
-        .parse()
-        .map_err(|_| "bad stand-in URL")?;
+    let url = |u: String| {
+        u.parse::<url::Url>()
+            .map_err(|_| format!("the stand-in gave a bad URL: {u:?}"))
+    };
+    cfg.upstream.caldav = url(standin.caldav_url())?;
+    cfg.upstream.carddav = url(standin.carddav_url())?;
     cfg.accounts = vec![AccountConfig {
         name: "alice".into(),
         apple_id: DEMO_APPLE_ID.into(),
@@ -303,14 +301,8 @@ async fn demo(listen: &str) -> Result<(), String> {
     let mail_addr = std::net::SocketAddr::new(listen.ip(), 0);
     cfg.server.imap_listen = Some(mail_addr);
     cfg.server.smtp_listen = Some(mail_addr);
-    cfg.upstream.imap = standin
-        .imap_url()
-        .parse()
-        .map_err(|_| "bad stand-in IMAP URL")?;
-    cfg.upstream.smtp = standin
-        .smtp_url()
-        .parse()
-        .map_err(|_| "bad stand-in SMTP URL")?;
+    cfg.upstream.imap = url(standin.imap_url())?;
+    cfg.upstream.smtp = url(standin.smtp_url())?;
     let standin_ca = dir.join("standin-ca.pem");
     std::fs::write(&standin_ca, standin.ca_pem())
         .map_err(|e| format!("cannot write {}: {e}", standin_ca.display()))?;
