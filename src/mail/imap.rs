@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::mail::{upstream, BoxIo, Front};
-use crate::server::logins::Verify;
+use crate::server::auth::check_login;
 use crate::upstream::credential::Secret;
 
 /// Largest command accepted before login (LOGIN with long names fits easily).
@@ -378,24 +378,12 @@ async fn local_login(
 ) -> Result<Option<upstream::Session>, End> {
     let app = &front.app;
     let ip = c.remote.ip();
-    let delay = app.throttle.delay_for(ip);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let login = match app.logins.verify(user, pass.expose()).await {
-        Verify::Ok(login) => {
-            app.throttle.record_success(ip);
-            login
-        }
-        Verify::WrongPassword | Verify::UnknownUser => {
-            app.throttle.record_failure(ip);
-            tracing::info!(%ip, "IMAP: wrong local login or password");
-            c.send(&format!(
-                "{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-            ))
-            .await?;
-            return Ok(None);
-        }
+    let Some(login) = check_login(app, ip, user, pass.expose(), "imap").await else {
+        c.send(&format!(
+            "{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+        ))
+        .await?;
+        return Ok(None);
     };
     let Some(account) = app.account(&login.account) else {
         c.send(&format!(

@@ -34,7 +34,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::server::app::App;
-use crate::server::logins::{Login, Verify};
+use crate::server::auth::check_login;
 use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Admitted, Service};
@@ -437,7 +437,7 @@ async fn command(
                 Sasl::Creds(u, p) => (u, p),
                 Sasl::Reply(r) => return Ok(reply(r)),
             };
-            let Some(login) = local_auth(&ctx.app, remote.ip(), &user, &pass).await else {
+            let Some(login) = check_login(&ctx.app, remote.ip(), &user, &pass, "smtp").await else {
                 return Ok(reply(WRONG_LOCAL));
             };
             drop(pass);
@@ -547,25 +547,6 @@ async fn sasl(conn: &mut Conn, args: &str) -> io::Result<Sasl> {
         "" => Sasl::Reply("501 5.5.4 Syntax: AUTH mechanism"),
         _ => Sasl::Reply("504 5.5.4 Unrecognized authentication type (use PLAIN or LOGIN)"),
     })
-}
-
-/// Check a local login, slowed and counted by the failure throttle.
-async fn local_auth(app: &App, ip: IpAddr, user: &str, pass: &str) -> Option<Login> {
-    let delay = app.throttle.delay_for(ip);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    match app.logins.verify(user, pass).await {
-        Verify::Ok(login) => {
-            app.throttle.record_success(ip);
-            Some(login)
-        }
-        Verify::WrongPassword | Verify::UnknownUser => {
-            app.throttle.record_failure(ip);
-            tracing::info!(%ip, "smtp: wrong local login or password");
-            None
-        }
-    }
 }
 
 // ----- upstream -----

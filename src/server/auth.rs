@@ -50,7 +50,21 @@ pub async fn authenticate(app: &App, ip: IpAddr, headers: &HeaderMap) -> AuthOut
     let Some(basic) = parse_basic(headers) else {
         return AuthOutcome::Challenge;
     };
-    let (user, pass) = (basic.user(), basic.password());
+    match check_login(app, ip, basic.user(), basic.password(), "http").await {
+        Some(login) => AuthOutcome::Ok(login),
+        None => AuthOutcome::Wrong,
+    }
+}
+
+/// Check a local login for any front end (`front`: "http", "imap", "smtp"), slowed and
+/// counted by the failure throttle; `None` for a wrong login or password.
+pub async fn check_login(
+    app: &App,
+    ip: IpAddr,
+    user: &str,
+    pass: &str,
+    front: &'static str,
+) -> Option<Login> {
     let delay = app.throttle.delay_for(ip);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -58,12 +72,12 @@ pub async fn authenticate(app: &App, ip: IpAddr, headers: &HeaderMap) -> AuthOut
     match app.logins.verify(user, pass).await {
         Verify::Ok(login) => {
             app.throttle.record_success(ip);
-            AuthOutcome::Ok(login)
+            Some(login)
         }
         Verify::WrongPassword | Verify::UnknownUser => {
             app.throttle.record_failure(ip);
-            tracing::info!(%ip, "wrong local login or password");
-            AuthOutcome::Wrong
+            tracing::info!(%ip, front, "wrong local login or password");
+            None
         }
     }
 }
