@@ -269,8 +269,23 @@ impl Cache {
         Some(self.generation(account, home, collection_of(rest)))
     }
 
-    /// The key of one `DAV:response` of a multiget answer: the object's local href (as
-    /// `/dav/<account>/<home>/<rest>`), what was asked of it, and its collection's generation.
+    /// A key about one object (`/dav/<account>/<home>/<rest>`): `tag` says what is kept under
+    /// it, `more` what else it depends on; the collection's generation is always part of it.
+    fn object_key(&self, tag: &[u8], account: &str, href: &str, more: &[&[u8]]) -> Option<Key> {
+        let generation = self.href_generation(account, href)?;
+        let mut h = Sha256::new();
+        for f in [tag, account.as_bytes(), href.as_bytes()]
+            .iter()
+            .chain(more)
+        {
+            field(&mut h, f);
+        }
+        h.update(generation.to_le_bytes());
+        Some(Key(h.finalize().into()))
+    }
+
+    /// The key of one `DAV:response` of a multiget answer: the object's local href, the
+    /// origin it was made for, and what was asked of it.
     fn piece_key(
         &self,
         account: &str,
@@ -278,30 +293,12 @@ impl Cache {
         href: &str,
         signature: [u8; 32],
     ) -> Option<Key> {
-        let generation = self.href_generation(account, href)?;
-        let mut h = Sha256::new();
-        for f in [
-            b"piece" as &[u8],
-            account.as_bytes(),
-            href.as_bytes(),
-            origin.as_bytes(),
-        ] {
-            field(&mut h, f);
-        }
-        h.update(signature);
-        h.update(generation.to_le_bytes());
-        Some(Key(h.finalize().into()))
+        self.object_key(b"piece", account, href, &[origin.as_bytes(), &signature])
     }
 
     /// The key under which the latest listing's word on one object's ETag is kept.
     fn listed_key(&self, account: &str, href: &str) -> Option<Key> {
-        let generation = self.href_generation(account, href)?;
-        let mut h = Sha256::new();
-        for f in [b"listed" as &[u8], account.as_bytes(), href.as_bytes()] {
-            field(&mut h, f);
-        }
-        h.update(generation.to_le_bytes());
-        Some(Key(h.finalize().into()))
+        self.object_key(b"listed", account, href, &[])
     }
 
     /// Remember the ETags a multistatus fresh from iCloud lists (PROPFIND listings,
