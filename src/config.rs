@@ -117,6 +117,10 @@ pub struct UpstreamConfig {
     pub timeout_secs: u64,
     pub auth_probe_secs: u64,
     pub max_concurrent: usize,
+    /// Further origins (scheme, host, port) that upstream DAV answers name for contact
+    /// photos and attachments (`upstream.asset_origins`); the credential goes there only
+    /// to fetch such links.
+    pub asset_origins: Vec<Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +225,7 @@ struct RawUpstream {
     timeout_secs: Option<u64>,
     auth_probe_secs: Option<u64>,
     max_concurrent: Option<usize>,
+    asset_origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,6 +256,8 @@ pub const DEFAULT_CALDAV: &str = "https://caldav.icloud.com/";
 pub const DEFAULT_CARDDAV: &str = "https://contacts.icloud.com/";
 pub const DEFAULT_IMAP: &str = "imaps://imap.mail.me.com:993";
 pub const DEFAULT_SMTP: &str = "smtp://smtp.mail.me.com:587";
+/// Where iCloud keeps contact photos today (`PHOTO;VALUE=uri:https://gateway.icloud.com/...`).
+pub const DEFAULT_ICLOUD_ASSET_ORIGINS: &[&str] = &["https://gateway.icloud.com"];
 
 impl Config {
     /// Built-in defaults: no file at all.
@@ -416,6 +423,19 @@ impl Config {
                 "upstream.max_concurrent",
                 u.max_concurrent.unwrap_or(8) as u64,
             )? as usize,
+            asset_origins: match u.asset_origins {
+                Some(list) => list
+                    .iter()
+                    .map(|o| parse_origin("upstream.asset_origins", o))
+                    .collect::<Result<_, _>>()?,
+                None if u.kind.unwrap_or_default() == UpstreamKind::Icloud => {
+                    DEFAULT_ICLOUD_ASSET_ORIGINS
+                        .iter()
+                        .map(|o| parse_origin("upstream.asset_origins", o))
+                        .collect::<Result<_, _>>()?
+                }
+                None => Vec::new(),
+            },
         };
         if let Some(ca) = &upstream.ca_file {
             if !ca.is_file() {
@@ -531,6 +551,19 @@ fn parse_url(key: &str, v: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
     }
     if u.host_str().is_none() {
         return Err(invalid(key, format!("{v:?} has no host")));
+    }
+    Ok(u)
+}
+
+/// An origin (`scheme://host[:port]`, http or https, nothing after the host).
+fn parse_origin(key: &str, v: &str) -> Result<Url, ConfigError> {
+    let u = parse_url(key, v, &["http", "https"])?;
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty()
+    {
+        return Err(invalid(
+            key,
+            format!("{v:?} is not an origin: give only scheme://host[:port]"),
+        ));
     }
     Ok(u)
 }

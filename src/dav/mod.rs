@@ -3,6 +3,7 @@
 
 pub mod discovery;
 pub mod explain;
+pub mod links;
 pub mod paths;
 pub mod proxy;
 pub mod respond;
@@ -15,11 +16,12 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::dav::discovery::Resource;
-use crate::dav::paths::{url_from_key, Local};
+use crate::dav::paths::Local;
 use crate::dav::respond::{Body, DavError};
 use crate::dav::xml::inspect::{inspect, PropRequest};
 use crate::server::app::App;
-use crate::upstream::client::UpstreamRequest;
+use crate::upstream::client::{Purpose, UpstreamRequest};
+use crate::upstream::error::UpstreamError;
 use crate::upstream::state::{Account, Service};
 
 /// Route an authenticated DAV request. `public_origin` is how the client reaches us.
@@ -132,8 +134,9 @@ async fn local_resource(
     }
 }
 
-/// GET on `/dav/<account>/_up/<key>`: a contact photo or attachment, fetched with
-/// the stored credential from a trusted upstream host only.
+/// GET on `/dav/<account>/_up/<key>`: a contact photo or attachment, fetched with the
+/// stored credential, only for a link this bridge signed for this account, and only from a
+/// trusted upstream origin. Its answer never judges the password (see [`Purpose::Asset`]).
 async fn fetch_upstream_url(
     app: &App,
     account: &Arc<Account>,
@@ -143,7 +146,9 @@ async fn fetch_upstream_url(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(DavError::MethodNotAllowed(req.method().to_string()));
     }
-    let url = url_from_key(key)
+    let url = app
+        .links
+        .url(account.name(), key)
         .filter(|u| app.upstream.trusted(account, u))
         .ok_or_else(|| DavError::NotFound("unknown upstream resource".into()))?;
     // The service whose hosts serve this URL (contact photos live on the contacts hosts).
@@ -169,9 +174,20 @@ async fn fetch_upstream_url(
                 url,
                 headers: http::HeaderMap::new(),
                 body: bytes::Bytes::new(),
+                purpose: Purpose::Asset,
             },
         )
         .await?;
+    if resp.status() == http::StatusCode::UNAUTHORIZED {
+        return Err(asset_refused(app, account, service).await);
+    }
+    if resp.status().is_redirection() {
+        // Followed only within trusted origins (see `Upstream::send`); anywhere else the
+        // password does not go, and neither does the client.
+        return Err(DavError::Upstream(UpstreamError::BadResponse {
+            detail: "it sent this photo or attachment to a host the bridge does not trust".into(),
+        }));
+    }
     let mut out = Response::builder().status(resp.status().as_u16());
     for name in ["content-type", "etag", "last-modified", "content-length"] {
         if let Some(v) = resp.headers().get(name) {
@@ -180,4 +196,25 @@ async fn fetch_upstream_url(
     }
     out.body(respond::stream_body(resp))
         .map_err(|_| DavError::BadRequest("could not build the response".into()))
+}
+
+/// Upstream refused a photo or attachment (401). That alone says nothing about the password
+/// (a link can name something this Apple ID may not see), so at most once per
+/// `auth_probe_secs` the principal is asked, and that DAV answer decides; the client never
+/// sees a 401 (it would prompt for a password that is not theirs).
+async fn asset_refused(app: &App, account: &Arc<Account>, service: Service) -> DavError {
+    if account.take_asset_probe() {
+        match crate::upstream::discover::probe(&app.upstream, account, service).await {
+            Err(e @ (UpstreamError::AuthRejected { .. } | UpstreamError::Unconfigured { .. })) => {
+                return DavError::Upstream(e)
+            }
+            Err(e) => {
+                tracing::debug!(account = account.name(), error = %e, "password check after a refused photo failed")
+            }
+            Ok(()) => {}
+        }
+    }
+    DavError::Upstream(UpstreamError::BadResponse {
+        detail: "it refused this photo or attachment".into(),
+    })
 }

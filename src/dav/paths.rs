@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use url::Url;
 
+use crate::dav::links::Links;
 use crate::dav::xml::rewrite::HrefMap;
 use crate::upstream::discover::Learned;
 use crate::upstream::state::Service;
@@ -97,41 +96,77 @@ pub fn parse(path: &str) -> Local<'_> {
     }
 }
 
-/// True when a raw path remainder tries to climb out of its home (`..` in any spelling).
-pub fn escapes(rest: &str) -> bool {
-    rest.split('/').any(|seg| {
-        if seg.contains('%') {
-            let d = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
-            d == ".." || d == "."
-        } else {
-            seg == ".." || seg == "."
+/// Why a raw (still percent-encoded) path remainder under a home is refused, if it is:
+/// `.` or `..` segments in any spelling (URL parsers resolve `%2e%2e` too), backslashes raw
+/// or encoded (parsers treat `\\` as `/`), encoded slashes and control characters. Anything
+/// that passes stays inside the home; [`home_url`] checks that again after normalisation.
+pub fn refuse_rest(rest: &str) -> Option<&'static str> {
+    for seg in rest.split('/') {
+        if seg.contains('\\') {
+            return Some("a backslash");
         }
-    })
+        let decoded: std::borrow::Cow<'_, [u8]> = if seg.contains('%') {
+            percent_encoding::percent_decode_str(seg)
+                .collect::<Vec<u8>>()
+                .into()
+        } else {
+            seg.as_bytes().into()
+        };
+        if &*decoded == b"." || &*decoded == b".." {
+            return Some("a '.' or '..' segment");
+        }
+        if decoded.contains(&b'\\') {
+            return Some("a backslash");
+        }
+        if decoded.contains(&b'/') {
+            return Some("an encoded '/'");
+        }
+        if decoded.iter().any(|b| *b < 0x20 || *b == 0x7f) {
+            return Some("a control character");
+        }
+    }
+    None
 }
 
-/// The opaque key for an upstream URL in `_up` URLs: the URL exactly as upstream wrote it,
-/// base64url-encoded, so it round-trips byte for byte and shows no host, port or dsid.
-pub fn key_for_url(url: &str) -> String {
-    URL_SAFE_NO_PAD.encode(url)
+/// The upstream URL of `rest` under `home` (and `query`), or `None` if the path is refused
+/// by [`refuse_rest`] or, once the URL is normalised, is not under `home` on its origin.
+pub fn home_url(home: &Url, rest: &str, query: Option<&str>) -> Option<Url> {
+    if refuse_rest(rest).is_some() {
+        return None;
+    }
+    let text = match query {
+        Some(q) => format!("{home}{rest}?{q}"),
+        None => format!("{home}{rest}"),
+    };
+    let u = Url::parse(&text).ok()?;
+    (u.origin() == home.origin() && u.path().starts_with(home.path())).then_some(u)
+}
+
+/// The raw path of an href or header value that is an absolute http(s) URL or a path
+/// (nothing resolved or decoded); `None` for other schemes.
+pub fn raw_path(s: &str) -> Option<&str> {
+    let s = s.trim();
+    let lower_starts = |p: &str| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p);
+    let after = if lower_starts("http://") {
+        &s[7..]
+    } else if lower_starts("https://") {
+        &s[8..]
+    } else if s.starts_with('/') {
+        return Some(s.split(['?', '#']).next().unwrap_or(s));
+    } else {
+        return None;
+    };
+    let path = match after.find(['/', '?', '#']) {
+        Some(i) if after[i..].starts_with('/') => &after[i..],
+        _ => "/",
+    };
+    Some(path.split(['?', '#']).next().unwrap_or(path))
 }
 
 fn is_key(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Decode an `_up` key back to the URL text it was made from (http or https only).
-pub fn url_text_from_key(key: &str) -> Option<String> {
-    let bytes = URL_SAFE_NO_PAD.decode(key).ok()?;
-    let s = String::from_utf8(bytes).ok()?;
-    let u = Url::parse(&s).ok()?;
-    matches!(u.scheme(), "http" | "https").then_some(s)
-}
-
-/// Decode an `_up` key back to an upstream URL.
-pub fn url_from_key(key: &str) -> Option<Url> {
-    Url::parse(&url_text_from_key(key)?).ok()
 }
 
 /// Decides which absolute URLs are upstream ones (and may carry the credential).
@@ -156,6 +191,8 @@ pub struct ToLocal {
     /// Set once `public_origin` is written into a body (an absolute bridge URL for a contact
     /// photo or an attachment): such an answer is only good for clients using that origin.
     pub origin_used: Arc<std::sync::atomic::AtomicBool>,
+    /// Signs the `_up` links minted for upstream URLs of other kinds.
+    pub links: Arc<Links>,
 }
 
 impl ToLocal {
@@ -193,7 +230,7 @@ impl ToLocal {
         if path == "/" {
             return format!("/dav/{a}/");
         }
-        format!("/dav/{a}/_up/{}", key_for_url(&full()))
+        format!("/dav/{a}/_up/{}", self.links.mint(a, &full()))
     }
 }
 
@@ -274,7 +311,7 @@ impl HrefMap for ToLocal {
                 "{}/dav/{}/_up/{}",
                 self.public_origin,
                 self.account,
-                key_for_url(url)
+                self.links.mint(&self.account, url)
             ))
         })
     }
@@ -286,23 +323,40 @@ pub struct ToUpstream {
     pub learned: Arc<Learned>,
     /// The upstream URL the request goes to; hrefs on the same origin are sent as paths.
     pub target: Url,
+    /// Opens the `_up` links this bridge minted.
+    pub links: Arc<Links>,
 }
 
 impl ToUpstream {
-    /// The upstream URL for a local path (only paths under this account).
+    /// The upstream URL for a raw local path (only paths under this account).
     pub fn url_for_path(&self, path: &str) -> Option<Url> {
         match parse(path) {
             Local::Home {
                 account,
                 service,
                 rest,
-            } if account == self.account && !escapes(rest) => {
-                Url::parse(&format!("{}{rest}", self.learned.home(service))).ok()
-            }
+            } if account == self.account => home_url(self.learned.home(service), rest, None),
             Local::Principal(account) if account == self.account => {
                 Some(self.learned.cal_principal.clone())
             }
-            Local::Upstream { account, key } if account == self.account => url_from_key(key),
+            Local::Upstream { account, key } if account == self.account => {
+                self.links.url(account, key)
+            }
+            _ => None,
+        }
+    }
+
+    /// The upstream URL for a `Destination` header of MOVE or COPY: only a path under one of
+    /// this account's homes (never the principal or an `_up` link), checked raw, before any
+    /// URL normalisation could resolve backslashes or dot segments.
+    pub fn destination(&self, value: &str) -> Option<Url> {
+        let path = raw_path(value)?;
+        match parse(path) {
+            Local::Home {
+                account,
+                service,
+                rest,
+            } if account == self.account => home_url(self.learned.home(service), rest, None),
             _ => None,
         }
     }
@@ -311,18 +365,13 @@ impl ToUpstream {
 impl HrefMap for ToUpstream {
     fn href(&self, href: &str) -> Option<String> {
         let h = href.trim();
-        // Clients may send absolute URLs of the bridge; only the path matters.
-        let (path, query) = match Url::parse(h) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                (u.path().to_string(), u.query().map(str::to_string))
-            }
-            Ok(_) => return None,
-            Err(_) => match h.split_once('?') {
-                Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                None => (h.to_string(), None),
-            },
-        };
-        let url = self.url_for_path(&path)?;
+        // Clients may send absolute URLs of the bridge; only the path matters, taken raw so
+        // that nothing is resolved before the checks of `url_for_path`.
+        let path = raw_path(h)?;
+        let query = h
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or(q).to_string());
+        let url = self.url_for_path(path)?;
         let q = query.map(|q| format!("?{q}")).unwrap_or_default();
         if url.origin() == self.target.origin() {
             Some(format!("{}{q}", url.path()))
@@ -332,13 +381,13 @@ impl HrefMap for ToUpstream {
     }
 
     fn body_text(&self, text: &str) -> Option<String> {
-        unmap_bridge_urls(text, &self.account)
+        unmap_bridge_urls(text, &self.account, &self.links)
     }
 }
 
 /// Replace bridge `_up` URLs in an object body (vCard PHOTO, ATTACH) with the upstream
 /// URL they stand for, so that what is written back is what iCloud served.
-pub fn unmap_bridge_urls(text: &str, account: &str) -> Option<String> {
+pub fn unmap_bridge_urls(text: &str, account: &str, links: &Links) -> Option<String> {
     let marker = format!("/dav/{account}/_up/");
     if !text.contains(&marker) {
         return None;
@@ -358,7 +407,7 @@ pub fn unmap_bridge_urls(text: &str, account: &str) -> Option<String> {
         let key_end = after
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
             .unwrap_or(after.len());
-        match (start, url_text_from_key(&after[..key_end])) {
+        match (start, links.url_text(account, &after[..key_end])) {
             (Some(s), Some(url)) if !before[s..].contains(is_url_end) => {
                 out.push_str(&before[..s]);
                 out.push_str(&url);
@@ -440,6 +489,8 @@ fn rewrite_urls_in_text(text: &str, f: impl Fn(&str) -> Option<String>) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     struct Hosts;
     impl UpstreamHosts for Hosts {
@@ -462,6 +513,12 @@ mod tests {
         })
     }
 
+    /// One signer for every map in a test, as in the bridge.
+    fn links() -> Arc<Links> {
+        static L: std::sync::OnceLock<Arc<Links>> = std::sync::OnceLock::new();
+        L.get_or_init(|| Arc::new(Links::ephemeral())).clone()
+    }
+
     fn to_local(service: Service) -> ToLocal {
         ToLocal {
             account: "alice".into(),
@@ -472,6 +529,7 @@ mod tests {
             hosts: Arc::new(Hosts),
             report_collection: None,
             origin_used: Default::default(),
+            links: links(),
         }
     }
 
@@ -504,10 +562,49 @@ mod tests {
     }
 
     #[test]
-    fn dotdot_is_detected_in_any_spelling() {
-        assert!(escapes("../principal/"));
-        assert!(escapes("home/%2e%2e/x"));
-        assert!(!escapes("home/a..b.ics"));
+    fn dotdot_backslashes_and_encoded_slashes_are_refused_in_any_spelling() {
+        for bad in [
+            "../principal/",
+            "home/%2e%2e/x",
+            "home/%2E./x",
+            "home/./x",
+            "..\\..\\bob\\cal\\x.ics",
+            "home/..%5c..%5Cbob/x.ics",
+            "home/a%2fb.ics",
+            "home/a%00.ics",
+        ] {
+            assert!(refuse_rest(bad).is_some(), "{bad}");
+        }
+        assert_eq!(refuse_rest("home/a..b.ics"), None);
+        assert_eq!(refuse_rest("home/abc%40example.com.ics"), None);
+        assert_eq!(refuse_rest(""), None);
+    }
+
+    #[test]
+    fn home_urls_stay_under_the_home() {
+        let home = Url::parse("http://127.0.0.1:5232/alice/").unwrap();
+        assert_eq!(
+            home_url(&home, "cal/x.ics", None).unwrap().as_str(),
+            "http://127.0.0.1:5232/alice/cal/x.ics"
+        );
+        assert_eq!(
+            home_url(&home, "", Some("a=b")).unwrap().as_str(),
+            "http://127.0.0.1:5232/alice/?a=b"
+        );
+        assert_eq!(home_url(&home, "..\\..\\bob\\cal\\x.ics", None), None);
+        assert_eq!(home_url(&home, "%2e%2e/bob/", None), None);
+    }
+
+    #[test]
+    fn raw_paths_are_taken_before_any_resolution() {
+        assert_eq!(
+            raw_path("http://h:1/dav/alice/calendars/..\\x?q#f"),
+            Some("/dav/alice/calendars/..\\x")
+        );
+        assert_eq!(raw_path("HTTPS://h"), Some("/"));
+        assert_eq!(raw_path("/a/b?c"), Some("/a/b"));
+        assert_eq!(raw_path("mailto:a@b"), None);
+        assert_eq!(raw_path("x.ics"), None);
     }
 
     #[test]
@@ -550,6 +647,7 @@ mod tests {
             account: "alice".into(),
             learned: learned(),
             target: Url::parse("https://p42-caldav.icloud.com/1234567890/calendars/home/").unwrap(),
+            links: links(),
         };
         assert_eq!(
             m.href("/dav/alice/calendars/home/abc%40example.com.ics")
@@ -558,6 +656,29 @@ mod tests {
         );
         assert_eq!(m.href("/dav/bob/calendars/home/x.ics"), None);
         assert_eq!(m.href("/dav/alice/calendars/../principal/"), None);
+        assert_eq!(m.href("/dav/alice/calendars/..\\..\\bob\\x.ics"), None);
+        // `_up` keys open only when this bridge signed them for this account.
+        let key = links().mint(
+            "alice",
+            "https://p42-contacts.icloud.com:443/1234567890/wcs/a",
+        );
+        assert_eq!(
+            m.href(&format!("/dav/alice/_up/{key}")).as_deref(),
+            Some("https://p42-contacts.icloud.com/1234567890/wcs/a")
+        );
+        let forged = URL_SAFE_NO_PAD.encode("https://p42-contacts.icloud.com:8443/x");
+        assert_eq!(m.href(&format!("/dav/alice/_up/{forged}")), None);
+        // A Destination is a path under a home, nothing else.
+        assert!(m
+            .destination("http://127.0.0.1:8008/dav/alice/calendars/home/y.ics")
+            .is_some());
+        assert_eq!(m.destination(&format!("/dav/alice/_up/{key}")), None);
+        assert_eq!(m.destination("/dav/alice/principal/"), None);
+        assert_eq!(
+            m.destination("/dav/alice/calendars/..\\..\\bob\\x.ics"),
+            None
+        );
+        assert_eq!(m.destination("/dav/bob/calendars/home/x.ics"), None);
     }
 
     #[test]
@@ -572,7 +693,7 @@ mod tests {
             "{local}"
         );
         assert!(local.contains("URL:https://example.org/"), "{local}");
-        let back = unmap_bridge_urls(&local, "alice").unwrap();
+        let back = unmap_bridge_urls(&local, "alice", &links()).unwrap();
         assert_eq!(back, card);
     }
 
@@ -595,6 +716,7 @@ mod tests {
             hosts: Arc::new(AnyHost),
             report_collection: None,
             origin_used: Default::default(),
+            links: links(),
         };
         assert_eq!(
             m.href_in("d:current-user-principal", "/test/").as_deref(),
@@ -627,7 +749,7 @@ mod tests {
         let card = "PHOTO;VALUE=uri:https://p42-contacts.icloud.com:443/12345\r\n 67890/wcs/abc\r\nEND:VCARD\r\n";
         let local = m.body_text(card).unwrap();
         assert!(!local.contains("67890"), "{local}");
-        let back = unmap_bridge_urls(&local, "alice").unwrap();
+        let back = unmap_bridge_urls(&local, "alice", &links()).unwrap();
         assert_eq!(
             back,
             "PHOTO;VALUE=uri:https://p42-contacts.icloud.com:443/1234567890/wcs/abc\r\nEND:VCARD\r\n"

@@ -13,12 +13,14 @@ use url::Url;
 
 use crate::cache::{Entry, SHARED_ORIGIN};
 use crate::dav::explain::{explain, Asked};
-use crate::dav::paths::{escapes, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts};
+use crate::dav::paths::{
+    home_url, raw_path, refuse_rest, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts,
+};
 use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
 use crate::dav::xml::inspect::{inspect, RequestInfo};
 use crate::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
 use crate::server::app::App;
-use crate::upstream::client::{Upstream, UpstreamRequest};
+use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::discover::{self, Learned};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::state::{Account, Service};
@@ -147,10 +149,10 @@ pub async fn forward(
     req: http::Request<Incoming>,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
-    if escapes(rest) {
-        return Err(DavError::BadRequest(
-            "the path may not contain '.' or '..' segments".into(),
-        ));
+    if let Some(why) = refuse_rest(rest) {
+        return Err(DavError::BadRequest(format!(
+            "the path may not contain {why}"
+        )));
     }
     let (parts, body) = req.into_parts();
     let body = read_body(
@@ -367,7 +369,7 @@ fn not_modified(e: &Entry, headers: &HeaderMap) -> Option<Response<Body>> {
 /// (home, rest) of the local Destination of a MOVE or COPY, if it is this account's.
 fn write_targets(account: &str, headers: &HeaderMap) -> Option<(&'static str, String)> {
     let d = headers.get("destination")?.to_str().ok()?;
-    let path = destination_path(d);
+    let path = raw_path(d)?;
     let prefix = format!("/dav/{account}/");
     let after = path.strip_prefix(&prefix)?;
     let (home, rest) = after.split_once('/')?;
@@ -422,6 +424,9 @@ async fn buffer_up_to(mut body: Body, limit: usize) -> Result<Buffered, BoxError
 }
 
 /// The upstream phase: rewrite the request, send it, explain refusals, rewrite the answer.
+/// When upstream moves the account to a host discovery has not learned (a partition move),
+/// the credential does not follow the redirect: the layout is learned again from the
+/// configured upstream, and the request is sent once more to the new home.
 async fn upstream_phase(
     app: &App,
     account: &Arc<Account>,
@@ -431,19 +436,50 @@ async fn upstream_phase(
     body: Bytes,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
+    let attempt = || upstream_attempt(app, account, service, rest, &parts, &body, public_origin);
+    match attempt().await? {
+        Attempt::Done(r) => Ok(r),
+        Attempt::Moved(before) => {
+            relearn_now(app, account, &before).await?;
+            match attempt().await? {
+                Attempt::Done(r) => Ok(r),
+                Attempt::Moved(_) => Err(DavError::Upstream(UpstreamError::BadResponse {
+                    detail: "it moves this account to a host that discovery does not name".into(),
+                })),
+            }
+        }
+    }
+}
+
+/// How one try of the upstream phase ended.
+enum Attempt {
+    Done(Response<Body>),
+    /// Upstream redirected to an origin the credential may not go to; the layout the try
+    /// used.
+    Moved(Arc<Learned>),
+}
+
+async fn upstream_attempt(
+    app: &App,
+    account: &Arc<Account>,
+    service: Service,
+    rest: &str,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    public_origin: &str,
+) -> Result<Attempt, DavError> {
+    // An owned handle (the bytes are shared, not copied), so the phases below read as before.
+    let body = body.clone();
     let learned = ensure_learned(app, account).await?;
     let method = parts.method.clone();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let target = Url::parse(&format!("{}{rest}{query}", learned.home(service)))
-        .map_err(|_| DavError::BadRequest("the request path is not a valid URL path".into()))?;
+    let target = home_url(learned.home(service), rest, parts.uri.query()).ok_or_else(|| {
+        DavError::BadRequest("the request path does not name anything under this home".into())
+    })?;
     let to_up = ToUpstream {
         account: account.name().to_string(),
         learned: learned.clone(),
         target: target.clone(),
+        links: app.links.clone(),
     };
     let xml_method = matches!(
         method.as_str(),
@@ -462,7 +498,7 @@ async fn upstream_phase(
     } else if method == Method::PUT {
         match std::str::from_utf8(&body)
             .ok()
-            .and_then(|t| unmap_bridge_urls(t, account.name()))
+            .and_then(|t| unmap_bridge_urls(t, account.name(), &app.links))
         {
             Some(t) => Bytes::from(t),
             None => body.clone(),
@@ -490,7 +526,7 @@ async fn upstream_phase(
         let d = dest
             .to_str()
             .ok()
-            .and_then(|d| to_up.url_for_path(&destination_path(d)))
+            .and_then(|d| to_up.destination(d))
             .ok_or_else(|| {
                 DavError::Forbidden(
                     "Destination must be a path under this account's calendars or contacts".into(),
@@ -511,9 +547,25 @@ async fn upstream_phase(
                 url: target.clone(),
                 headers,
                 body: out_body.clone(),
+                purpose: Purpose::Dav,
             },
         )
         .await?;
+    if resp.status().is_redirection() {
+        let to = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| resp.url().join(l).ok());
+        if to.is_some_and(|t| !app.upstream.trusted(account, &t)) {
+            tracing::info!(
+                account = account.name(),
+                service = service.as_str(),
+                "upstream moved the account to a host discovery has not named; learning the layout again"
+            );
+            return Ok(Attempt::Moved(learned));
+        }
+    }
     if !same_origin(resp.url(), &target) {
         relearn_later(app, account);
     }
@@ -545,6 +597,7 @@ async fn upstream_phase(
             upstream: app.upstream.clone(),
             account: account.clone(),
         }),
+        links: app.links.clone(),
         report_collection: (method.as_str() == "REPORT").then(|| {
             format!(
                 "/dav/{}/{}/{rest}",
@@ -644,7 +697,7 @@ async fn upstream_phase(
         .map_err(|_| DavError::BadRequest("could not build the response".into()))?;
     dedupe_content_type(response.headers_mut());
     response.extensions_mut().insert(OriginUsed(origin_used));
-    Ok(response)
+    Ok(Attempt::Done(response))
 }
 
 /// Response extension: whether the rewritten body names the client's origin (known once the
@@ -680,14 +733,6 @@ fn is_object(ct: &str, rest: &str) -> bool {
         || rest.ends_with(".ics")
 }
 
-/// The path part of a Destination header (absolute URL or path).
-fn destination_path(d: &str) -> String {
-    match Url::parse(d) {
-        Ok(u) => u.path().to_string(),
-        Err(_) => d.to_string(),
-    }
-}
-
 /// Ask upstream for the ETag of what was just written (PROPFIND Depth 0 getetag).
 async fn read_back_etag(
     app: &App,
@@ -696,12 +741,39 @@ async fn read_back_etag(
     target: &Url,
 ) -> Option<String> {
     const GETETAG: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
-    let (_, bytes) = discover::propfind0(&app.upstream, account, service, target.clone(), GETETAG)
-        .await
-        .ok()?;
+    let (_, bytes) = discover::propfind0(
+        &app.upstream,
+        account,
+        service,
+        target.clone(),
+        GETETAG,
+        Purpose::Dav,
+    )
+    .await
+    .ok()?;
     discover::text_of(&bytes, b"DAV:", b"getetag")
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
+}
+
+/// Learn the layout again now, unless another request already did since `before` was
+/// learned (concurrent requests that all met the move share one discovery).
+async fn relearn_now(
+    app: &App,
+    account: &Arc<Account>,
+    before: &Arc<Learned>,
+) -> Result<(), DavError> {
+    let _g = account.learn_lock.lock().await;
+    if account
+        .learned()
+        .is_some_and(|now| !Arc::ptr_eq(&now, before))
+    {
+        return Ok(());
+    }
+    let learned = discover::learn(&app.upstream, account).await?;
+    account.set_learned(learned);
+    app.save_state();
+    Ok(())
 }
 
 /// The upstream moved us to another host: learn the layout again in the background.

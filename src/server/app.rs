@@ -53,6 +53,10 @@ pub struct App {
     pub vault: Vault,
     pub metrics: Arc<Metrics>,
     pub cache: crate::cache::Cache,
+    /// Signs and opens the `_up` links for photos and attachments.
+    pub links: Arc<crate::dav::links::Links>,
+    /// The names the operator's pages answer to (see [`crate::server::host_check`]).
+    pub own_names: crate::server::host_check::OwnNames,
     pub started: Instant,
     /// CSRF key and the one-time setup token of the operator's forms.
     pub admin: AdminState,
@@ -81,6 +85,7 @@ impl App {
         let upstream = Upstream::new(&config.upstream)?;
         let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
         let vault = Vault::open(&config.server.data_dir);
+        let links = Arc::new(crate::dav::links::Links::open(&config.server.data_dir)?);
         let admin = AdminState::new(logins.is_empty());
         let mut config = config;
         crate::server::stored_accounts::merge(&mut config);
@@ -98,6 +103,8 @@ impl App {
             vault,
             metrics: Arc::new(Metrics::default()),
             cache: crate::cache::Cache::new(&config.cache),
+            links,
+            own_names: crate::server::host_check::OwnNames::new(&config.server),
             started: Instant::now(),
             admin,
             config,
@@ -408,6 +415,26 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
     let path = uri.path();
     let method = req.method().clone();
     let is_get = method == Method::GET || method == Method::HEAD;
+    let page = matches!(
+        (path, is_get),
+        (
+            "/" | "/status" | "/status.json" | "/ca.pem" | "/metrics",
+            true
+        )
+    ) || path == "/setup"
+        || path.starts_with("/admin/");
+    if page {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .map(|h| h.to_str().unwrap_or(""));
+        if !app.own_names.allows(host) {
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "This bridge's pages answer only to its own names and addresses. If this is how you reach it, set [server] public_url to this address.\n",
+            );
+        }
+    }
     // Public pages: no login needed.
     match (path, is_get) {
         ("/" | "/status", true) => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
-use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::config::UpstreamConfig;
 use crate::upstream::error::{clamp_retry_after, Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Service};
 
@@ -135,6 +135,23 @@ pub struct UpstreamRequest {
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub purpose: Purpose,
+}
+
+/// What a request to upstream is for: it decides where the credential may go and whether
+/// the answer judges the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// A client's DAV request (or the bridge's own, e.g. an ETag read-back): only to trusted
+    /// origins; Apple's answer judges the password.
+    #[default]
+    Dav,
+    /// Learning the layout: also to a principal that a configured upstream's answer named
+    /// (https, or http when that upstream is http).
+    Discovery,
+    /// A contact photo or attachment behind an `_up` link: only to trusted origins, and
+    /// whatever it answers (a 401 included) says nothing about the password or the state.
+    Asset,
 }
 
 impl Upstream {
@@ -180,29 +197,40 @@ impl Upstream {
         }
     }
 
-    /// May the credential be sent to this URL? Only to configured or learned upstream
-    /// hosts (and, for iCloud, Apple's own domains).
+    /// May the credential be sent to this URL? Only to the exact origins (scheme, host,
+    /// port) of the configured DAV upstreams and `asset_origins`, and of the principals and
+    /// homes that discovery learned from them; a learned origin over plain `http://` only
+    /// when the configured upstream of that service is `http://` itself.
     pub fn trusted(&self, account: &Account, url: &Url) -> bool {
-        let Some(host) = url.host_str() else {
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return false;
-        };
-        let host = host.to_ascii_lowercase();
-        if self.config.kind == UpstreamKind::Icloud
-            && (host.ends_with(".icloud.com") || host.ends_with(".icloud.com.cn"))
-            && url.scheme() == "https"
+        }
+        let origin = url.origin();
+        let c = &self.config;
+        if origin == c.caldav.origin()
+            || origin == c.carddav.origin()
+            || c.asset_origins.iter().any(|a| a.origin() == origin)
         {
             return true;
         }
-        let same = |k: &Url| k.host_str().map(|h| h.eq_ignore_ascii_case(&host)) == Some(true);
-        if same(&self.config.caldav) || same(&self.config.carddav) {
-            return true;
+        let Some(l) = account.learned() else {
+            return false;
+        };
+        let plain_ok = |front: &Url| url.scheme() == "https" || front.scheme() == "http";
+        (plain_ok(&c.caldav)
+            && (origin == l.cal_home.origin() || origin == l.cal_principal.origin()))
+            || (plain_ok(&c.carddav)
+                && (origin == l.card_home.origin() || origin == l.card_principal.origin()))
+    }
+
+    /// May discovery use a URL an upstream answer named (a principal or home on a partition
+    /// host)? Over `http://` only when the configured upstream of `service` is `http://`.
+    pub fn learnable(&self, service: Service, url: &Url) -> bool {
+        match url.scheme() {
+            "https" => url.host_str().is_some(),
+            "http" => url.host_str().is_some() && self.front(service).scheme() == "http",
+            _ => false,
         }
-        account.learned().is_some_and(|l| {
-            same(&l.cal_home)
-                || same(&l.card_home)
-                || same(&l.cal_principal)
-                || same(&l.card_principal)
-        })
     }
 
     /// Send `req` for `account`'s `service`. Apple's 401, 429 and 503 become errors (and
@@ -215,6 +243,18 @@ impl Upstream {
     ) -> Result<reqwest::Response, UpstreamError> {
         if let Some(e) = account.held() {
             return Err(e);
+        }
+        let allowed = self.trusted(account, &req.url)
+            || (req.purpose == Purpose::Discovery && self.learnable(service, &req.url));
+        if !allowed {
+            tracing::warn!(
+                account = account.name(),
+                service = service.as_str(),
+                "refused to send the password to an origin that is neither configured nor learned"
+            );
+            return Err(UpstreamError::BadResponse {
+                detail: "it named a host the bridge does not send the password to".into(),
+            });
         }
         let admitted = account.admit(service).await?;
         let authorization = &admitted.authorization;
@@ -261,7 +301,8 @@ impl Upstream {
                     // A partition host that stops answering: the front host serves the same
                     // account paths. Retry there when nothing was sent (connect failed) or
                     // the method is safe; skip the partition host for a while.
-                    if !tried_front && !e.is_timeout() && (e.is_connect() || safe) {
+                    let asset = req.purpose == Purpose::Asset;
+                    if !asset && !tried_front && !e.is_timeout() && (e.is_connect() || safe) {
                         if let Some(front_url) = self.on_front(service, &req.url) {
                             tracing::warn!(
                                 account = account.name(),
@@ -280,12 +321,23 @@ impl Upstream {
                         continue;
                     }
                     let err = classify_error(&e);
-                    account.record_failure(service, &err, None);
+                    if !asset {
+                        account.record_failure(service, &err, None);
+                    }
                     return Err(err);
                 }
             };
             let status = resp.status();
+            let redirect = matches!(
+                status,
+                StatusCode::MOVED_PERMANENTLY
+                    | StatusCode::FOUND
+                    | StatusCode::TEMPORARY_REDIRECT
+                    | StatusCode::PERMANENT_REDIRECT
+            );
             match status {
+                // A photo or attachment answers for itself only (see `Purpose::Asset`).
+                _ if req.purpose == Purpose::Asset && !redirect => return Ok(resp),
                 StatusCode::UNAUTHORIZED => {
                     let err = account.record_auth_rejected(service);
                     tracing::warn!(
@@ -348,7 +400,9 @@ impl Upstream {
                             continue;
                         }
                         _ => {
-                            account.record_success(service, status.as_u16());
+                            if req.purpose != Purpose::Asset {
+                                account.record_success(service, status.as_u16());
+                            }
                             return Ok(resp);
                         }
                     }

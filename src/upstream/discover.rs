@@ -10,7 +10,7 @@ use quick_xml::NsReader;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::upstream::client::{Upstream, UpstreamRequest};
+use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::state::{Account, Service};
 
@@ -51,6 +51,7 @@ pub async fn propfind0(
     service: Service,
     url: Url,
     body: &'static str,
+    purpose: Purpose,
 ) -> Result<(Url, Bytes), UpstreamError> {
     let mut headers = HeaderMap::new();
     headers.insert("depth", HeaderValue::from_static("0"));
@@ -70,6 +71,7 @@ pub async fn propfind0(
                 url,
                 headers,
                 body: Bytes::from_static(body.as_bytes()),
+                purpose,
             },
         )
         .await?;
@@ -103,11 +105,20 @@ async fn principal(
     }
     let mut last = None;
     for url in candidates {
-        match propfind0(upstream, account, service, url, PRINCIPAL_BODY).await {
+        match propfind0(
+            upstream,
+            account,
+            service,
+            url,
+            PRINCIPAL_BODY,
+            Purpose::Discovery,
+        )
+        .await
+        {
             Ok((base, body)) => {
                 if let Some(h) = first_href_under(&body, DAV, b"current-user-principal") {
                     if let Ok(u) = base.join(&h) {
-                        return Ok(u);
+                        return learnable(upstream, service, u, "principal");
                     }
                 }
                 last = Some(UpstreamError::BadResponse {
@@ -132,6 +143,7 @@ pub async fn learn(upstream: &Upstream, account: &Account) -> Result<Learned, Up
         Service::Caldav,
         cal_principal.clone(),
         CAL_HOME_BODY,
+        Purpose::Discovery,
     )
     .await?;
     let cal_home = first_href_under(&body, CALDAV, b"calendar-home-set")
@@ -139,6 +151,7 @@ pub async fn learn(upstream: &Upstream, account: &Account) -> Result<Learned, Up
         .ok_or_else(|| UpstreamError::BadResponse {
             detail: "the principal named no calendar-home-set".into(),
         })?;
+    let cal_home = learnable(upstream, Service::Caldav, cal_home, "calendar home")?;
     let addresses = hrefs_under(&body, CALDAV, b"calendar-user-address-set");
     let displayname = text_of(&body, DAV, b"displayname").filter(|s| !s.trim().is_empty());
 
@@ -149,6 +162,7 @@ pub async fn learn(upstream: &Upstream, account: &Account) -> Result<Learned, Up
         Service::Carddav,
         card_principal.clone(),
         CARD_HOME_BODY,
+        Purpose::Discovery,
     )
     .await?;
     let card_home = first_href_under(&body, CARDDAV, b"addressbook-home-set")
@@ -156,6 +170,7 @@ pub async fn learn(upstream: &Upstream, account: &Account) -> Result<Learned, Up
         .ok_or_else(|| UpstreamError::BadResponse {
             detail: "the principal named no addressbook-home-set".into(),
         })?;
+    let card_home = learnable(upstream, Service::Carddav, card_home, "address-book home")?;
     Ok(Learned {
         cal_principal,
         cal_home: with_slash(cal_home),
@@ -164,6 +179,56 @@ pub async fn learn(upstream: &Upstream, account: &Account) -> Result<Learned, Up
         displayname,
         addresses,
     })
+}
+
+/// A URL an upstream answer named, if the credential may follow it there (see
+/// [`Upstream::learnable`]): a home on plain http behind an https upstream is refused.
+fn learnable(
+    upstream: &Upstream,
+    service: Service,
+    url: Url,
+    what: &str,
+) -> Result<Url, UpstreamError> {
+    if upstream.learnable(service, &url) {
+        Ok(url)
+    } else {
+        tracing::warn!(
+            service = service.as_str(),
+            scheme = url.scheme(),
+            "discovery named a {what} the password may not be sent to"
+        );
+        Err(UpstreamError::BadResponse {
+            detail: format!(
+                "it named a {what} over {}, where the bridge does not send the password",
+                url.scheme()
+            ),
+        })
+    }
+}
+
+/// Ask Apple whether the credential still works, with a PROPFIND of the learned principal
+/// (or the front URL before anything is learned): its answer, like any DAV answer, judges
+/// the password. Used when something that does not judge (a photo) was refused.
+pub async fn probe(
+    upstream: &Upstream,
+    account: &Account,
+    service: Service,
+) -> Result<(), UpstreamError> {
+    let url = match account.learned() {
+        Some(l) if service == Service::Carddav => l.card_principal.clone(),
+        Some(l) => l.cal_principal.clone(),
+        None => upstream.front(service).clone(),
+    };
+    propfind0(
+        upstream,
+        account,
+        service,
+        url,
+        PRINCIPAL_BODY,
+        Purpose::Dav,
+    )
+    .await
+    .map(|_| ())
 }
 
 fn with_slash(mut u: Url) -> Url {

@@ -217,6 +217,9 @@ pub struct Account {
     /// Where state changes go (set once when the App is built).
     events: OnceLock<UnboundedSender<StateEvent>>,
     served: Vec<Service>,
+    /// When a refused photo or attachment last made the bridge ask Apple about the password
+    /// (at most once per `auth_probe_secs`, however many such links a client follows).
+    asset_probe: Mutex<Option<Instant>>,
 }
 
 /// Permission to send one request upstream: the `Authorization` header, and, when this
@@ -269,6 +272,20 @@ impl Account {
             hold: Mutex::new(None),
             events: OnceLock::new(),
             served: SERVED.to_vec(),
+            asset_probe: Mutex::new(None),
+        }
+    }
+
+    /// May a refused photo or attachment trigger a check of the password now? True at most
+    /// once per `auth_probe_secs`.
+    pub fn take_asset_probe(&self) -> bool {
+        let mut g = self.asset_probe.lock().unwrap_or_else(|e| e.into_inner());
+        match *g {
+            Some(at) if at.elapsed() < self.probe_every => false,
+            _ => {
+                *g = Some(Instant::now());
+                true
+            }
         }
     }
 

@@ -105,6 +105,19 @@ pub fn route(ctx: &Ctx) -> Outcome {
     if !KNOWN_METHODS.contains(&m) {
         return Outcome::Respond(ctx.bad_request());
     }
+    if let (Some(part), Some(to)) = (
+        &ctx.sw.hostile_redirect_path,
+        &ctx.sw.hostile_redirect_location,
+    ) {
+        if ctx.req.path.contains(part.as_str()) {
+            return Outcome::Respond(respond::redirect(302, to));
+        }
+    }
+    if let Some(part) = &ctx.sw.hostile_unauthorized_path {
+        if ctx.req.path.contains(part.as_str()) {
+            return Outcome::Respond(respond::unauthorized(ctx.sw));
+        }
+    }
     let target = paths::parse(&ctx.req.path);
     let is_get = m == "GET" || m == "HEAD";
     match (&target, is_get) {

@@ -33,6 +33,14 @@ fn parse_opt(v: &str) -> Result<Option<u64>, String> {
     }
 }
 
+/// Free text, or none for "none"/"off"/"".
+fn parse_text(v: &str) -> Option<String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "none" | "off" | "" => None,
+        _ => Some(v.trim().to_string()),
+    }
+}
+
 fn parse_status(v: &str, allowed: &[u16]) -> Result<u16, String> {
     let s: u16 = parse_num(v)?;
     if allowed.contains(&s) {
@@ -122,6 +130,9 @@ impl Switches {
             "partition.moved_response",
             "partition.unreachable",
             "latency_ms",
+            "hostile.redirect_path",
+            "hostile.redirect_location",
+            "hostile.unauthorized_path",
             "log.enabled",
             "smtp.auth_fail_reply",
             "smtp.transient",
@@ -263,6 +274,9 @@ impl Switches {
             "partition.unreachable" => self.partition_unreachable = parse_bool(v)?,
             "latency_ms" | "latency.ms" => self.latency_ms = parse_num(v)?,
             "log.enabled" => self.log_enabled = parse_bool(v)?,
+            "hostile.redirect_path" => self.hostile_redirect_path = parse_text(v),
+            "hostile.redirect_location" => self.hostile_redirect_location = parse_text(v),
+            "hostile.unauthorized_path" => self.hostile_unauthorized_path = parse_text(v),
             "smtp.auth_fail_reply" => self.smtp_auth_fail_reply = parse_smtp_reply(v)?,
             "smtp.transient" => {
                 self.smtp_transient = match lower.as_str() {

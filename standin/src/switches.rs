@@ -192,6 +192,15 @@ pub struct Switches {
     pub partition_unreachable: bool,
     /// `latency_ms` (0): added to every response.
     pub latency_ms: u64,
+    /// `hostile.redirect_path` (none) with `hostile.redirect_location`: a request whose path
+    /// contains this text gets `302 Found` to that location, whatever it is (a lying or
+    /// compromised upstream, for the bridge's redirect rules).
+    pub hostile_redirect_path: Option<String>,
+    /// `hostile.redirect_location` (none): see `hostile.redirect_path`.
+    pub hostile_redirect_location: Option<String>,
+    /// `hostile.unauthorized_path` (none): a request whose path contains this text gets the
+    /// identical 401 although the password is good (Apple refusing one photo or attachment).
+    pub hostile_unauthorized_path: Option<String>,
     /// `log.enabled` (true): record requests for `Control::request_log`.
     pub log_enabled: bool,
     // --- C10 (SMTP) ----------------------------------------------------------------------
@@ -270,6 +279,9 @@ impl Default for Switches {
             partition_moved_response: MovedResponse::Redirect301,
             partition_unreachable: false,
             latency_ms: 0,
+            hostile_redirect_path: None,
+            hostile_redirect_location: None,
+            hostile_unauthorized_path: None,
             log_enabled: true,
             smtp_auth_fail_reply: "535 5.7.8 Authentication credentials invalid".to_string(),
             smtp_transient: None,

@@ -23,3 +23,7 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+
+mod credential;
+mod host;
+mod paths;
