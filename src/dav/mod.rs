@@ -109,12 +109,7 @@ async fn local_resource(
                 .and_then(|v| v.to_str().ok())
                 .map(|d| d.trim() == "1")
                 .unwrap_or(false);
-            let body = proxy::read_body(
-                req.into_body(),
-                app.config.limits.max_body_bytes,
-                std::time::Duration::from_secs(app.config.limits.body_timeout_secs),
-            )
-            .await?;
+            let (body, _reserved) = proxy::read_body(app, req.into_body()).await?;
             let props = if body.iter().all(u8::is_ascii_whitespace) {
                 PropRequest::AllProp
             } else {

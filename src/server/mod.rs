@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod csrf;
+pub mod limits;
 pub mod listener;
 pub mod logins;
 pub mod metrics;
