@@ -174,8 +174,9 @@ pub struct LimitsConfig {
     pub header_timeout_secs: u64,
     /// Total time an IMAP or SMTP client gets from connecting until it has logged in.
     pub login_timeout_secs: u64,
-    /// Request bodies held in memory at once, all clients together (bytes); a body that
-    /// does not fit gets 503 with `Retry-After` before it is read.
+    /// Request bodies held in memory at once, all clients together (bytes; one address may
+    /// hold a quarter of it, or one `max_body_bytes` if more); a body that does not fit
+    /// gets 503 with `Retry-After` before it is read.
     pub max_body_bytes_in_flight: usize,
 }
 

@@ -109,7 +109,8 @@ async fn local_resource(
                 .and_then(|v| v.to_str().ok())
                 .map(|d| d.trim() == "1")
                 .unwrap_or(false);
-            let (body, _reserved) = proxy::read_body(app, req.into_body()).await?;
+            let (parts, body) = req.into_parts();
+            let (body, _reserved) = proxy::read_body(app, &parts.extensions, body).await?;
             let props = if body.iter().all(u8::is_ascii_whitespace) {
                 PropRequest::AllProp
             } else {

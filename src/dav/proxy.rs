@@ -18,7 +18,7 @@ use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
 use crate::dav::xml::inspect::{inspect, RequestInfo};
 use crate::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
 use crate::server::app::App;
-use crate::server::limits::BodyReservation;
+use crate::server::limits::{BodyReservation, ClientAddr};
 use crate::upstream::client::{Upstream, UpstreamRequest};
 use crate::upstream::discover::{self, Learned};
 use crate::upstream::error::UpstreamError;
@@ -95,7 +95,8 @@ const BODY_BUDGET_RETRY_SECS: u64 = 5;
 
 /// Read a request body into one buffer, up to `limits.max_body_bytes` (more: 413) within
 /// `limits.body_timeout_secs` (slower: 408), holding its share of the global body budget
-/// (`limits.max_body_bytes_in_flight`) until the returned reservation is dropped. A
+/// (`limits.max_body_bytes_in_flight`, of which one address may hold a quarter or one
+/// largest body) until the returned reservation is dropped. A
 /// declared `Content-Length` is reserved before anything is read; a body of unknown length
 /// as its buffer grows. When the budget is full the client gets 503 with `Retry-After`,
 /// before its body is read (or as soon as a chunked one outgrows what is left).
@@ -105,6 +106,7 @@ const BODY_BUDGET_RETRY_SECS: u64 = 5;
 /// falls back after a burst of large bodies.
 pub async fn read_body(
     app: &App,
+    extensions: &http::Extensions,
     mut body: Incoming,
 ) -> Result<(Bytes, BodyReservation), DavError> {
     use hyper::body::Body as _;
@@ -118,9 +120,11 @@ pub async fn read_body(
             retry_after: BODY_BUDGET_RETRY_SECS,
         }
     };
+    let client = extensions.get::<ClientAddr>().map(|c| c.0);
     // Most reads (GET, a bare PROPFIND) have no body: no timer, no buffer.
     if body.is_end_stream() {
-        return Ok((Bytes::new(), app.bodies.try_reserve(0).ok_or_else(busy)?));
+        let none = app.bodies.try_reserve(client, 0).ok_or_else(busy)?;
+        return Ok((Bytes::new(), none));
     }
     let hint = body.size_hint();
     if !usize::try_from(hint.lower()).is_ok_and(|n| n <= limit) {
@@ -129,7 +133,7 @@ pub async fn read_body(
     let declared = hint.exact().and_then(|n| usize::try_from(n).ok());
     let mut reserved = app
         .bodies
-        .try_reserve(declared.unwrap_or(0))
+        .try_reserve(client, declared.unwrap_or(0))
         .ok_or_else(busy)?;
     let within = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
     let read = async {
@@ -197,7 +201,7 @@ pub async fn forward(
     }
     let (parts, body) = req.into_parts();
     // The reservation is held until the request is answered.
-    let (body, _reserved) = read_body(app, body).await?;
+    let (body, _reserved) = read_body(app, &parts.extensions, body).await?;
     let method = parts.method.as_str();
     let home = crate::dav::paths::home_segment(service);
     let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");

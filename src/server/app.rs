@@ -100,7 +100,10 @@ impl App {
             logins,
             throttle: FailureThrottle::new(),
             conns: ConnLimit::new(config.limits.max_connections_per_ip),
-            bodies: BodyBudget::new(config.limits.max_body_bytes_in_flight),
+            bodies: BodyBudget::new(
+                config.limits.max_body_bytes_in_flight,
+                config.limits.max_body_bytes,
+            ),
             upstream,
             vault,
             metrics: Arc::new(Metrics::default()),

@@ -3,11 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::server::throttle::address_key;
+
+/// Request extension set by the listener: the address the request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
 
 /// How often, at most, a refused connection is logged (the log must not become the flood).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -103,51 +107,85 @@ impl ConnLimit {
     }
 }
 
-/// The bytes of request bodies held at once, all clients together.
+/// The bytes of request bodies held at once: all clients together at most `limit`, one
+/// address (counted as for connections) at most a quarter of that, or one largest body if
+/// that is more, so that a single device cannot fill the budget and turn every other
+/// client's requests away.
 #[derive(Debug)]
 pub struct BodyBudget {
     limit: usize,
-    used: Arc<AtomicUsize>,
+    per_ip: usize,
+    held: Arc<Mutex<Held>>,
     refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
 }
 
 /// Bytes reserved from the [`BodyBudget`]; dropping it gives them back.
 #[derive(Debug)]
 pub struct BodyReservation {
-    used: Arc<AtomicUsize>,
+    held: Arc<Mutex<Held>>,
+    key: Option<IpAddr>,
     bytes: usize,
 }
 
 impl BodyBudget {
-    pub fn new(limit: usize) -> BodyBudget {
+    /// A budget of `limit` bytes, where one address may hold a quarter of it or
+    /// `max_body`, whichever is more.
+    pub fn new(limit: usize, max_body: usize) -> BodyBudget {
         BodyBudget {
             limit,
-            used: Arc::new(AtomicUsize::new(0)),
+            per_ip: (limit / 4).max(max_body).min(limit),
+            held: Arc::default(),
             refused: AtomicU64::new(0),
         }
     }
 
-    /// Reserve `bytes` (possibly 0), or `None` if they do not fit now.
-    pub fn try_reserve(&self, bytes: usize) -> Option<BodyReservation> {
+    /// Reserve `bytes` (possibly 0) for a body from `client` (unknown: counted in the total
+    /// only), or `None` if they do not fit now.
+    pub fn try_reserve(&self, client: Option<IpAddr>, bytes: usize) -> Option<BodyReservation> {
         let mut r = BodyReservation {
-            used: self.used.clone(),
+            held: self.held.clone(),
+            key: client.map(address_key),
             bytes: 0,
         };
-        if r.try_grow(self.limit, bytes) {
-            Some(r)
-        } else {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            None
-        }
+        self.try_grow(&mut r, bytes).then_some(r)
     }
 
-    /// Reserve `more` bytes on top of `r`; `false` (and nothing reserved) if they do not fit.
+    /// Reserve `more` bytes on top of `r`; `false` (and nothing more reserved) if they do
+    /// not fit.
     pub fn try_grow(&self, r: &mut BodyReservation, more: usize) -> bool {
-        let ok = r.try_grow(self.limit, more);
-        if !ok {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+        if more == 0 {
+            return true;
         }
-        ok
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let total = held.total.checked_add(more).filter(|n| *n <= self.limit);
+        let mine = match r.key {
+            Some(k) => held
+                .by_ip
+                .get(&k)
+                .copied()
+                .unwrap_or(0)
+                .checked_add(more)
+                .filter(|n| *n <= self.per_ip)
+                .map(Some),
+            None => Some(None),
+        };
+        let (Some(total), Some(mine)) = (total, mine) else {
+            drop(held);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        held.total = total;
+        if let (Some(k), Some(n)) = (r.key, mine) {
+            held.by_ip.insert(k, n);
+        }
+        r.bytes += more;
+        true
     }
 
     /// The budget in bytes.
@@ -157,7 +195,10 @@ impl BodyBudget {
 
     /// Bytes reserved now.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
     }
 
     /// Bodies refused since start.
@@ -167,22 +208,6 @@ impl BodyBudget {
 }
 
 impl BodyReservation {
-    fn try_grow(&mut self, limit: usize, more: usize) -> bool {
-        if more == 0 {
-            return true;
-        }
-        let ok = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(more).filter(|n| *n <= limit)
-            })
-            .is_ok();
-        if ok {
-            self.bytes += more;
-        }
-        ok
-    }
-
     /// Bytes this reservation holds.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -191,8 +216,18 @@ impl BodyReservation {
 
 impl Drop for BodyReservation {
     fn drop(&mut self) {
-        if self.bytes > 0 {
-            self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.bytes == 0 {
+            return;
+        }
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.total = held.total.saturating_sub(self.bytes);
+        if let Some(k) = self.key {
+            if let Some(n) = held.by_ip.get_mut(&k) {
+                *n = n.saturating_sub(self.bytes);
+                if *n == 0 {
+                    held.by_ip.remove(&k);
+                }
+            }
         }
     }
 }
@@ -232,18 +267,38 @@ mod tests {
 
     #[test]
     fn body_budget_reserves_grows_and_gives_back() {
-        let b = BodyBudget::new(100);
-        let mut r1 = b.try_reserve(60).unwrap();
-        assert!(b.try_reserve(50).is_none());
+        let b = BodyBudget::new(100, 10);
+        let mut r1 = b.try_reserve(None, 60).unwrap();
+        assert!(b.try_reserve(None, 50).is_none());
         assert!(b.try_grow(&mut r1, 40));
         assert!(!b.try_grow(&mut r1, 1));
         assert_eq!((r1.bytes(), b.used()), (100, 100));
-        let empty = b.try_reserve(0).unwrap();
+        let empty = b.try_reserve(None, 0).unwrap();
         drop(r1);
         assert_eq!(b.used(), 0);
-        let r2 = b.try_reserve(100).unwrap();
+        let r2 = b.try_reserve(None, 100).unwrap();
         drop((r2, empty));
         assert_eq!(b.used(), 0);
         assert_eq!(b.refused(), 2);
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let b = BodyBudget::new(100, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let r1 = b.try_reserve(Some(a), 20).unwrap();
+        assert!(b.try_reserve(Some(mapped), 6).is_none(), "a quarter each");
+        let r2 = b.try_reserve(Some(mapped), 5).unwrap();
+        let r3 = b.try_reserve(Some(other), 25).unwrap();
+        drop(r1);
+        let r4 = b.try_reserve(Some(a), 20).unwrap();
+        drop((r2, r3, r4));
+        assert_eq!(b.used(), 0);
+        assert!(b.held.lock().unwrap().by_ip.is_empty());
+        // One largest body is always allowed, if the total has room.
+        let big = BodyBudget::new(100, 60);
+        assert!(big.try_reserve(Some(a), 60).is_some());
     }
 }

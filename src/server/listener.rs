@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::dav::respond::Body;
 use crate::server::app::{self, App};
+use crate::server::limits::ClientAddr;
 
 /// Most connections served at once (both listeners together); more are refused at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -338,6 +339,7 @@ async fn serve_http<I>(
             if tls {
                 req.extensions_mut().insert(app::ViaTls);
             }
+            req.extensions_mut().insert(ClientAddr(remote.ip()));
             let busy = activity.begin();
             let app = app.clone();
             async move {

@@ -23,3 +23,5 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+
+mod connections;
