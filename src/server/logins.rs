@@ -651,8 +651,8 @@ impl LoginStore {
         }
     }
 
-    #[cfg(test)]
-    fn peak_argon2_in_flight(&self) -> usize {
+    /// The most argon2 runs that were in flight at once since start (for tests).
+    pub fn peak_argon2_in_flight(&self) -> usize {
         self.peak_in_flight.load(Ordering::SeqCst)
     }
 }

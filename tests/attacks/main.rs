@@ -25,3 +25,5 @@
 mod support;
 
 mod connections;
+mod logins;
+mod memory;
