@@ -110,7 +110,7 @@ async fn local_resource(
                 .map(|d| d.trim() == "1")
                 .unwrap_or(false);
             let (parts, body) = req.into_parts();
-            let (body, _reserved) = proxy::read_body(app, &parts.extensions, body).await?;
+            let (body, _reserved) = proxy::read_body(app, &parts, body).await?;
             let props = if body.iter().all(u8::is_ascii_whitespace) {
                 PropRequest::AllProp
             } else {

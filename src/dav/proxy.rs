@@ -106,7 +106,7 @@ const BODY_BUDGET_RETRY_SECS: u64 = 5;
 /// falls back after a burst of large bodies.
 pub async fn read_body(
     app: &App,
-    extensions: &http::Extensions,
+    head: &http::request::Parts,
     mut body: Incoming,
 ) -> Result<(Bytes, BodyReservation), DavError> {
     use hyper::body::Body as _;
@@ -120,7 +120,13 @@ pub async fn read_body(
             retry_after: BODY_BUDGET_RETRY_SECS,
         }
     };
-    let client = extensions.get::<ClientAddr>().map(|c| c.0);
+    let client = head.extensions.get::<ClientAddr>().map(|c| c.0);
+    // A client that waits for `100 Continue` sends nothing more after a refusal; any other
+    // is still sending, and reads the refusal only if its body is taken in meanwhile.
+    let waits_for_continue = head
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     // Most reads (GET, a bare PROPFIND) have no body: no timer, no buffer.
     if body.is_end_stream() {
         let none = app.bodies.try_reserve(client, 0).ok_or_else(busy)?;
@@ -131,10 +137,12 @@ pub async fn read_body(
         return Err(DavError::TooLarge { limit });
     }
     let declared = hint.exact().and_then(|n| usize::try_from(n).ok());
-    let mut reserved = app
-        .bodies
-        .try_reserve(client, declared.unwrap_or(0))
-        .ok_or_else(busy)?;
+    let Some(mut reserved) = app.bodies.try_reserve(client, declared.unwrap_or(0)) else {
+        if !waits_for_continue {
+            discard_rest(body, limit);
+        }
+        return Err(busy());
+    };
     let within = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
     let read = async {
         let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
@@ -163,12 +171,41 @@ pub async fn read_body(
     };
     match tokio::time::timeout(within, read).await {
         Ok(Ok(buf)) => Ok((Bytes::from(buf), reserved)),
+        Ok(Err(e @ DavError::Busy { .. })) => {
+            drop(reserved);
+            discard_rest(body, limit);
+            Err(e)
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(DavError::Timeout(format!(
             "the request body did not arrive within {} s",
             within.as_secs()
         ))),
     }
+}
+
+/// How long a refused body is still taken in (and thrown away).
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a body is refused for want of budget, take in and throw away what the client is
+/// still sending (at most `limit` bytes, for [`DISCARD_FOR`]) while the 503 goes out: a
+/// connection closed with unread data is reset, and the client would see the reset instead
+/// of the answer. Nothing is kept: each piece is dropped as it arrives.
+fn discard_rest(mut body: Incoming, limit: usize) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DISCARD_FOR, async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    seen = seen.saturating_add(data.len());
+                    if seen > limit {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
 }
 
 fn is_blank(b: &[u8]) -> bool {
@@ -201,7 +238,7 @@ pub async fn forward(
     }
     let (parts, body) = req.into_parts();
     // The reservation is held until the request is answered.
-    let (body, _reserved) = read_body(app, &parts.extensions, body).await?;
+    let (body, _reserved) = read_body(app, &parts, body).await?;
     let method = parts.method.as_str();
     let home = crate::dav::paths::home_segment(service);
     let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");

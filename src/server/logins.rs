@@ -390,11 +390,6 @@ impl LoginStore {
         None
     }
 
-    /// Whether a login of this name exists (for logs: only existing names are named).
-    pub fn exists(&self, name: &str) -> bool {
-        self.refresh().logins.iter().any(|l| l.name == name)
-    }
-
     /// Check Basic credentials. Runs argon2 on the blocking pool (at most two at once)
     /// unless this pair succeeded within the last 10 minutes.
     pub async fn verify(&self, name: &str, password: &str) -> Verify {
@@ -939,7 +934,6 @@ mod tests {
         assert_eq!(s.remembered("phone", "password1").unwrap().name, "phone");
         assert!(s.remembered("phone", &long).is_none());
         assert_eq!(s.argon2_runs(), runs);
-        assert!(s.exists("phone") && !s.exists("nobody"));
     }
 
     #[test]
