@@ -182,9 +182,18 @@ async fn refuse_plain_http(
     ))
 }
 
-/// What a connection over a limit gets on the plain HTTP port before it is closed (nothing
-/// is read from it; on the TLS port it is closed without a word).
+/// What a connection over a limit gets on the plain HTTP port, after its request head (or
+/// [`REFUSAL_READ`]), before it is closed; on the TLS port it is closed without a word.
 const REFUSED: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 97\r\nConnection: close\r\n\r\nThis address holds as many connections to the bridge as it may; close some or try again shortly.\n";
+
+/// Refused connections answered with a readable 503 at once (more are just closed): a
+/// client that gets a 503 for its request retries later instead of reporting a broken
+/// connection.
+const REFUSAL_LANE: usize = 64;
+/// How long a refused client gets to send its request head before the 503 goes out anyway.
+const REFUSAL_READ: Duration = Duration::from_secs(1);
+/// Most bytes of a refused client's request head read (and thrown away).
+const REFUSAL_HEAD_MAX: usize = 16 * 1024;
 
 /// Deadlines of one HTTP connection (see [`Activity::watch`]).
 #[derive(Clone, Copy)]
@@ -205,6 +214,7 @@ async fn accept_loop(
     // Cancelled when the drain time is over: every connection still open is dropped.
     let hard = CancellationToken::new();
     let total = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let lane = Arc::new(tokio::sync::Semaphore::new(REFUSAL_LANE));
     let header_timeout = Duration::from_secs(app.config.limits.header_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -237,12 +247,12 @@ async fn accept_loop(
         // Over a limit: refused at once, never queued.
         let front = if tls { "https" } else { "http" };
         let Some(slot) = app.conns.try_open(remote.ip(), front) else {
-            refuse(&stream, tls);
+            refuse(stream, tls, &lane, &tracker);
             continue;
         };
         let Ok(permit) = total.clone().try_acquire_owned() else {
             tracing::debug!(%remote, "refusing a connection: {MAX_CONNECTIONS} are open");
-            refuse(&stream, tls);
+            refuse(stream, tls, &lane, &tracker);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -309,12 +319,63 @@ async fn accept_loop(
     }
 }
 
-/// Tell a refused client why, if that costs nothing (one non-blocking write on the plain
-/// port); the stream is closed when the caller drops it.
-fn refuse(stream: &tokio::net::TcpStream, tls: bool) {
-    if !tls {
-        let _ = stream.try_write(REFUSED.as_bytes());
+/// Refuse a connection over a limit: on the plain port, while fewer than [`REFUSAL_LANE`]
+/// refusals are under way, read its request head (at most [`REFUSAL_HEAD_MAX`] bytes, for at
+/// most [`REFUSAL_READ`]) so that the client reads the 503 as the answer to its request,
+/// then close it gracefully (within another [`REFUSAL_READ`]); otherwise, and on the TLS
+/// port, close it at once. Nothing waits for a slot.
+fn refuse(
+    stream: tokio::net::TcpStream,
+    tls: bool,
+    lane: &Arc<tokio::sync::Semaphore>,
+    tracker: &TaskTracker,
+) {
+    if tls {
+        return;
     }
+    let Ok(permit) = lane.clone().try_acquire_owned() else {
+        return;
+    };
+    tracker.spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_READ, read_head(&mut stream)).await;
+        let _ = tokio::time::timeout(REFUSAL_READ, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.write_all(REFUSED.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Take in what the client still sends (a body) until it closes: closing with
+            // unread data would reset the connection and lose the answer.
+            let mut sink = [0u8; 2048];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Read (and throw away) a request head: up to the blank line, the end of the stream, or
+/// [`REFUSAL_HEAD_MAX`] bytes.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 2048];
+    // The last bytes of the previous read, so that a blank line split between reads counts.
+    let mut tail: Vec<u8> = Vec::with_capacity(buf.len() + 3);
+    let mut seen = 0;
+    while seen < REFUSAL_HEAD_MAX {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        seen += n;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        let keep = tail.len().saturating_sub(3);
+        tail.drain(..keep);
+    }
+    Ok(())
 }
 
 /// Serve one HTTP connection until it ends, the client misses a deadline, or the bridge

@@ -70,14 +70,34 @@ async fn an_idle_flood_from_one_address_is_refused_while_other_devices_are_serve
         held.push(connect_from(ATTACKER, addr).await);
     }
     wait_held(&env, ATTACKER, 16).await;
-    // Every further connection from that address is refused at once, with a reason.
+    // Every further connection from that address is refused at once: a request gets a
+    // 503 saying why, a silent connection is closed.
     for i in 0..40 {
         let mut s = connect_from(ATTACKER, addr).await;
+        if i % 10 == 9 {
+            let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+            assert!(
+                closed,
+                "silent connection {i} over the limit was not closed"
+            );
+            continue;
+        }
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+            .await
+            .unwrap();
         let (text, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
         assert!(closed, "connection {i} over the limit was not refused");
         assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
         assert!(text.contains("\r\nRetry-After: "), "{text}");
     }
+    // A client library sees an ordinary 503.
+    let r = client_from(ATTACKER)
+        .get(env.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
     // The victim on another address logs in, works, and /healthz answers.
     let (status, body) = env.propfind("/", "0", PROPFIND_PRINCIPAL).await;
     assert_eq!(status, 207, "{body}");
