@@ -44,8 +44,9 @@ URL="$(sed -n 's/^url: //p' "$WORK/demo.out")"
 USER_="$(sed -n 's/^user: //p' "$WORK/demo.out")"
 PASS="$(sed -n 's/^password: //p' "$WORK/demo.out")"
 [ -n "$URL" ] || { cat "$WORK/demo.err" >&2; echo "attack: demo did not start" >&2; exit 1; }
-IMAP="$(sed -n 's/.*imap=\([0-9.:]*\).*/\1/p' "$WORK/demo.err" | head -1)"
-SMTP="$(sed -n 's/.*smtp=\([0-9.:]*\).*/\1/p' "$WORK/demo.err" | head -1)"
+# The bridge's mail front ends (the "demo mail" line; the stand-in logs its own imap=/smtp=).
+IMAP="$(sed -n 's/.*demo mail.*imap=\([0-9.:]*\).*/\1/p' "$WORK/demo.err" | head -1)"
+SMTP="$(sed -n 's/.*demo mail.*smtp=\([0-9.:]*\).*/\1/p' "$WORK/demo.err" | head -1)"
 blog "demo at $URL (pid $DEMO_PID, imap ${IMAP:--}, smtp ${SMTP:--})"
 
 echo "Hostile-device benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, \`bench/attack.sh\`"

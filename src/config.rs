@@ -169,7 +169,31 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request body; slower gets 408.
     pub body_timeout_secs: u64,
+    /// Connections one address may hold at once, over every front end together (IPv6
+    /// counted per /64, IPv4-mapped as IPv4); more are refused at once.
+    pub max_connections_per_ip: usize,
+    /// Total time a client gets for a request's headers, counted from the connection's
+    /// start or the end of its previous request (not restarted by each byte); also how long
+    /// an idle keep-alive connection stays open.
+    pub header_timeout_secs: u64,
+    /// Total time an IMAP or SMTP client gets from connecting until it has logged in.
+    pub login_timeout_secs: u64,
+    /// Request bodies held in memory at once, all clients together (bytes; one address may
+    /// hold a quarter of it, or one `max_body_bytes` if more); a body that does not fit
+    /// gets 503 with `Retry-After` before it is read.
+    pub max_body_bytes_in_flight: usize,
 }
+
+/// Default `limits.max_connections_per_ip`: a household's phones, tablets and laptops each
+/// keep a few connections per account and protocol (DAV clients 4-6, mail apps a few IMAP
+/// sessions plus SMTP), so 64 leaves room for a busy device while one hostile address holds
+/// a small share of the 1024 HTTP slots.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Smallest default `limits.max_body_bytes_in_flight` (64 MiB): client bodies are small in
+/// practice (a PROPFIND or REPORT is a few KiB, an event or vCard rarely over 1 MiB), so
+/// this admits every honest client at once while a flood of 10 MiB bodies costs at most
+/// this much memory. It is at least twice `max_body_bytes` when that is raised.
+pub const MIN_DEFAULT_BODIES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 
 // ----- raw serde shapes -----
 
@@ -249,6 +273,10 @@ struct RawNotify {
 struct RawLimits {
     max_body_bytes: Option<usize>,
     body_timeout_secs: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    login_timeout_secs: Option<u64>,
+    max_body_bytes_in_flight: Option<usize>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8008";
@@ -473,15 +501,41 @@ impl Config {
                 None => None,
             },
         };
+        let max_body_bytes = positive(
+            "limits.max_body_bytes",
+            raw.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024) as u64,
+        )? as usize;
+        let max_body_bytes_in_flight = match raw.limits.max_body_bytes_in_flight {
+            None => MIN_DEFAULT_BODIES_IN_FLIGHT.max(max_body_bytes.saturating_mul(2)),
+            Some(n) if n < max_body_bytes => {
+                return Err(invalid(
+                    "limits.max_body_bytes_in_flight",
+                    format!("must be at least limits.max_body_bytes ({max_body_bytes}), or no large body could ever be accepted"),
+                ))
+            }
+            Some(n) => n,
+        };
         let limits = LimitsConfig {
-            max_body_bytes: positive(
-                "limits.max_body_bytes",
-                raw.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024) as u64,
-            )? as usize,
+            max_body_bytes,
             body_timeout_secs: positive(
                 "limits.body_timeout_secs",
                 raw.limits.body_timeout_secs.unwrap_or(60),
             )?,
+            max_connections_per_ip: positive(
+                "limits.max_connections_per_ip",
+                raw.limits
+                    .max_connections_per_ip
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP) as u64,
+            )? as usize,
+            header_timeout_secs: positive(
+                "limits.header_timeout_secs",
+                raw.limits.header_timeout_secs.unwrap_or(30),
+            )?,
+            login_timeout_secs: positive(
+                "limits.login_timeout_secs",
+                raw.limits.login_timeout_secs.unwrap_or(60),
+            )?,
+            max_body_bytes_in_flight,
         };
         Ok(Config {
             server,
@@ -672,6 +726,16 @@ mod tests {
         assert_eq!(c.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
         assert_eq!(c.limits.body_timeout_secs, d.limits.body_timeout_secs);
+        assert_eq!(
+            c.limits.max_connections_per_ip,
+            d.limits.max_connections_per_ip
+        );
+        assert_eq!(c.limits.header_timeout_secs, d.limits.header_timeout_secs);
+        assert_eq!(c.limits.login_timeout_secs, d.limits.login_timeout_secs);
+        assert_eq!(
+            c.limits.max_body_bytes_in_flight,
+            d.limits.max_body_bytes_in_flight
+        );
         assert_eq!(c.notify.min_secs, d.notify.min_secs);
         assert_eq!(c.notify.min_secs, 300);
         assert!(c.notify.webhook.is_none() && d.notify.webhook.is_none());
@@ -725,6 +789,35 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(dbg.contains("https://ntfy.example:8443"), "{dbg}");
         assert!(!dbg.contains("tok3n") && !dbg.contains("s3cr3t"), "{dbg}");
+    }
+
+    #[test]
+    fn limits_defaults_and_validation() {
+        let d = Config::defaults().limits;
+        assert_eq!(d.max_connections_per_ip, 64);
+        assert_eq!(d.header_timeout_secs, 30);
+        assert_eq!(d.login_timeout_secs, 60);
+        assert_eq!(d.max_body_bytes_in_flight, 64 * 1024 * 1024);
+        // A raised body limit raises the default budget with it.
+        let c = Config::from_toml("[limits]\nmax_body_bytes = 52428800\n", None).unwrap();
+        assert_eq!(c.limits.max_body_bytes_in_flight, 100 * 1024 * 1024);
+        let err = Config::from_toml(
+            "[limits]\nmax_body_bytes = 1000\nmax_body_bytes_in_flight = 999\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.max_body_bytes_in_flight"), "{err}");
+        for key in [
+            "max_connections_per_ip",
+            "header_timeout_secs",
+            "login_timeout_secs",
+        ] {
+            let err = Config::from_toml(&format!("[limits]\n{key} = 0\n"), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("limits.{key}")), "{err}");
+        }
     }
 
     #[test]

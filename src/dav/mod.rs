@@ -111,12 +111,8 @@ async fn local_resource(
                 .and_then(|v| v.to_str().ok())
                 .map(|d| d.trim() == "1")
                 .unwrap_or(false);
-            let body = proxy::read_body(
-                req.into_body(),
-                app.config.limits.max_body_bytes,
-                std::time::Duration::from_secs(app.config.limits.body_timeout_secs),
-            )
-            .await?;
+            let (parts, body) = req.into_parts();
+            let (body, _reserved) = proxy::read_body(app, &parts, body).await?;
             let props = if body.iter().all(u8::is_ascii_whitespace) {
                 PropRequest::AllProp
             } else {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use url::Url;
 
@@ -20,6 +20,7 @@ use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
 use crate::dav::xml::inspect::{inspect, RequestInfo};
 use crate::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
 use crate::server::app::App;
+use crate::server::limits::{BodyReservation, ClientAddr};
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::discover::{self, Learned};
 use crate::upstream::error::UpstreamError;
@@ -91,39 +92,122 @@ pub async fn ensure_learned(app: &App, account: &Account) -> Result<Arc<Learned>
     })
 }
 
-/// Read a request body up to `limit` bytes, within `within` (a slow client gets 408).
+/// Seconds a client is asked to wait when the body budget is full.
+const BODY_BUDGET_RETRY_SECS: u64 = 5;
+
+/// Read a request body into one buffer, up to `limits.max_body_bytes` (more: 413) within
+/// `limits.body_timeout_secs` (slower: 408), holding its share of the global body budget
+/// (`limits.max_body_bytes_in_flight`, of which one address may hold a quarter or one
+/// largest body) until the returned reservation is dropped. A
+/// declared `Content-Length` is reserved before anything is read; a body of unknown length
+/// as its buffer grows. When the budget is full the client gets 503 with `Retry-After`,
+/// before its body is read (or as soon as a chunked one outgrows what is left).
+///
+/// One buffer sized up front (or grown by doubling) rather than a list of small chunks:
+/// large buffers come straight from the system and go back to it when freed, so memory
+/// falls back after a burst of large bodies.
 pub async fn read_body(
-    body: Incoming,
-    limit: usize,
-    within: std::time::Duration,
-) -> Result<Bytes, DavError> {
-    // Most reads (GET, a bare PROPFIND) have no body: no timer, no collecting.
-    if hyper::body::Body::is_end_stream(&body) {
-        return Ok(Bytes::new());
-    }
-    let collected = match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
-        Ok(c) => c,
-        Err(_) => {
-            return Err(DavError::Timeout(format!(
-                "the request body did not arrive within {} s",
-                within.as_secs()
-            )))
+    app: &App,
+    head: &http::request::Parts,
+    mut body: Incoming,
+) -> Result<(Bytes, BodyReservation), DavError> {
+    use hyper::body::Body as _;
+    let limit = app.config.limits.max_body_bytes;
+    let busy = || {
+        let mib = app.bodies.limit().div_ceil(1024 * 1024);
+        DavError::Busy {
+            message: format!(
+                "The bridge is already receiving as much request data as it holds at once ({mib} MiB, limits.max_body_bytes_in_flight); try again in a few seconds."
+            ),
+            retry_after: BODY_BUDGET_RETRY_SECS,
         }
     };
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(DavError::TooLarge { limit })
-            } else {
-                Err(DavError::BadRequest(
-                    "the request body could not be read completely".into(),
-                ))
-            }
-        }
+    let client = head.extensions.get::<ClientAddr>().map(|c| c.0);
+    // A client that waits for `100 Continue` sends nothing more after a refusal; any other
+    // is still sending, and reads the refusal only if its body is taken in meanwhile.
+    let waits_for_continue = head
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // Most reads (GET, a bare PROPFIND) have no body: no timer, no buffer.
+    if body.is_end_stream() {
+        let none = app.bodies.try_reserve(client, 0).ok_or_else(busy)?;
+        return Ok((Bytes::new(), none));
     }
+    let hint = body.size_hint();
+    if !usize::try_from(hint.lower()).is_ok_and(|n| n <= limit) {
+        return Err(DavError::TooLarge { limit });
+    }
+    let declared = hint.exact().and_then(|n| usize::try_from(n).ok());
+    let Some(mut reserved) = app.bodies.try_reserve(client, declared.unwrap_or(0)) else {
+        if !waits_for_continue {
+            discard_rest(body, limit);
+        }
+        return Err(busy());
+    };
+    let within = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
+    let read = async {
+        let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                DavError::BadRequest("the request body could not be read completely".into())
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let len = buf.len() + data.len();
+            if len > limit {
+                return Err(DavError::TooLarge { limit });
+            }
+            if len > buf.capacity() {
+                let cap = len.max(buf.capacity().saturating_mul(2).min(limit));
+                let more = cap.saturating_sub(reserved.bytes());
+                if !app.bodies.try_grow(&mut reserved, more) {
+                    return Err(busy());
+                }
+                buf.reserve_exact(cap - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(Ok(buf)) => Ok((Bytes::from(buf), reserved)),
+        Ok(Err(e @ DavError::Busy { .. })) => {
+            drop(reserved);
+            discard_rest(body, limit);
+            Err(e)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(DavError::Timeout(format!(
+            "the request body did not arrive within {} s",
+            within.as_secs()
+        ))),
+    }
+}
+
+/// How long a refused body is still taken in (and thrown away).
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a body is refused for want of budget, take in and throw away what the client is
+/// still sending (at most `limit` bytes, for [`DISCARD_FOR`]) while the 503 goes out: a
+/// connection closed with unread data is reset, and the client would see the reset instead
+/// of the answer. Nothing is kept: each piece is dropped as it arrives.
+fn discard_rest(mut body: Incoming, limit: usize) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DISCARD_FOR, async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    seen = seen.saturating_add(data.len());
+                    if seen > limit {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
 }
 
 fn is_blank(b: &[u8]) -> bool {
@@ -155,12 +239,8 @@ pub async fn forward(
         )));
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(
-        body,
-        app.config.limits.max_body_bytes,
-        std::time::Duration::from_secs(app.config.limits.body_timeout_secs),
-    )
-    .await?;
+    // The reservation is held until the request is answered.
+    let (body, _reserved) = read_body(app, &parts, body).await?;
     let method = parts.method.as_str();
     let home = crate::dav::paths::home_segment(service);
     let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");

@@ -37,6 +37,9 @@ pub enum DavError {
     /// The client was too slow.
     #[error("{0}")]
     Timeout(String),
+    /// The bridge holds as much as it may right now (503 with `Retry-After`).
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
     /// iCloud refused a write for a reason it does not say; `condition` is the RFC
     /// precondition element the client can act on.
     #[error("{message}")]
@@ -59,6 +62,7 @@ impl DavError {
             DavError::Forbidden(_) => StatusCode::FORBIDDEN,
             DavError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             DavError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            DavError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DavError::Refused { status, .. } => *status,
             DavError::Upstream(e) => {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -77,6 +81,7 @@ impl DavError {
                 } => (*condition, Some(short), None),
                 DavError::Upstream(e) => (None, Some(e.short()), e.retry_after()),
                 DavError::TooLarge { .. } => (None, Some("Request body too large"), None),
+                DavError::Busy { retry_after, .. } => (None, Some("Busy"), Some(*retry_after)),
                 _ => (None, None, None),
             };
         let body = error_body(condition, &self.to_string());

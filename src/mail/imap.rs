@@ -26,7 +26,8 @@ use crate::upstream::credential::Secret;
 
 /// Largest command accepted before login (LOGIN with long names fits easily).
 const MAX_MESSAGE: u32 = 16 * 1024;
-/// How long a client may take per command before login.
+/// How long a client may take per command before login (the whole dialogue before login
+/// also has a total deadline, `limits.login_timeout_secs`).
 const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// A logged-in session with no traffic either way for this long is closed (RFC 3501's
 /// autologout minimum; IDLE clients re-issue IDLE every 29 minutes).
@@ -77,8 +78,13 @@ pub async fn serve(
     implicit_tls: bool,
     token: CancellationToken,
 ) {
+    // One deadline for everything before login (`limits.login_timeout_secs`), TLS
+    // included: it does not move with each line the client sends.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(front.app.config.limits.login_timeout_secs);
     let io: BoxIo = if implicit_tls {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, front.acceptor.accept(stream)).await {
+        let until = deadline.min(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
+        match tokio::time::timeout_at(until, front.acceptor.accept(stream)).await {
             Ok(Ok(s)) => Box::new(s),
             _ => {
                 tracing::debug!(%remote, "IMAPS handshake failed");
@@ -100,13 +106,24 @@ pub async fn serve(
             let _ = client.io.write_all(b"* BYE icloud-bridge is shutting down\r\n").await;
             let _ = client.io.shutdown().await;
         }
-        r = pre_auth(&front, &mut client) => {
-            if let Ok(up) = r {
-                relay(client, up, &token).await;
-            } else {
+        r = tokio::time::timeout_at(deadline, pre_auth(&front, &mut client)) => match r {
+            Ok(Ok(up)) => relay(client, up, &token).await,
+            Ok(Err(End::Close)) => {
                 let _ = client.io.shutdown().await;
             }
-        }
+            Err(_) => {
+                tracing::debug!(%remote, "IMAP client did not log in within limits.login_timeout_secs");
+                // A client that reads nothing must not hold the session open either.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = client
+                        .io
+                        .write_all(b"* BYE No login in time; closing the connection\r\n")
+                        .await;
+                    let _ = client.io.shutdown().await;
+                })
+                .await;
+            }
+        },
     }
 }
 

@@ -28,7 +28,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// A boxed [`Io`].
 pub type BoxIo = Box<dyn Io>;
 
-/// Most IMAP connections served at once (both listeners together); more wait in the backlog.
+/// Most IMAP connections served at once (both listeners together); more are refused at once
+/// (as are more than `limits.max_connections_per_ip` from one address, counted over every
+/// front end).
 pub const MAX_CONNECTIONS: usize = 256;
 /// How long open sessions get to end after a shutdown request.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -146,13 +148,6 @@ async fn accept_loop(
 ) {
     let tracker = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => break,
-            p = front.limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, remote) = tokio::select! {
             _ = token.cancelled() => break,
             r = listener.accept() => match r {
@@ -164,12 +159,25 @@ async fn accept_loop(
                 }
             },
         };
+        // Over a limit: refused at once (a BYE where that needs no TLS), never queued.
+        let front_name = if implicit { "imaps" } else { "imap" };
+        let held = front
+            .app
+            .conns
+            .try_open(remote.ip(), front_name)
+            .zip(front.limit.clone().try_acquire_owned().ok());
+        let Some(held) = held else {
+            if !implicit {
+                let _ = stream.try_write(b"* BYE Too many connections from your address; close some or try again later\r\n");
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let front = front.clone();
         let token = token.clone();
         tracker.spawn(async move {
+            let _held = held;
             imap::serve(front, stream, remote, implicit, token).await;
-            drop(permit);
         });
     }
     drop(listener);

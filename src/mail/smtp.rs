@@ -39,14 +39,16 @@ use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Admitted, Service};
 
-/// Most SMTP sessions at once; more get `421` at once.
+/// Most SMTP sessions at once; more get `421` at once (as do more than
+/// `limits.max_connections_per_ip` from one address, counted over every front end).
 const MAX_CONNECTIONS: usize = 256;
 /// Longest command line (RFC 4954 allows 12288 octets for AUTH).
 const MAX_COMMAND_LINE: usize = 16 * 1024;
 /// Longest reply line accepted from upstream, and most lines in one reply.
 const MAX_REPLY_LINE: usize = 4096;
 const MAX_REPLY_LINES: usize = 64;
-/// Idle limits: between commands before login (RFC 5321 4.5.3.2: 5 min), and on a relayed
+/// Idle limits: between commands before login (RFC 5321 4.5.3.2: 5 min; the whole dialogue
+/// before login also has a total deadline, `limits.login_timeout_secs`), and on a relayed
 /// session with no bytes either way (10 min, the DATA termination limit).
 const COMMAND_IDLE: Duration = Duration::from_secs(300);
 const RELAY_IDLE: Duration = Duration::from_secs(600);
@@ -169,7 +171,7 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, token: CancellationTo
     let tracker = TaskTracker::new();
     let hard = CancellationToken::new();
     loop {
-        let (mut stream, remote) = tokio::select! {
+        let (stream, remote) = tokio::select! {
             _ = token.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -180,15 +182,21 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, token: CancellationTo
                 }
             },
         };
-        let permit = ctx.limit.clone().try_acquire_owned();
+        // Over a limit: refused at once, never queued.
+        let held = ctx
+            .app
+            .conns
+            .try_open(remote.ip(), "smtp")
+            .zip(ctx.limit.clone().try_acquire_owned().ok());
+        let Some(held) = held else {
+            let _ = stream.try_write(
+                b"421 4.7.0 Too many connections from your address; try again later\r\n",
+            );
+            continue;
+        };
         let (ctx, token, hard) = (ctx.clone(), token.clone(), hard.clone());
         tracker.spawn(async move {
-            let Ok(_permit) = permit else {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections; try again later\r\n")
-                    .await;
-                return;
-            };
+            let _held = held;
             tokio::select! {
                 r = session(&ctx, stream, remote, &token) => {
                     if let Err(e) = r {
@@ -331,10 +339,42 @@ async fn session(
     remote: SocketAddr,
     token: &CancellationToken,
 ) -> io::Result<()> {
+    // One deadline for everything before login (`limits.login_timeout_secs`), STARTTLS
+    // included: it does not move with each line the client sends.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(ctx.app.config.limits.login_timeout_secs);
     let _ = tcp.set_nodelay(true);
     let loopback = tcp.local_addr().map(|a| is_loopback(a.ip()))?;
     let mut conn: Conn = BufReader::new(Box::new(tcp));
-    send(&mut conn, &format!("220 {NAME} ESMTP ready")).await?;
+    match tokio::time::timeout_at(deadline, pre_login(ctx, &mut conn, loopback, remote, token))
+        .await
+    {
+        Ok(Ok(Some(upstream))) => relay(conn, *upstream).await,
+        Ok(Ok(None)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            tracing::debug!(%remote, "smtp: no login within limits.login_timeout_secs");
+            // A client that reads nothing must not hold the session open either.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                send(&mut conn, "421 4.4.2 No login in time, closing connection"),
+            )
+            .await;
+            Ok(())
+        }
+    }
+}
+
+/// The dialogue before login: the logged-in upstream connection to relay to, or `None`
+/// when the session ended.
+async fn pre_login(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    loopback: bool,
+    remote: SocketAddr,
+    token: &CancellationToken,
+) -> io::Result<Option<Box<Conn>>> {
+    send(conn, &format!("220 {NAME} ESMTP ready")).await?;
     let mut st = State {
         tls: false,
         loopback,
@@ -346,21 +386,21 @@ async fn session(
     loop {
         let got = tokio::select! {
             _ = token.cancelled() => None,
-            r = tokio::time::timeout(COMMAND_IDLE, read_line(&mut conn, MAX_COMMAND_LINE, &mut line)) => Some(r),
+            r = tokio::time::timeout(COMMAND_IDLE, read_line(conn, MAX_COMMAND_LINE, &mut line)) => Some(r),
         };
         let got = match got {
             None => {
-                send(&mut conn, "421 4.3.2 icloud-bridge is shutting down").await?;
-                return Ok(());
+                send(conn, "421 4.3.2 icloud-bridge is shutting down").await?;
+                return Ok(None);
             }
             Some(Err(_)) => {
-                send(&mut conn, "421 4.4.2 Idle timeout, closing connection").await?;
-                return Ok(());
+                send(conn, "421 4.4.2 Idle timeout, closing connection").await?;
+                return Ok(None);
             }
             Some(Ok(r)) => r?,
         };
         let next = match got {
-            Line::Eof => return Ok(()),
+            Line::Eof => return Ok(None),
             Line::TooLong => Next::Reply("500 5.5.2 Line too long".into()),
             Line::Full => {
                 let text = String::from_utf8_lossy(trim_eol(&line)).into_owned();
@@ -370,7 +410,7 @@ async fn session(
                 };
                 // The verb only: AUTH arguments are secrets.
                 tracing::debug!(%remote, verb = %verb.chars().take(16).collect::<String>(), "smtp command");
-                command(ctx, &mut conn, &mut st, remote, &verb, &args).await?
+                command(ctx, conn, &mut st, remote, &verb, &args).await?
             }
         };
         match next {
@@ -380,30 +420,31 @@ async fn session(
                 } else {
                     st.errors = 0;
                 }
-                send(&mut conn, &r).await?;
+                send(conn, &r).await?;
                 if st.errors >= MAX_ERRORS {
-                    send(&mut conn, "421 4.7.0 Too many errors, closing connection").await?;
-                    return Ok(());
+                    send(conn, "421 4.7.0 Too many errors, closing connection").await?;
+                    return Ok(None);
                 }
             }
             Next::Close(r) => {
-                send(&mut conn, &r).await?;
-                return Ok(());
+                send(conn, &r).await?;
+                return Ok(None);
             }
             Next::StartTls => {
-                send(&mut conn, "220 2.0.0 Ready to start TLS").await?;
+                send(conn, "220 2.0.0 Ready to start TLS").await?;
                 // RFC 3207: whatever the client pipelined after STARTTLS is discarded.
-                let inner = conn.into_inner();
+                let placeholder: Box<dyn Io> = Box::new(tokio::io::duplex(1).0);
+                let inner = std::mem::replace(conn, BufReader::new(placeholder)).into_inner();
                 let tls = tokio::time::timeout(HANDSHAKE, ctx.acceptor.accept(inner))
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
-                conn = BufReader::new(Box::new(tls));
+                *conn = BufReader::new(Box::new(tls));
                 st.tls = true;
                 st.greeted = false;
             }
             Next::Relay(upstream) => {
-                send(&mut conn, "235 2.7.0 Authentication successful").await?;
-                return relay(conn, *upstream).await;
+                send(conn, "235 2.7.0 Authentication successful").await?;
+                return Ok(Some(upstream));
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::dav::respond::{full, Body};
 use crate::dav::task_lists::TaskList;
 use crate::server::admin::{self, AdminState};
 use crate::server::auth::{self, AuthOutcome};
+use crate::server::limits::{BodyBudget, ConnLimit};
 use crate::server::logins::LoginStore;
 use crate::server::metrics::Metrics;
 use crate::server::status;
@@ -49,6 +50,10 @@ pub struct App {
     accounts: AccountMap,
     pub logins: LoginStore,
     pub throttle: FailureThrottle,
+    /// Connections per address, every front end together.
+    pub conns: ConnLimit,
+    /// Request bodies held in memory at once.
+    pub bodies: BodyBudget,
     pub upstream: Upstream,
     pub vault: Vault,
     pub metrics: Arc<Metrics>,
@@ -99,6 +104,11 @@ impl App {
             accounts: AccountMap(Arc::new(RwLock::new(Arc::new(accounts)))),
             logins,
             throttle: FailureThrottle::new(),
+            conns: ConnLimit::new(config.limits.max_connections_per_ip),
+            bodies: BodyBudget::new(
+                config.limits.max_body_bytes_in_flight,
+                config.limits.max_body_bytes,
+            ),
             upstream,
             vault,
             metrics: Arc::new(Metrics::default()),

@@ -8,7 +8,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::dav::respond::{full, Body};
 use crate::server::app::App;
-use crate::server::logins::{Login, Verify};
+use crate::server::logins::{Hold, Login, Verify};
+use crate::server::throttle::Turn;
 
 pub enum AuthOutcome {
     Ok(Login),
@@ -56,8 +57,16 @@ pub async fn authenticate(app: &App, ip: IpAddr, headers: &HeaderMap) -> AuthOut
     }
 }
 
-/// Check a local login for any front end (`front`: "http", "imap", "smtp"), slowed and
-/// counted by the failure throttle; `None` for a wrong login or password.
+/// Check a local login for any front end (`front`: "http", "imap", "smtp"); `None` for a
+/// wrong login or password.
+///
+/// A pair that succeeded within the last 10 minutes is answered from memory at once, never
+/// waiting behind argon2 or any delay. Every other check waits for its address's turn
+/// (one check at a time per address, in order, after the delay its failures set: see
+/// [`crate::server::throttle`]), then costs one argon2 run whether or not the name exists.
+/// The turn is held until that run ends even if the client hangs up, so parallel or
+/// abandoned attempts from one address never run two at once, and a new device on another
+/// address waits for at most one run per other address.
 pub async fn check_login(
     app: &App,
     ip: IpAddr,
@@ -65,19 +74,34 @@ pub async fn check_login(
     pass: &str,
     front: &'static str,
 ) -> Option<Login> {
-    let delay = app.throttle.delay_for(ip);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    if let Some(login) = app.logins.remembered(user, pass) {
+        return Some(login);
     }
-    match app.logins.verify(user, pass).await {
-        Verify::Ok(login) => {
-            app.throttle.record_success(ip);
-            Some(login)
-        }
+    let attempt = Attempt {
+        turn: app.throttle.turn(ip).await,
+        name: user.to_string(),
+        front,
+    };
+    match app.logins.verify_holding(user, pass, attempt).await {
+        Verify::Ok(login) => Some(login),
         Verify::WrongPassword | Verify::UnknownUser => {
-            app.throttle.record_failure(ip);
-            tracing::info!(%ip, front, "wrong local login or password");
+            app.throttle.log_due(ip);
             None
+        }
+    }
+}
+
+/// One check in its address's turn: a failure is counted before the turn ends.
+struct Attempt {
+    turn: Turn,
+    name: String,
+    front: &'static str,
+}
+
+impl Hold for Attempt {
+    fn ended(self, ok: bool, known_name: bool) {
+        if !ok {
+            self.turn.failed(&self.name, known_name, self.front);
         }
     }
 }

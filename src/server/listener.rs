@@ -1,24 +1,30 @@
 //! The HTTP listener, and the HTTPS one on `server.tls_listen`: accepts connections, serves
 //! them with hyper (HTTP/1.1 and h2c; over TLS, h2 or HTTP/1.1 by ALPN), caps concurrent
-//! connections (both listeners together), runs background tasks, and shuts down gracefully.
+//! connections (per address over every front end, and in total), closes connections that
+//! do not send a whole request head in time or stay idle, runs background tasks, and shuts
+//! down gracefully.
 //! The mail listeners ([`crate::mail`]) start and stop with it, on the same token.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::dav::respond::Body;
 use crate::server::app::{self, App};
+use crate::server::limits::ClientAddr;
 
-/// Most connections served at once; more wait in the kernel's backlog.
+/// Most connections served at once (both listeners together); more are refused at once.
 const MAX_CONNECTIONS: usize = 1024;
 /// How long in-flight requests get to finish after a shutdown request.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -176,29 +182,51 @@ async fn refuse_plain_http(
     ))
 }
 
+/// What a connection over a limit gets on the plain HTTP port, after its request head (or
+/// [`REFUSAL_READ`]), before it is closed; on the TLS port it is closed without a word.
+const REFUSED: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 97\r\nConnection: close\r\n\r\nThis address holds as many connections to the bridge as it may; close some or try again shortly.\n";
+
+/// Refused connections answered with a readable 503 at once (more are just closed): a
+/// client that gets a 503 for its request retries later instead of reporting a broken
+/// connection.
+const REFUSAL_LANE: usize = 64;
+/// How long a refused client gets to send its request head before the 503 goes out anyway.
+const REFUSAL_READ: Duration = Duration::from_secs(1);
+/// Most bytes of a refused client's request head read (and thrown away).
+const REFUSAL_HEAD_MAX: usize = 16 * 1024;
+
+/// Deadlines of one HTTP connection (see [`Activity::watch`]).
+#[derive(Clone, Copy)]
+struct Deadlines {
+    /// When the first request's headers must have arrived (TLS handshake included).
+    first: tokio::time::Instant,
+    /// How long the connection may stay without a request in flight.
+    idle: Duration,
+}
+
 async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
     https: Option<Https>,
     token: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    // Cancelled when the drain time is over: every connection still open is dropped.
+    let hard = CancellationToken::new();
+    let total = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let lane = Arc::new(tokio::sync::Semaphore::new(REFUSAL_LANE));
+    let header_timeout = Duration::from_secs(app.config.limits.header_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        // Total per request head (hyper sets the deadline once per head, not per byte) and
+        // for an idle keep-alive connection; `Deadlines` also covers the first request's
+        // protocol sniffing and HTTP/2, which this timer does not see.
+        .header_read_timeout(header_timeout)
         .max_buf_size(256 * 1024);
     let builder = Arc::new(builder);
     loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (accepted, tls) = tokio::select! {
             _ = token.cancelled() => break,
             r = listener.accept() => (r, false),
@@ -212,35 +240,50 @@ async fn accept_loop(
                 continue;
             }
         };
+        let deadlines = Deadlines {
+            first: tokio::time::Instant::now() + header_timeout,
+            idle: header_timeout,
+        };
+        // Over a limit: refused at once, never queued.
+        let front = if tls { "https" } else { "http" };
+        let Some(slot) = app.conns.try_open(remote.ip(), front) else {
+            refuse(stream, tls, &lane, &tracker);
+            continue;
+        };
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "refusing a connection: {MAX_CONNECTIONS} are open");
+            refuse(stream, tls, &lane, &tracker);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let builder = builder.clone();
+        let (token, hard) = (token.clone(), hard.clone());
         match https.as_ref().filter(|_| tls) {
             None => {
-                let svc = service_fn(move |req| app::service(app.clone(), remote, req));
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %remote, "connection ended with an error");
-                    }
-                    drop(permit);
+                tracker.spawn(async move {
+                    let _held = (slot, permit);
+                    serve_http(
+                        &builder, stream, app, remote, false, deadlines, &token, &hard,
+                    )
+                    .await;
                 });
             }
             Some(h) => {
                 // The handshake runs in the connection's own task: a slow or silent client
                 // never holds up the accept loop.
                 let acceptor = h.acceptor.clone();
-                let watcher = graceful.watcher();
-                let builder = builder.clone();
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, async {
-                        let stream = refuse_plain_http(stream).await?;
-                        acceptor.accept(stream).await
-                    });
+                tracker.spawn(async move {
+                    let _held = (slot, permit);
+                    let handshake = tokio::time::timeout_at(
+                        deadlines
+                            .first
+                            .min(tokio::time::Instant::now() + TLS_HANDSHAKE),
+                        async {
+                            let stream = refuse_plain_http(stream).await?;
+                            acceptor.accept(stream).await
+                        },
+                    );
                     let stream = tokio::select! {
                         _ = token.cancelled() => return,
                         r = handshake => match r {
@@ -255,25 +298,255 @@ async fn accept_loop(
                             }
                         },
                     };
-                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(app::ViaTls);
-                        app::service(app.clone(), remote, req)
-                    });
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %remote, "TLS connection ended with an error");
-                    }
+                    serve_http(
+                        &builder, stream, app, remote, true, deadlines, &token, &hard,
+                    )
+                    .await;
                 });
             }
         }
     }
     drop(listener);
     drop(https);
+    tracker.close();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(DRAIN) => tracing::warn!("shutdown deadline reached; dropping open connections"),
+        _ = tracker.wait() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(DRAIN) => {
+            tracing::warn!("shutdown deadline reached; dropping open connections");
+            hard.cancel();
+            tracker.wait().await;
+        }
+    }
+}
+
+/// Refuse a connection over a limit: on the plain port, while fewer than [`REFUSAL_LANE`]
+/// refusals are under way, read its request head (at most [`REFUSAL_HEAD_MAX`] bytes, for at
+/// most [`REFUSAL_READ`]) so that the client reads the 503 as the answer to its request,
+/// then close it gracefully (within another [`REFUSAL_READ`]); otherwise, and on the TLS
+/// port, close it at once. Nothing waits for a slot.
+fn refuse(
+    stream: tokio::net::TcpStream,
+    tls: bool,
+    lane: &Arc<tokio::sync::Semaphore>,
+    tracker: &TaskTracker,
+) {
+    if tls {
+        return;
+    }
+    let Ok(permit) = lane.clone().try_acquire_owned() else {
+        return;
+    };
+    tracker.spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_READ, read_head(&mut stream)).await;
+        let _ = tokio::time::timeout(REFUSAL_READ, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.write_all(REFUSED.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Take in what the client still sends (a body) until it closes: closing with
+            // unread data would reset the connection and lose the answer.
+            let mut sink = [0u8; 2048];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Read (and throw away) a request head: up to the blank line, the end of the stream, or
+/// [`REFUSAL_HEAD_MAX`] bytes.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 2048];
+    // The last bytes of the previous read, so that a blank line split between reads counts.
+    let mut tail: Vec<u8> = Vec::with_capacity(buf.len() + 3);
+    let mut seen = 0;
+    while seen < REFUSAL_HEAD_MAX {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        seen += n;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        let keep = tail.len().saturating_sub(3);
+        tail.drain(..keep);
+    }
+    Ok(())
+}
+
+/// Serve one HTTP connection until it ends, the client misses a deadline, or the bridge
+/// shuts down (gracefully; at once when `hard` is cancelled).
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    app: Arc<App>,
+    remote: SocketAddr,
+    tls: bool,
+    deadlines: Deadlines,
+    token: &CancellationToken,
+    hard: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    let svc = {
+        let activity = activity.clone();
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            if tls {
+                req.extensions_mut().insert(app::ViaTls);
+            }
+            req.extensions_mut().insert(ClientAddr(remote.ip()));
+            let busy = activity.begin();
+            let app = app.clone();
+            async move {
+                let resp = app::service(app, remote, req).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked { inner: b, busy }.boxed()))
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    let watch = activity.watch(deadlines);
+    let mut watch = std::pin::pin!(watch);
+    let mut closing = false;
+    // After an idle connection was asked to close: how long it may take.
+    let grace = tokio::time::sleep(Duration::ZERO);
+    let mut grace = std::pin::pin!(grace);
+    let mut graced = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, %remote, tls, "connection ended with an error");
+                }
+                return;
+            }
+            _ = token.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            why = &mut watch, if !closing => match why {
+                Idle::NoRequest => {
+                    tracing::debug!(%remote, tls, "no request headers within limits.header_timeout_secs; closing");
+                    return;
+                }
+                Idle::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    graced = true;
+                }
+            },
+            _ = &mut grace, if graced => return,
+            _ = hard.cancelled() => return,
+        }
+    }
+}
+
+/// Why a connection is closed for want of requests.
+enum Idle {
+    /// The first request's headers did not arrive in time.
+    NoRequest,
+    /// No request in flight for the idle time.
+    Idle,
+}
+
+/// The requests of one connection: how many began, how many are in flight (until their
+/// response body is done), and when the last one ended.
+struct Activity {
+    origin: std::time::Instant,
+    began: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `origin` when the last request ended.
+    last_end: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            origin: std::time::Instant::now(),
+            began: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.began.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// Resolves when the connection should close: no complete request head by
+    /// `d.first`, or no request in flight for `d.idle` since the last one ended. Neither
+    /// deadline moves with single bytes, only with whole requests.
+    async fn watch(&self, d: Deadlines) -> Idle {
+        loop {
+            let now = tokio::time::Instant::now();
+            if self.began.load(Ordering::SeqCst) == 0 {
+                if now >= d.first {
+                    return Idle::NoRequest;
+                }
+                tokio::time::sleep_until(d.first).await;
+                continue;
+            }
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(d.idle).await;
+                continue;
+            }
+            let ended = self.origin + Duration::from_millis(self.last_end.load(Ordering::SeqCst));
+            let until = tokio::time::Instant::from_std(ended) + d.idle;
+            if now >= until {
+                return Idle::Idle;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
+
+/// One request in flight; dropped when its response body is done or abandoned.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_end
+            .store(a.origin.elapsed().as_millis() as u64, Ordering::SeqCst);
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct Tracked {
+    inner: Body,
+    #[allow(dead_code)]
+    busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::dav::respond::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -303,6 +576,20 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHan
             }
         });
     }
+    // Failed logins are logged summarised: what a minute collected is written here.
+    {
+        let app = app.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => app.throttle.flush_logs(),
+                }
+            }
+        });
+    }
     // Poll the vault cheaply; a change (reconnect, status page) takes effect at once.
     let app = app.clone();
     let token = token.clone();
@@ -324,4 +611,22 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHan
         }
     });
     notifier
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_well_formed() {
+        let (head, body) = REFUSED.split_once("\r\n\r\n").unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len());
+        assert!(head.starts_with("HTTP/1.1 503 ") && head.contains("\r\nRetry-After: "));
+    }
 }

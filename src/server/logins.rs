@@ -44,7 +44,8 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_CONCURRENT_ARGON2: usize = 2;
 /// Shortest password a user may choose.
 pub const MIN_PASSWORD_LEN: usize = 8;
-/// Longer passwords are refused outright (no argon2 run on megabytes of input).
+/// Longer passwords cannot be set; checking one costs one argon2 run on its first this many
+/// bytes against a dummy hash, for known and unknown names alike.
 const MAX_PASSWORD_LEN: usize = 1024;
 
 /// A local login as others see it (no hash).
@@ -53,6 +54,17 @@ pub struct Login {
     pub name: String,
     pub account: String,
     pub admin: bool,
+}
+
+/// What waits for an argon2 run to end (see [`LoginStore::verify_holding`]): told the
+/// outcome on the blocking pool when the run ends, then dropped.
+pub trait Hold: Send + 'static {
+    /// `ok`: the password matched; `known_name`: a login of that name exists.
+    fn ended(self, ok: bool, known_name: bool);
+}
+
+impl Hold for () {
+    fn ended(self, _ok: bool, _known_name: bool) {}
 }
 
 /// The outcome of [`LoginStore::verify`].
@@ -360,20 +372,42 @@ impl LoginStore {
         !st.broken && st.logins.is_empty()
     }
 
+    /// The login of a (name, password) pair that succeeded within the last 10 minutes: no
+    /// argon2, no waiting. `None` says nothing about the password.
+    pub fn remembered(&self, name: &str, password: &str) -> Option<Login> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return None;
+        }
+        // Checked under the lock, nothing copied but the login's names (lock order
+        // everywhere: state, then the memo).
+        let key = self.cache_key(name, password);
+        let st = self.refresh();
+        let l = st.logins.iter().find(|l| l.name == name)?;
+        if self.cache_hit(&key, name, &l.hash) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(l.login());
+        }
+        None
+    }
+
     /// Check Basic credentials. Runs argon2 on the blocking pool (at most two at once)
     /// unless this pair succeeded within the last 10 minutes.
     pub async fn verify(&self, name: &str, password: &str) -> Verify {
-        // The common case, a remembered pair: checked under the lock, nothing copied but the
-        // login's names (lock order everywhere: state, then the memo).
-        if password.len() <= MAX_PASSWORD_LEN {
-            let key = self.cache_key(name, password);
-            let st = self.refresh();
-            if let Some(l) = st.logins.iter().find(|l| l.name == name) {
-                if self.cache_hit(&key, name, &l.hash) {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Verify::Ok(l.login());
-                }
-            }
+        self.verify_holding(name, password, ()).await
+    }
+
+    /// [`verify`](Self::verify), keeping `hold` until the argon2 run (if any) ends, even if
+    /// the caller goes away, and telling it the outcome first: the failure throttle's turn
+    /// is passed here, so that an address that hangs up cannot start a second run before
+    /// its first one ends, and a failure is counted before the next turn begins.
+    ///
+    /// Every check that is not answered from memory costs exactly one argon2 run, whatever
+    /// the name and the password's length: unknown names and passwords over
+    /// [`MAX_PASSWORD_LEN`] bytes (which no login can have) are checked against a dummy
+    /// hash, so neither can be told apart from a wrong password by timing.
+    pub async fn verify_holding<H: Hold>(&self, name: &str, password: &str, hold: H) -> Verify {
+        if let Some(login) = self.remembered(name, password) {
+            return Verify::Ok(login);
         }
         let found = {
             let st = self.refresh();
@@ -382,19 +416,23 @@ impl LoginStore {
                 .find(|l| l.name == name)
                 .map(|l| (l.login(), l.hash.clone()))
         };
+        if password.len() > MAX_PASSWORD_LEN {
+            // The same work as any other check, on a bounded input (no argon2 run on
+            // megabytes).
+            let head = password.as_bytes()[..MAX_PASSWORD_LEN].to_vec();
+            self.run_argon2(None, head, found.is_some(), hold).await;
+            return match found {
+                Some(_) => Verify::WrongPassword,
+                None => Verify::UnknownUser,
+            };
+        }
         let Some((login, hash)) = found else {
             // Take as long as a real check, so names cannot be probed by timing.
-            self.run_argon2(None, password.to_string()).await;
+            self.run_argon2(None, password.as_bytes().to_vec(), false, hold)
+                .await;
             return Verify::UnknownUser;
         };
-        if password.len() > MAX_PASSWORD_LEN {
-            return Verify::WrongPassword;
-        }
         let key = self.cache_key(name, password);
-        if self.cache_hit(&key, name, &hash) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Verify::Ok(login);
-        }
         let gate = lock(&self.verifying).entry(key).or_default().clone();
         let guard = gate.lock().await;
         let ok = if self.cache_hit(&key, name, &hash) {
@@ -402,7 +440,7 @@ impl LoginStore {
             true
         } else {
             let ok = self
-                .run_argon2(Some(hash.clone()), password.to_string())
+                .run_argon2(Some(hash.clone()), password.as_bytes().to_vec(), true, hold)
                 .await;
             if ok {
                 self.remember(key, name, hash);
@@ -555,9 +593,16 @@ impl LoginStore {
     }
 
     /// Verify `password` against the PHC string `hash` on the blocking pool, holding one of
-    /// the argon2 slots until the computation ends (even if the caller goes away).
+    /// the argon2 slots (slots are given first come first served) and `hold` until the
+    /// computation ends (even if the caller goes away).
     /// `None` verifies against a dummy hash (unknown names), made on first use.
-    async fn run_argon2(&self, hash: Option<String>, password: String) -> bool {
+    async fn run_argon2<H: Hold>(
+        &self,
+        hash: Option<String>,
+        password: Vec<u8>,
+        known_name: bool,
+        hold: H,
+    ) -> bool {
         let Ok(permit) = Arc::clone(&self.argon2_slots).acquire_owned().await else {
             return false;
         };
@@ -570,7 +615,10 @@ impl LoginStore {
                 Some(h) => h,
                 None => match dummy_hash() {
                     Some(d) => d,
-                    None => return false,
+                    None => {
+                        hold.ended(false, known_name);
+                        return false;
+                    }
                 },
             };
             runs.fetch_add(1, Ordering::Relaxed);
@@ -578,7 +626,7 @@ impl LoginStore {
             peak.fetch_max(now, Ordering::SeqCst);
             let ok = match PasswordHash::new(hash) {
                 Ok(parsed) => Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
+                    .verify_password(&password, &parsed)
                     .is_ok(),
                 Err(e) => {
                     tracing::error!("a stored login hash is not a valid PHC string: {e}");
@@ -586,6 +634,7 @@ impl LoginStore {
                 }
             };
             in_flight.fetch_sub(1, Ordering::SeqCst);
+            hold.ended(ok, known_name);
             ok
         });
         match task.await {
@@ -597,8 +646,8 @@ impl LoginStore {
         }
     }
 
-    #[cfg(test)]
-    fn peak_argon2_in_flight(&self) -> usize {
+    /// The most argon2 runs that were in flight at once since start (for tests).
+    pub fn peak_argon2_in_flight(&self) -> usize {
         self.peak_in_flight.load(Ordering::SeqCst)
     }
 }
@@ -854,6 +903,37 @@ mod tests {
         assert_eq!(s.argon2_runs(), 6);
         assert!(s.peak_argon2_in_flight() <= 2);
         assert!(s.peak_argon2_in_flight() >= 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_names_and_long_passwords_cost_one_argon2_run_each() {
+        let (_dir, s) = store();
+        s.add("phone", "alice", false, Some("password1")).unwrap();
+        let long = "x".repeat(2048);
+        for (name, pw, want) in [
+            ("phone", long.as_str(), Verify::WrongPassword),
+            ("nobody", long.as_str(), Verify::UnknownUser),
+            ("phone", "wrong pw", Verify::WrongPassword),
+            ("nobody", "wrong pw", Verify::UnknownUser),
+        ] {
+            let before = s.argon2_runs();
+            assert_eq!(s.verify(name, pw).await, want, "{name}");
+            assert_eq!(
+                s.argon2_runs(),
+                before + 1,
+                "{name} with {} bytes",
+                pw.len()
+            );
+        }
+        assert!(s.remembered("phone", "password1").is_none());
+        assert!(matches!(
+            s.verify("phone", "password1").await,
+            Verify::Ok(_)
+        ));
+        let runs = s.argon2_runs();
+        assert_eq!(s.remembered("phone", "password1").unwrap().name, "phone");
+        assert!(s.remembered("phone", &long).is_none());
+        assert_eq!(s.argon2_runs(), runs);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod csrf;
 pub mod host_check;
+pub mod limits;
 pub mod listener;
 pub mod logins;
 pub mod metrics;

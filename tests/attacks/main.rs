@@ -24,6 +24,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connections;
 mod credential;
 mod host;
+mod logins;
+mod memory;
 mod paths;
