@@ -138,6 +138,13 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP icloud_bridge_refused_total Connections refused over a per-address or total limit, and request bodies refused over the body budget.\n# TYPE icloud_bridge_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "icloud_bridge_refused_total{{what=\"connection\"}} {}\nicloud_bridge_refused_total{{what=\"body\"}} {}",
+            app.conns.refused(),
+            app.bodies.refused()
+        );
         out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
         for (name, acc) in app.accounts().iter() {
             for &svc in acc.served() {

@@ -113,6 +113,14 @@ async fn an_idle_flood_from_one_address_is_refused_while_other_devices_are_serve
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(env.bridge.app.conns.refused() >= 40);
+    // The operator can see it.
+    let metrics = env.page("/metrics").await;
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("icloud_bridge_refused_total{what=\"connection\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no refused-connection count in /metrics:\n{metrics}"));
+    assert!(refused >= 40, "{refused}");
     env.stop().await;
 }
 
