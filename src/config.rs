@@ -169,8 +169,8 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request body; slower gets 408.
     pub body_timeout_secs: u64,
-    /// Connections one address may hold at once, over every front end together (IPv6
-    /// counted per /64, IPv4-mapped as IPv4); more are refused at once.
+    /// Connections one address may hold at once, over every front end together (an IPv6
+    /// /64 four times that together, IPv4-mapped as IPv4); more are refused at once.
     pub max_connections_per_ip: usize,
     /// Total time a client gets for a request's headers, counted from the connection's
     /// start or the end of its previous request (not restarted by each byte); also how long

@@ -16,8 +16,11 @@ pub struct ClientAddr(pub IpAddr);
 /// How often, at most, a refused connection is logged (the log must not become the flood).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Open connections per address (IPv6 per /64, IPv4-mapped as IPv4), shared by the HTTP,
-/// HTTPS, IMAP and SMTP listeners: one device, one allowance.
+/// Open connections per address (IPv4-mapped as IPv4), shared by the HTTP, HTTPS, IMAP and
+/// SMTP listeners: one device, one allowance. An IPv6 address counts on its own, since every
+/// device of a home LAN lives in the same /64; the /64 as a whole gets
+/// [`PREFIX_FACTOR`] allowances, so a device that makes up addresses in its prefix gains
+/// only that many.
 #[derive(Debug)]
 pub struct ConnLimit {
     per_ip: usize,
@@ -28,22 +31,44 @@ pub struct ConnLimit {
     refused: AtomicU64,
 }
 
-/// One counted connection; dropping it frees the slot.
+/// How many allowances an IPv6 /64 gets together.
+pub const PREFIX_FACTOR: usize = 4;
+
+/// One counted connection; dropping it frees the slot (and its /64's, for IPv6).
 #[derive(Debug)]
 pub struct ConnSlot {
-    key: IpAddr,
+    keys: Vec<IpAddr>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&self.key);
+        for key in &self.keys {
+            if let Some(n) = open.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(key);
+                }
             }
         }
+    }
+}
+
+/// The counters an address uses, with their limits: the address itself, and for IPv6 its /64.
+fn conn_keys(ip: IpAddr, per_ip: usize) -> Vec<(IpAddr, usize)> {
+    let own = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let prefix = address_key(own);
+    if prefix == own {
+        vec![(own, per_ip)]
+    } else {
+        vec![
+            (own, per_ip),
+            (prefix, per_ip.saturating_mul(PREFIX_FACTOR)),
+        ]
     }
 }
 
@@ -61,18 +86,24 @@ impl ConnLimit {
     /// A slot for one more connection from `ip`, or `None` when it already holds the most
     /// allowed (the caller refuses the connection at once; nothing waits).
     pub fn try_open(&self, ip: IpAddr, front: &'static str) -> Option<ConnSlot> {
-        let key = address_key(ip);
+        let keys = conn_keys(ip, self.per_ip);
         let held = {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-            let n = open.entry(key).or_insert(0);
-            if *n < self.per_ip {
-                *n += 1;
-                return Some(ConnSlot {
-                    key,
-                    open: self.open.clone(),
-                });
+            let full = keys
+                .iter()
+                .find(|(k, limit)| open.get(k).copied().unwrap_or(0) >= *limit);
+            match full {
+                None => {
+                    for (k, _) in &keys {
+                        *open.entry(*k).or_insert(0) += 1;
+                    }
+                    return Some(ConnSlot {
+                        keys: keys.into_iter().map(|(k, _)| k).collect(),
+                        open: self.open.clone(),
+                    });
+                }
+                Some((k, _)) => open.get(k).copied().unwrap_or(0),
             }
-            *n
         };
         self.refused.fetch_add(1, Ordering::Relaxed);
         let now = self.start.elapsed().as_millis() as u64 + 1;
@@ -98,7 +129,8 @@ impl ConnLimit {
     /// Connections `ip` holds now.
     pub fn held(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&address_key(ip)).copied().unwrap_or(0)
+        let own = conn_keys(ip, self.per_ip)[0].0;
+        open.get(&own).copied().unwrap_or(0)
     }
 
     /// Connections refused since start.
@@ -255,14 +287,24 @@ mod tests {
         drop((s2, s3));
         assert_eq!(l.held(a), 0);
         assert!(l.open.lock().unwrap().is_empty());
-        // IPv6 per /64.
-        let v6a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let v6b: IpAddr = "2001:db8:1:2::2".parse().unwrap();
-        let v6c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        let _x = l.try_open(v6a, "http").unwrap();
-        let _y = l.try_open(v6b, "http").unwrap();
-        assert!(l.try_open(v6a, "http").is_none());
-        assert!(l.try_open(v6c, "http").is_some());
+        // IPv6: each address its own allowance (a home LAN's devices share one /64), the /64
+        // together PREFIX_FACTOR of them.
+        let v6 = |i: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i));
+        let mut held = vec![l.try_open(v6(1), "http").unwrap()];
+        held.push(l.try_open(v6(1), "http").unwrap());
+        assert!(l.try_open(v6(1), "http").is_none());
+        for i in 2..=PREFIX_FACTOR as u16 {
+            held.push(l.try_open(v6(i), "http").unwrap());
+            held.push(l.try_open(v6(i), "http").unwrap());
+        }
+        assert!(
+            l.try_open(v6(99), "http").is_none(),
+            "the /64 is full: {PREFIX_FACTOR} allowances"
+        );
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.try_open(other, "http").is_some());
+        drop(held);
+        assert!(l.try_open(v6(99), "http").is_some());
     }
 
     #[test]
