@@ -389,16 +389,53 @@ async fn rate_limited(status: &str, retry_after: Option<&str>, expect_ra: &str) 
 }
 
 #[tokio::test]
-async fn row_5_a_503_with_retry_after_is_passed_on_clamped() {
+async fn row_5_a_503_with_retry_after_is_passed_on() {
     rate_limited("503", Some("120"), "120").await;
 }
 
 #[tokio::test]
-async fn row_5_b_503_without_retry_after_gives_60() {
-    rate_limited("503", None, "60").await;
+async fn row_5_b_503_without_retry_after_backs_off_5_s_first() {
+    rate_limited("503", None, "5").await;
 }
 
 #[tokio::test]
-async fn row_5_c_429_with_a_tiny_retry_after_is_clamped_to_60() {
-    rate_limited("429", Some("2"), "60").await;
+async fn row_5_c_429_with_a_short_retry_after_holds_exactly_that() {
+    rate_limited("429", Some("2"), "2").await;
+}
+
+/// Apple asks for 3 s: requests are held that long, no longer (issue 13), and clients are
+/// told the time actually left.
+#[tokio::test]
+async fn row_5_d_a_write_4_s_after_retry_after_3_lands() {
+    let (env, _sink) = boot(Options::default()).await;
+    assert_eq!(seen(&env, "/dav/alice/calendars/").await.status, 207);
+    let c = env.control();
+    c.set_switch("rate.status", "503").unwrap();
+    c.set_switch("rate.retry_after", "3").unwrap();
+    c.set_switch("rate.window_ms", "600000").unwrap();
+    c.set_switch("rate.limit_after", "0").unwrap();
+    let put = |uid: &'static str| {
+        env.req("PUT", &format!("/dav/alice/calendars/home/{uid}.ics"))
+            .header("Content-Type", "text/calendar")
+            .body(event(uid, "After the hold", true))
+            .send()
+    };
+    let r = put("held").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "3");
+    // Apple stops limiting; a second later the bridge still holds, telling the time left.
+    c.set_switch("rate.limit_after", "none").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let r = put("still-held").await.unwrap();
+    assert_eq!(r.status(), 503);
+    let left: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&left), "{left}");
+    tokio::time::sleep(std::time::Duration::from_millis(2800)).await;
+    let r = put("landed").await.unwrap();
+    assert_eq!(r.status(), 201, "a write 4 s after Retry-After: 3");
+    env.stop().await;
 }

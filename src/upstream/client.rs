@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
 use crate::config::UpstreamConfig;
-use crate::upstream::error::{clamp_retry_after, Unreachable, UpstreamError};
+use crate::upstream::error::{parse_retry_after, retry_secs, Unreachable, UpstreamError};
 use crate::upstream::state::{Account, Service};
 
 /// How many redirects to trusted upstream hosts are followed for one request.
@@ -352,11 +352,11 @@ impl Upstream {
                         .headers()
                         .get(http::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok());
-                    let given = ra.map(|v| clamp_retry_after(Some(v)));
+                    let given = parse_retry_after(ra);
                     let wait = account.hold_off(status.as_u16(), given);
                     let err = UpstreamError::RateLimited {
                         status: status.as_u16(),
-                        retry_after: given.unwrap_or_else(|| clamp_retry_after(None)),
+                        retry_after: retry_secs(wait),
                     };
                     tracing::warn!(
                         account = account.name(),

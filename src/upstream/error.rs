@@ -172,21 +172,23 @@ impl UpstreamError {
     }
 }
 
-/// Clamp Apple's `Retry-After` to 60–3600 s (60 when absent or unparseable).
-pub fn clamp_retry_after(header: Option<&str>) -> Duration {
-    let secs = header
-        .and_then(|v| {
-            let v = v.trim();
-            v.parse::<u64>().ok().or_else(|| {
-                httpdate::parse_http_date(v).ok().map(|t| {
-                    t.duration_since(std::time::SystemTime::now())
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0)
-                })
-            })
+/// The wait Apple's `Retry-After` asks for (seconds or an HTTP date), bounded to 1 s–1 h;
+/// `None` when absent or unreadable (the caller then backs off on its own).
+pub fn parse_retry_after(header: Option<&str>) -> Option<Duration> {
+    let v = header?.trim();
+    let secs = v.parse::<u64>().ok().or_else(|| {
+        httpdate::parse_http_date(v).ok().map(|t| {
+            t.duration_since(std::time::SystemTime::now())
+                .map(|d| d.as_secs_f64().ceil() as u64)
+                .unwrap_or(0)
         })
-        .unwrap_or(60);
-    Duration::from_secs(secs.clamp(60, 3600))
+    })?;
+    Some(Duration::from_secs(secs.clamp(1, 3600)))
+}
+
+/// Whole seconds a client is told to wait for `left`: rounded up, at least 1.
+pub fn retry_secs(left: Duration) -> Duration {
+    Duration::from_secs((left.as_secs_f64().ceil() as u64).clamp(1, 3600))
 }
 
 #[cfg(test)]
@@ -194,12 +196,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_is_clamped() {
-        assert_eq!(clamp_retry_after(None).as_secs(), 60);
-        assert_eq!(clamp_retry_after(Some("5")).as_secs(), 60);
-        assert_eq!(clamp_retry_after(Some("120")).as_secs(), 120);
-        assert_eq!(clamp_retry_after(Some("99999")).as_secs(), 3600);
-        assert_eq!(clamp_retry_after(Some("soon")).as_secs(), 60);
+    fn retry_after_is_what_apple_asked_within_1s_to_1h() {
+        let secs = |v| parse_retry_after(v).map(|d| d.as_secs());
+        assert_eq!(secs(None), None);
+        assert_eq!(secs(Some("soon")), None);
+        assert_eq!(secs(Some("3")), Some(3));
+        assert_eq!(secs(Some(" 120 ")), Some(120));
+        assert_eq!(secs(Some("0")), Some(1));
+        assert_eq!(secs(Some("99999")), Some(3600));
+        let later = std::time::SystemTime::now() + Duration::from_secs(30);
+        let date = httpdate::fmt_http_date(later);
+        assert!(matches!(secs(Some(&date)), Some(29..=31)), "{date}");
+        assert_eq!(secs(Some("Thu, 01 Jan 1970 00:00:00 GMT")), Some(1));
+        assert_eq!(retry_secs(Duration::from_millis(2100)).as_secs(), 3);
+        assert_eq!(retry_secs(Duration::from_millis(10)).as_secs(), 1);
+        assert_eq!(retry_secs(Duration::ZERO).as_secs(), 1);
     }
 
     #[test]

@@ -564,19 +564,19 @@ impl Account {
         let left = until.checked_duration_since(Instant::now())?;
         Some(UpstreamError::RateLimited {
             status,
-            retry_after: Duration::from_secs(left.as_secs().clamp(60, 3600)),
+            retry_after: crate::upstream::error::retry_secs(left),
         })
     }
 
-    /// Apple answered 503/429: hold every request for `retry_after` (Apple's, clamped) or,
-    /// without one, for a backoff that doubles from 5 s to 60 s; both with up to 10 % jitter.
+    /// Apple answered 503/429: hold every request for exactly what Apple's `Retry-After`
+    /// asked (bounded to 1 s–1 h by the caller) or, without one, for a backoff that doubles
+    /// from 5 s to 60 s with each such answer in a row. The one bridge is the only client of
+    /// the account, so there is nothing to spread out with jitter.
     pub fn hold_off(&self, status: u16, retry_after: Option<Duration>) -> Duration {
         let mut g = self.hold.lock().unwrap_or_else(|e| e.into_inner());
         let streak = g.map(|(_, _, n)| n).unwrap_or(0).saturating_add(1);
-        let base = retry_after
+        let wait = retry_after
             .unwrap_or_else(|| Duration::from_secs((5u64 << (streak - 1).min(4)).min(60)));
-        let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
-        let wait = base + jitter;
         *g = Some((Instant::now() + wait, status, streak));
         wait
     }
