@@ -116,7 +116,8 @@ async fn local_resource(
             let props = if body.iter().all(u8::is_ascii_whitespace) {
                 PropRequest::AllProp
             } else {
-                inspect(&body)
+                proxy::parse_body(&body, inspect)
+                    .await?
                     .map_err(|e| {
                         DavError::BadRequest(format!(
                             "the request body is not well-formed XML: {e}"
@@ -191,7 +192,7 @@ async fn fetch_upstream_url(
         }
     }
     out.body(respond::stream_body(resp))
-        .map_err(|_| DavError::BadRequest("could not build the response".into()))
+        .map_err(|_| DavError::Internal("build the response"))
 }
 
 /// Upstream refused a photo or attachment (401). That alone says nothing about the password

@@ -318,6 +318,7 @@ impl HrefMap for ToLocal {
 }
 
 /// Maps local hrefs (in client requests) to upstream paths.
+#[derive(Clone)]
 pub struct ToUpstream {
     pub account: String,
     pub learned: Arc<Learned>,

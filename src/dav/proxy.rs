@@ -210,6 +210,25 @@ fn discard_rest(mut body: Incoming, limit: usize) {
     });
 }
 
+/// Request bodies larger than this are parsed on the blocking pool, so that a big (or
+/// hostile) one never holds a worker thread that every other client's requests need.
+const PARSE_INLINE_UP_TO: usize = 64 * 1024;
+
+/// Run `f` (parsing a request body) where it cannot hold up other clients: inline for a small
+/// body, on the blocking pool for a large one.
+pub async fn parse_body<T: Send + 'static>(
+    body: &Bytes,
+    f: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, DavError> {
+    if body.len() <= PARSE_INLINE_UP_TO {
+        return Ok(f(body));
+    }
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || f(&body))
+        .await
+        .map_err(|_| DavError::Internal("read the request body"))
+}
+
 fn is_blank(b: &[u8]) -> bool {
     b.iter().all(|c| c.is_ascii_whitespace())
 }
@@ -317,9 +336,11 @@ pub async fn forward(
         }
     }
     // A multiget of objects the cache knows (from earlier multigets, in any grouping).
-    let multiget = (method == "REPORT")
-        .then(|| crate::cache::multiget::parse_request(&body))
-        .flatten();
+    let multiget = if method == "REPORT" {
+        parse_body(&body, crate::cache::multiget::parse_request).await?
+    } else {
+        None
+    };
     if let Some(mg) = &multiget {
         if let Some(pieces) = cache.pieces(account.name(), public_origin, mg) {
             cache.record_hit();
@@ -567,10 +588,13 @@ async fn upstream_attempt(
     );
     let mut info: Option<RequestInfo> = None;
     let out_body = if xml_method && !is_blank(&body) {
-        let i = inspect(&body).map_err(|e| {
-            DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
-        })?;
-        let rewritten = rewrite_to_vec(&body, &to_up).map_err(|e| {
+        let map = to_up.clone();
+        let (i, rewritten) = parse_body(&body, move |b| {
+            let i = inspect(b)?;
+            Ok::<_, crate::dav::xml::XmlError>((i, rewrite_to_vec(b, &map)?))
+        })
+        .await?
+        .map_err(|e| {
             DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
         })?;
         info = Some(i);
@@ -774,7 +798,7 @@ async fn upstream_attempt(
     };
     let mut response = out
         .body(body)
-        .map_err(|_| DavError::BadRequest("could not build the response".into()))?;
+        .map_err(|_| DavError::Internal("build the response"))?;
     dedupe_content_type(response.headers_mut());
     response.extensions_mut().insert(OriginUsed(origin_used));
     Ok(Attempt::Done(response))

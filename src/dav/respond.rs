@@ -51,6 +51,9 @@ pub enum DavError {
     },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The bridge itself failed (a response it could not build, a task that died): 500.
+    #[error("the bridge could not {0}")]
+    Internal(&'static str),
 }
 
 impl DavError {
@@ -64,6 +67,7 @@ impl DavError {
             DavError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             DavError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DavError::Refused { status, .. } => *status,
+            DavError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             DavError::Upstream(e) => {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
             }

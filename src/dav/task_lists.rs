@@ -95,6 +95,7 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
 
 fn comp_name(e: &quick_xml::events::BytesStart<'_>) -> Option<String> {
     e.attributes()
+        .with_checks(false)
         .flatten()
         .find(|a| a.key.as_ref() == b"name")
         .and_then(|a| a.unescape_value().ok())

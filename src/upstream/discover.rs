@@ -10,6 +10,7 @@ use quick_xml::NsReader;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::dav::xml::guard::{Items, Scope};
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::state::{Account, Service};
@@ -276,9 +277,21 @@ fn walk(xml: &[u8], mut f: impl FnMut(&[(Vec<u8>, Vec<u8>)], &str)) {
     let mut reader = NsReader::from_reader(xml);
     let mut path: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut text = String::new();
+    // Bounded like every XML reader of the bridge (a hostile answer ends the walk).
+    let mut scope = Scope::new(Items::unbounded());
     loop {
+        let pos = reader.buffer_position();
         match reader.read_resolved_event() {
+            Ok((_, Event::Empty(e))) => {
+                if scope.open(&e, pos).is_err() {
+                    break;
+                }
+                scope.close();
+            }
             Ok((ns, Event::Start(e))) => {
+                if scope.open(&e, pos).is_err() {
+                    break;
+                }
                 let ns = match ns {
                     ResolveResult::Bound(n) => n.as_ref().to_vec(),
                     _ => Vec::new(),
@@ -302,6 +315,7 @@ fn walk(xml: &[u8], mut f: impl FnMut(&[(Vec<u8>, Vec<u8>)], &str)) {
                 }
             }
             Ok((_, Event::End(_))) => {
+                scope.close();
                 f(&path, &text);
                 text.clear();
                 path.pop();

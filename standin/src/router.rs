@@ -113,6 +113,20 @@ pub fn route(ctx: &Ctx) -> Outcome {
             return Outcome::Respond(respond::redirect(302, to));
         }
     }
+    if let Some(part) = &ctx.sw.hostile_bomb_path {
+        if ctx.req.path.contains(part.as_str()) {
+            let mut xml = String::from(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><multistatus xmlns=\"DAV:\"><response",
+            );
+            for i in 0..ctx.sw.hostile_bomb_attributes {
+                xml.push_str(&format!(" a{i}=\"x\""));
+            }
+            xml.push_str(
+                "><href>/</href><status>HTTP/1.1 200 OK</status></response></multistatus>",
+            );
+            return Outcome::Respond(respond::multistatus(crate::body::Body::from_string(xml)));
+        }
+    }
     if let Some(part) = &ctx.sw.hostile_unauthorized_path {
         if ctx.req.path.contains(part.as_str()) {
             return Outcome::Respond(respond::unauthorized(ctx.sw));

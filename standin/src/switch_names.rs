@@ -133,6 +133,8 @@ impl Switches {
             "hostile.redirect_path",
             "hostile.redirect_location",
             "hostile.unauthorized_path",
+            "hostile.bomb_path",
+            "hostile.bomb_attributes",
             "log.enabled",
             "smtp.auth_fail_reply",
             "smtp.transient",
@@ -277,6 +279,8 @@ impl Switches {
             "hostile.redirect_path" => self.hostile_redirect_path = parse_text(v),
             "hostile.redirect_location" => self.hostile_redirect_location = parse_text(v),
             "hostile.unauthorized_path" => self.hostile_unauthorized_path = parse_text(v),
+            "hostile.bomb_path" => self.hostile_bomb_path = parse_text(v),
+            "hostile.bomb_attributes" => self.hostile_bomb_attributes = parse_num(v)?,
             "smtp.auth_fail_reply" => self.smtp_auth_fail_reply = parse_smtp_reply(v)?,
             "smtp.transient" => {
                 self.smtp_transient = match lower.as_str() {

@@ -201,6 +201,12 @@ pub struct Switches {
     /// `hostile.unauthorized_path` (none): a request whose path contains this text gets the
     /// identical 401 although the password is good (Apple refusing one photo or attachment).
     pub hostile_unauthorized_path: Option<String>,
+    /// `hostile.bomb_path` (none) with `hostile.bomb_attributes`: a request whose path
+    /// contains this text gets a 207 whose first `response` element carries that many
+    /// attributes (an attribute bomb from a lying upstream).
+    pub hostile_bomb_path: Option<String>,
+    /// `hostile.bomb_attributes` (100000): see `hostile.bomb_path`.
+    pub hostile_bomb_attributes: u64,
     /// `log.enabled` (true): record requests for `Control::request_log`.
     pub log_enabled: bool,
     // --- C10 (SMTP) ----------------------------------------------------------------------
@@ -282,6 +288,8 @@ impl Default for Switches {
             hostile_redirect_path: None,
             hostile_redirect_location: None,
             hostile_unauthorized_path: None,
+            hostile_bomb_path: None,
+            hostile_bomb_attributes: 100_000,
             log_enabled: true,
             smtp_auth_fail_reply: "535 5.7.8 Authentication credentials invalid".to_string(),
             smtp_transient: None,

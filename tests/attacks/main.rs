@@ -30,3 +30,4 @@ mod host;
 mod logins;
 mod memory;
 mod paths;
+mod xml;

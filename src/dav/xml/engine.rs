@@ -6,6 +6,7 @@ use quick_xml::name::{PrefixDeclaration, QName};
 
 use super::error::XmlError;
 use super::escape::{is_ncname, push_raw_attr};
+use super::guard::{self, Items};
 use super::names::{self, CALDAV, CARDDAV, DAV};
 use super::rewrite::HrefMap;
 use super::MAX_DEPTH;
@@ -66,6 +67,8 @@ pub(super) struct Engine {
     /// The `DAV:response` being written, held back until its first href says whether the
     /// map wants it (see [`HrefMap::keep_response`]).
     resp: Option<Held>,
+    /// Elements and attributes seen, against the cap for client bodies.
+    items: Items,
 }
 
 /// A `DAV:response` whose output starts at `start` in `out`.
@@ -102,8 +105,9 @@ fn resolve<'s>(
 }
 
 impl Engine {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, items: Items) -> Self {
         Engine {
+            items,
             out: Vec::with_capacity(capacity),
             open: Vec::new(),
             names: Vec::new(),
@@ -247,10 +251,16 @@ impl Engine {
 
         // One pass over the attributes: record namespace declarations, keep the rest.
         let mut attrs: Vec<Attribute<'_>> = Vec::new();
+        self.items.add(1, pos)?;
         if e.attributes_raw().contains(&b'=') {
             // Raw-name duplicates are caught by the expanded-name check in `attributes`;
-            // duplicate namespace declarations are dropped from the output anyway.
+            // duplicate namespace declarations are dropped from the output anyway. quick-xml's
+            // own duplicate check compares every pair; ours is linear (see `guard`).
+            let mut count = 0usize;
             for attr in e.attributes().with_checks(false) {
+                count += 1;
+                guard::check_attribute_count(count, pos)?;
+                self.items.add(1, pos)?;
                 let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
                 let prefix: &[u8] = match attr.key.as_namespace_binding() {
                     None => {
@@ -263,6 +273,7 @@ impl Engine {
                 self.scopes
                     .declare(prefix, &attr.value, depth)
                     .map_err(|m| malformed(pos, m))?;
+                guard::check_bindings(self.scopes.len(), pos)?;
             }
         }
 
@@ -334,7 +345,17 @@ impl Engine {
         depth: usize,
         pos: u64,
     ) -> Result<(), XmlError> {
-        let mut seen: Vec<(Option<&[u8]>, &[u8])> = Vec::with_capacity(attrs.len());
+        let mut names: Vec<(Option<&[u8]>, &[u8])> = Vec::with_capacity(attrs.len());
+        for attr in attrs {
+            let ns = resolve(&self.scopes, attr.key, true, pos)?;
+            names.push((ns, attr.key.local_name().into_inner()));
+        }
+        if let Some((_, local)) = guard::first_duplicate(&names) {
+            return Err(malformed(
+                pos,
+                format!("duplicate attribute '{}'", String::from_utf8_lossy(local)),
+            ));
+        }
         for attr in attrs {
             let ns = resolve(&self.scopes, attr.key, true, pos)?;
             let local = attr.key.local_name().into_inner();
@@ -347,13 +368,6 @@ impl Engine {
                     ),
                 ));
             }
-            if seen.contains(&(ns, local)) {
-                return Err(malformed(
-                    pos,
-                    format!("duplicate attribute '{}'", String::from_utf8_lossy(local)),
-                ));
-            }
-            seen.push((ns, local));
             let prefix = self.generated.prefix(ns, depth);
             if let Prefix::Generated { index, fresh: true } = prefix {
                 Self::declare(&mut self.out, &self.generated, index, pos)?;

@@ -36,6 +36,17 @@ pub enum XmlError {
         /// Byte offset where the limit was exceeded.
         position: u64,
     },
+    /// More markup than any DAV document needs (attributes on one element, namespace
+    /// declarations in scope, items in a request body): see [`guard`](super::guard).
+    #[error("XML at byte {position} has {what} (at most {limit})")]
+    TooMuchMarkup {
+        /// Byte offset where the limit was exceeded.
+        position: u64,
+        /// Which limit, in words.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// Reading the input failed (e.g. the upstream connection broke mid-body).
     #[error("reading XML input failed: {0}")]
     Io(#[from] std::io::Error),

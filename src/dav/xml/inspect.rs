@@ -7,6 +7,7 @@ use quick_xml::NsReader;
 
 use super::error::XmlError;
 use super::escape::{is_ws, resolve_ref};
+use super::guard::{self, Items, Scope};
 use super::names::{CALDAV, DAV};
 use super::MAX_DEPTH;
 
@@ -67,6 +68,9 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, XmlError> {
     let mut capture: Option<(usize, Target, String)> = None;
     let mut prolog_used = false;
     let mut root_done = false;
+    // Namespace declarations per open element (NsReader scans those in scope for every
+    // name), and the document's markup items: both bounded, see `guard`.
+    let mut scope = Scope::new(Items::capped(guard::MAX_REQUEST_ITEMS));
     loop {
         let event = reader
             .read_event()
@@ -83,6 +87,7 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, XmlError> {
                         limit: MAX_DEPTH,
                     });
                 }
+                scope.open(e, pos)?;
                 let (res, local) = reader.resolve_element(e.name());
                 let ns = namespace(res, pos)?;
                 let local = String::from_utf8(local.into_inner().to_vec())
@@ -96,12 +101,14 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, XmlError> {
                 if matches!(event, Event::Empty(_)) {
                     finish(&mut info, &mut capture, stack.len());
                     stack.pop();
+                    scope.close();
                     root_done = stack.is_empty();
                 }
             }
             Event::End(_) => {
                 finish(&mut info, &mut capture, stack.len());
                 stack.pop();
+                scope.close();
                 root_done = stack.is_empty();
             }
             Event::Text(t) => {
@@ -219,7 +226,8 @@ fn element(
         .iter()
         .any(|(n, l)| n == CALDAV && l == "supported-calendar-component-set");
     if ns == CALDAV && local == "comp" && in_comp_set {
-        for attr in e.attributes() {
+        // Checked for count and duplicates already (`count_attributes`).
+        for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| XmlError::malformed(pos, err.to_string()))?;
             if attr.key.as_ref() == b"name" {
                 let value = utf8(&attr.value, pos)?;

@@ -12,6 +12,7 @@ pub mod build;
 mod engine;
 pub mod error;
 pub mod escape;
+pub mod guard;
 pub mod inspect;
 pub mod names;
 pub mod rewrite;

@@ -17,9 +17,12 @@ use tokio_util::io::StreamReader;
 
 use super::engine::{Engine, Flow};
 use super::error::XmlError;
+use super::guard::Items;
 
 /// Output is handed to the stream in chunks of about this size.
 pub const CHUNK_SIZE: usize = 32 * 1024;
+/// Input read between two chances for other tasks to run, when little output comes of it.
+const YIELD_EVERY: u64 = 256 * 1024;
 
 /// How hrefs (and bodies) are translated while rewriting.
 pub trait HrefMap: Send + Sync {
@@ -65,10 +68,14 @@ where
     }
 }
 
-/// Rewrite a whole document in memory (request bodies, tests).
+/// Rewrite a whole document in memory (client request bodies, tests), with at most
+/// [`MAX_REQUEST_ITEMS`](super::guard::MAX_REQUEST_ITEMS) elements and attributes.
 pub fn rewrite_to_vec(input: &[u8], map: &dyn HrefMap) -> Result<Vec<u8>, XmlError> {
     let mut reader = Reader::from_reader(input);
-    let mut engine = Engine::new(input.len() + input.len() / 4 + 256);
+    let mut engine = Engine::new(
+        input.len() + input.len() / 4 + 256,
+        Items::capped(super::guard::MAX_REQUEST_ITEMS),
+    );
     loop {
         let event = reader
             .read_event()
@@ -95,7 +102,7 @@ where
 {
     let inner = Inner {
         reader: Reader::from_reader(StreamReader::new(input)),
-        engine: Engine::new(CHUNK_SIZE + CHUNK_SIZE / 2),
+        engine: Engine::new(CHUNK_SIZE + CHUNK_SIZE / 2, Items::unbounded()),
         buf: Vec::with_capacity(8 * 1024),
         map,
     };
@@ -143,9 +150,16 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<std::io::Error>,
 {
-    /// Reads events until at least a chunk of output is ready or the document ends.
+    /// Reads events until at least a chunk of output is ready or the document ends. Input
+    /// that makes little output (dropped responses, whitespace, comments) does not keep the
+    /// worker thread: every [`YIELD_EVERY`] bytes read, the task lets others run.
     async fn fill(&mut self) -> Result<Flow, XmlError> {
+        let mut since_yield = self.reader.buffer_position();
         loop {
+            if self.reader.buffer_position().saturating_sub(since_yield) >= YIELD_EVERY {
+                tokio::task::yield_now().await;
+                since_yield = self.reader.buffer_position();
+            }
             self.buf.clear();
             let event = match self.reader.read_event_into_async(&mut self.buf).await {
                 Ok(event) => event,

@@ -270,3 +270,57 @@ fn depth_limit() {
         Err(XmlError::TooLarge { .. })
     ));
 }
+
+fn with_attributes(n: usize, dup: bool) -> String {
+    let mut attrs: String = (0..n).map(|i| format!(" a{i}=\"x\"")).collect();
+    if dup {
+        attrs.push_str(" a0=\"y\"");
+    }
+    format!("<d:prop xmlns:d=\"DAV:\"{attrs}/>")
+}
+
+#[test]
+fn attributes_are_capped_and_checked_for_duplicates_in_linear_time() {
+    use super::guard::{MAX_ATTRIBUTES, MAX_BINDINGS, MAX_REQUEST_ITEMS};
+    // The namespace declaration counts as an attribute.
+    let ok = with_attributes(MAX_ATTRIBUTES - 1, false);
+    assert!(rewrite_to_vec(ok.as_bytes(), &Identity).is_ok());
+    let over = with_attributes(MAX_ATTRIBUTES, false);
+    assert!(matches!(
+        rewrite_to_vec(over.as_bytes(), &Identity),
+        Err(XmlError::TooMuchMarkup { .. })
+    ));
+    // A duplicate among many (the hash-set path) and among few (pairwise).
+    for n in [3, 100] {
+        let dup = with_attributes(n, true);
+        let err = rewrite_to_vec(dup.as_bytes(), &Identity).unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate attribute 'a0'"),
+            "{err}"
+        );
+    }
+    // Prefixed attributes are compared by expanded name.
+    let same = r#"<a xmlns:p="urn:x" xmlns:q="urn:x" p:b="1" q:b="2"/>"#;
+    assert!(rewrite_to_vec(same.as_bytes(), &Identity).is_err());
+    // Namespace declarations in scope are bounded.
+    let mut deep = String::new();
+    for i in 0..=MAX_BINDINGS {
+        deep.push_str(&format!("<a xmlns:p{i}=\"urn:{i}\">"));
+    }
+    deep.push_str(&"</a>".repeat(MAX_BINDINGS + 1));
+    assert!(matches!(
+        rewrite_to_vec(deep.as_bytes(), &Identity),
+        Err(XmlError::TooMuchMarkup { .. })
+    ));
+    // And so are the items of a request body.
+    let many = format!("<a>{}</a>", "<b/>".repeat(MAX_REQUEST_ITEMS as usize));
+    assert!(matches!(
+        rewrite_to_vec(many.as_bytes(), &Identity),
+        Err(XmlError::TooMuchMarkup { .. })
+    ));
+    assert!(super::inspect::inspect(many.as_bytes()).is_err());
+    assert!(super::inspect::inspect(over.as_bytes()).is_err());
+    assert!(super::inspect::inspect(deep.as_bytes()).is_err());
+    assert!(super::inspect::inspect(with_attributes(100, true).as_bytes()).is_err());
+    assert!(super::inspect::inspect(ok.as_bytes()).is_ok());
+}

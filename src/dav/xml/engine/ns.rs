@@ -80,6 +80,11 @@ impl Scopes {
         }
     }
 
+    /// How many bindings are in scope.
+    pub(super) fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
     /// Drops the bindings of elements at `depth` and deeper.
     pub(super) fn pop(&mut self, depth: usize) {
         while let Some(b) = self.bindings.last() {
