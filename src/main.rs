@@ -217,11 +217,25 @@ async fn run(cli: Cli) -> Result<(), String> {
             })
             .await?;
             match &out.certs {
-                icloud_bridge::tls::CertSource::LocalCa { ca, ca_created, .. } => eprintln!(
-                    "{} the local CA {}: for HTTPS (tls_listen) and IMAPS, let each device (DAVx5, Thunderbird, iOS) trust that file once; it is also served at /ca.pem",
-                    if *ca_created { "made" } else { "kept" },
-                    ca.display()
-                ),
+                icloud_bridge::tls::CertSource::LocalCa { ca, ca_created, .. } => {
+                    eprintln!(
+                        "{} the local CA {}: for HTTPS (tls_listen) and IMAPS, let each device (DAVx5, Thunderbird, iOS) trust that file once; it is also served at /ca.pem",
+                        if *ca_created { "made" } else { "kept" },
+                        ca.display()
+                    );
+                    if let Some(info) = icloud_bridge::tls::ca_info(&out.certs_dir) {
+                        eprintln!(
+                            "its SHA-256 fingerprint (compare it on each device before trusting it): {}",
+                            info.sha256
+                        );
+                        if !info.constrained {
+                            eprintln!(
+                                "this CA has no name constraints; to move to one limited to the bridge's names, {}",
+                                icloud_bridge::tls::MOVE_TO_CONSTRAINED
+                            );
+                        }
+                    }
+                }
                 icloud_bridge::tls::CertSource::Provided => eprintln!(
                     "using your own server.pem and server-key.pem in {} for HTTPS and IMAPS",
                     out.certs_dir.display()

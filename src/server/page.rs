@@ -195,8 +195,9 @@ pub struct Bases<'a> {
     pub base: &'a str,
     /// The HTTPS listener (`https://host:port`), when there is one besides `base`.
     pub https: Option<&'a str>,
-    /// `certs_dir` holds the local CA (served at `/ca.pem`).
-    pub ca: bool,
+    /// The local CA in `certs_dir` (served at `/ca.pem`): its SHA-256 fingerprint and
+    /// whether it carries name constraints.
+    pub ca: Option<(String, bool)>,
 }
 
 pub fn status_page(
@@ -302,8 +303,20 @@ pub fn status_page(
     if accounts.is_empty() {
         b.push_str("<section class=\"card\"><p>No account is set up yet. Open the setup link printed in the server's log, add an <code>[[account]]</code> to the config file, or run <code>icloud-bridge init</code>.</p></section>");
     }
-    if bases.ca {
-        b.push_str("<section class=\"card\"><h2>HTTPS and IMAPS</h2><p>Let each device (DAVx5, Thunderbird, iOS) trust <a href=\"/ca.pem\">this bridge's CA</a> once; it is <code>ca.pem</code> in the bridge's <code>certs</code> directory.</p></section>");
+    if let Some((sha256, constrained)) = &bases.ca {
+        let _ = write!(
+            b,
+            "<section class=\"card\"><h2>HTTPS and IMAPS</h2><p>Let each device (DAVx5, Thunderbird, iOS) trust <a href=\"/ca.pem\">this bridge's CA</a> once; it is <code>ca.pem</code> in the bridge's <code>certs</code> directory. Before trusting it, check that the device shows this SHA-256 fingerprint (this page came over the network too: compare it with what <code>icloud-bridge init</code> printed, or with <code>openssl x509 -noout -fingerprint -sha256 -in certs/ca.pem</code> on the server):</p><p><code>{}</code></p>",
+            esc(sha256)
+        );
+        if !constrained {
+            let _ = write!(
+                b,
+                "<div class=\"error\"><p>This CA has no name constraints: whoever copies its key can make certificates that your devices accept for any site, Apple's included. To move to a CA limited to the bridge's names: {}.</p></div>",
+                esc(crate::tls::MOVE_TO_CONSTRAINED)
+            );
+        }
+        b.push_str("</section>");
     }
     b.push_str(&cache_section(cache));
     layout("icloud-bridge status", &b)

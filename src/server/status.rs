@@ -48,6 +48,17 @@ pub struct Status {
     pub uptime_secs: u64,
     pub accounts: Vec<AccountStatus>,
     pub cache: CacheStatus,
+    /// The local CA in `certs_dir` (absent when there is none): what devices compare before
+    /// trusting it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaStatus>,
+}
+
+/// The local CA's fingerprint and whether it is limited to the bridge's names.
+#[derive(Serialize)]
+pub struct CaStatus {
+    pub sha256: String,
+    pub constrained: bool,
 }
 
 /// The cache's size and counters.
@@ -170,6 +181,10 @@ pub fn collect(app: &App) -> Status {
         uptime_secs: app.started.elapsed().as_secs(),
         accounts,
         cache: cache_status(app),
+        ca: crate::tls::ca_info(&app.config.server.certs_dir).map(|i| CaStatus {
+            sha256: i.sha256,
+            constrained: i.constrained,
+        }),
     }
 }
 
@@ -206,12 +221,7 @@ pub fn html(app: &App, base: &str, https: Option<&str>, note: Option<&str>) -> R
             &page::Bases {
                 base,
                 https,
-                ca: app
-                    .config
-                    .server
-                    .certs_dir
-                    .join(crate::tls::CA_FILE)
-                    .is_file(),
+                ca: st.ca.map(|c| (c.sha256, c.constrained)),
             },
             note,
             setup_pending,

@@ -23,6 +23,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use crate::config::ServerConfig;
 use crate::upstream::vault::write_atomic_mode;
 
+pub mod constraints;
+
+pub use constraints::CaInfo;
+
 /// The local CA's certificate in `certs_dir`: what clients trust.
 pub const CA_FILE: &str = "ca.pem";
 /// The local CA's private key.
@@ -186,6 +190,35 @@ pub fn ensure_in(dir: &Path, names: &[String]) -> Result<CertSource, String> {
         };
     }
     let ca_certs = read_certs(&f.ca)?;
+    // Names an existing CA may not vouch for are left out of the server certificate (it
+    // would fail on every device); a CA from before name constraints vouches for anything.
+    let names = match ca_certs.first() {
+        Some(ca) => {
+            let info = constraints::info(ca);
+            if !info.constrained {
+                tracing::warn!(
+                    ca = %f.ca.display(),
+                    "the local CA has no name constraints: whoever copies its key can make certificates for any site that devices trusting it accept; to move to a constrained CA, {}",
+                    MOVE_TO_CONSTRAINED
+                );
+            }
+            let (ok, outside): (Vec<String>, Vec<String>) = names
+                .iter()
+                .cloned()
+                .partition(|n| constraints::permits(ca, n));
+            if !outside.is_empty() {
+                tracing::warn!(
+                    ca = %f.ca.display(),
+                    names = %outside.join(", "),
+                    "these names of the bridge are outside the local CA's name constraints and are left out of the server certificate; devices using them will see a certificate error; to include them, {}",
+                    MOVE_TO_CONSTRAINED
+                );
+            }
+            ok
+        }
+        None => names.to_vec(),
+    };
+    let names = names.as_slice();
     let mut roots = rustls::RootCertStore::empty();
     for c in &ca_certs {
         roots
@@ -334,6 +367,7 @@ fn create_ca_and_leaf(dir: &Path, f: &Files, names: &[String]) -> Result<(), Str
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
     params.serial_number = Some(random_serial());
+    params.name_constraints = Some(constraints::for_new_ca(names));
     validity(&mut params, CA_DAYS);
     let key = rcgen::KeyPair::generate().map_err(gen_err)?;
     let key_pem = key.serialize_pem();
@@ -395,6 +429,17 @@ fn load_pair(
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
     Ok((certs, key))
+}
+
+/// How to replace the local CA with one limited to the bridge's names (for log lines and the
+/// status page).
+pub const MOVE_TO_CONSTRAINED: &str = "stop the bridge, move ca.pem, ca-key.pem, server.pem and server-key.pem out of certs_dir, start it again: a new CA limited to the bridge's names is made; then let every device trust the new ca.pem (and remove the old one)";
+
+/// The local CA in `certs_dir`, if there is one: its fingerprint and whether it carries name
+/// constraints.
+pub fn ca_info(certs_dir: &Path) -> Option<CaInfo> {
+    let certs = read_certs(&certs_dir.join(CA_FILE)).ok()?;
+    certs.first().map(|c| constraints::info(c))
 }
 
 /// The server configuration for the mail front ends (STARTTLS and implicit TLS): ensures the
@@ -580,8 +625,8 @@ mod tests {
         assert_eq!(read(KEY_FILE), key);
         // A new listen address: a new leaf from the same CA.
         let mut more = names();
-        more.push("192.0.2.7".into());
-        more.push("bridge.example".into());
+        more.push("192.168.7.7".into());
+        more.push("bridge.lan".into());
         let src = ensure_in(dir.path(), &more).unwrap();
         assert!(matches!(
             src,
@@ -613,6 +658,17 @@ mod tests {
             load_pair(&dir.path().join(CERT_FILE), &dir.path().join(KEY_FILE)).unwrap();
         assert!(leaf_problem(&chain, &k, roots(), &more).is_some());
         ensure_in(dir.path(), &more).unwrap();
+        let (chain, k) =
+            load_pair(&dir.path().join(CERT_FILE), &dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(leaf_problem(&chain, &k, roots(), &more), None);
+        // Names outside the CA's constraints (a public address or domain added later) are
+        // left out, once: the next start finds nothing to re-issue.
+        let mut outside = more.clone();
+        outside.push("192.0.2.7".into());
+        outside.push("bridge.example".into());
+        ensure_in(dir.path(), &outside).unwrap();
+        let again = ensure_in(dir.path(), &outside).unwrap();
+        assert!(matches!(again, CertSource::LocalCa { issued: false, .. }));
         let (chain, k) =
             load_pair(&dir.path().join(CERT_FILE), &dir.path().join(KEY_FILE)).unwrap();
         assert_eq!(leaf_problem(&chain, &k, roots(), &more), None);
