@@ -1,8 +1,15 @@
 # icloud-bridge as a container image.
 #
 #   docker build -t icloud-bridge .
-#   docker run -d --name icloud-bridge -p 8008:8008 \
+#   docker run -d --name icloud-bridge -p 8443:8443 -p 127.0.0.1:8008:8008 \
 #     -v icloud-bridge-data:/data -v "$PWD/config:/config:ro" icloud-bridge
+#
+# Devices on the network use HTTPS on port 8443 (the local CA is made in /data/certs on the
+# first start; devices trust its ca.pem, whose fingerprint the log and the status page show).
+# Plain HTTP (8008) is for this host only: publish it on 127.0.0.1 as above, never on the
+# LAN, since every device login would cross the network in clear. Inside the container the
+# bridge must listen on 0.0.0.0 for Docker's port mapping to reach it, hence
+# ICLOUD_BRIDGE_ALLOW_PLAINTEXT_LAN=true below: the host-side publish decides who can reach it.
 #
 # The config is read from /config/icloud-bridge.toml if present (built-in defaults
 # otherwise); state, logins and the vault live in the /data volume. The app-specific
@@ -32,11 +39,14 @@ COPY config/icloud-bridge.example.toml /usr/share/doc/icloud-bridge/icloud-bridg
 # Relative `config/icloud-bridge.toml` resolves against the working directory "/".
 WORKDIR /
 ENV ICLOUD_BRIDGE_LISTEN=0.0.0.0:8008 \
+    ICLOUD_BRIDGE_TLS_LISTEN=0.0.0.0:8443 \
+    ICLOUD_BRIDGE_CERTS_DIR=/data/certs \
+    ICLOUD_BRIDGE_ALLOW_PLAINTEXT_LAN=true \
     ICLOUD_BRIDGE_DATA_DIR=/data \
     ICLOUD_BRIDGE_LOG=info
 USER icloud-bridge
 VOLUME ["/data"]
-EXPOSE 8008
+EXPOSE 8443 8008
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/icloud-bridge"]
 CMD ["serve"]

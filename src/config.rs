@@ -57,6 +57,30 @@ pub struct ServerConfig {
     /// Public base URL shown on the status page and used in absolute links
     /// (defaults to `http://<listen>`).
     pub public_url: Option<Url>,
+    /// Plain HTTP, IMAP and SMTP listeners may use a non-loopback address
+    /// (`server.allow_plaintext_lan`): every device login then crosses the network in clear.
+    pub allow_plaintext_lan: bool,
+}
+
+impl ServerConfig {
+    /// The first plaintext listener (HTTP, IMAP with STARTTLS, SMTP with STARTTLS) on an
+    /// address other devices can reach, unless `allow_plaintext_lan` says that is wanted:
+    /// (its config key, its address).
+    pub fn plaintext_on_lan(&self) -> Option<(&'static str, SocketAddr)> {
+        if self.allow_plaintext_lan {
+            return None;
+        }
+        [
+            ("server.listen", Some(self.listen)),
+            ("server.imap_listen", self.imap_listen),
+            ("server.smtp_listen", self.smtp_listen),
+        ]
+        .into_iter()
+        .find_map(|(key, addr)| {
+            addr.filter(|a| !crate::net::is_loopback(a.ip()))
+                .map(|a| (key, a))
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -225,6 +249,7 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
     public_url: Option<String>,
+    allow_plaintext_lan: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -319,7 +344,9 @@ impl Config {
 
     /// Resolve which file to use: explicit path, `$ICLOUD_BRIDGE_CONFIG`,
     /// `config/icloud-bridge.toml` if present, else built-in defaults; then apply the
-    /// `ICLOUD_BRIDGE_LISTEN` and `ICLOUD_BRIDGE_DATA_DIR` overrides.
+    /// `ICLOUD_BRIDGE_LISTEN` and `ICLOUD_BRIDGE_DATA_DIR` overrides, and for containers
+    /// `ICLOUD_BRIDGE_TLS_LISTEN`, `ICLOUD_BRIDGE_CERTS_DIR` and
+    /// `ICLOUD_BRIDGE_ALLOW_PLAINTEXT_LAN` (`true`/`false`).
     pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let env_path = std::env::var_os("ICLOUD_BRIDGE_CONFIG")
             .filter(|v| !v.is_empty())
@@ -343,6 +370,28 @@ impl Config {
             if !v.is_empty() {
                 cfg.server.data_dir = PathBuf::from(v);
             }
+        }
+        if let Ok(v) = std::env::var("ICLOUD_BRIDGE_TLS_LISTEN") {
+            if !v.is_empty() {
+                cfg.server.tls_listen = Some(parse_addr("ICLOUD_BRIDGE_TLS_LISTEN", &v)?);
+            }
+        }
+        if let Some(v) = std::env::var_os("ICLOUD_BRIDGE_CERTS_DIR") {
+            if !v.is_empty() {
+                cfg.server.certs_dir = PathBuf::from(v);
+            }
+        }
+        if let Ok(v) = std::env::var("ICLOUD_BRIDGE_ALLOW_PLAINTEXT_LAN") {
+            cfg.server.allow_plaintext_lan = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                _ => {
+                    return Err(invalid(
+                        "ICLOUD_BRIDGE_ALLOW_PLAINTEXT_LAN",
+                        format!("{v:?} is not true or false"),
+                    ))
+                }
+            };
         }
         Ok(cfg)
     }
@@ -373,6 +422,7 @@ impl Config {
                 .public_url
                 .map(|u| parse_url("server.public_url", &u, &["http", "https"]))
                 .transpose()?,
+            allow_plaintext_lan: s.allow_plaintext_lan.unwrap_or(false),
         };
 
         let mut accounts = Vec::new();

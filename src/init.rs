@@ -124,6 +124,12 @@ pub async fn run(o: InitOptions) -> Result<InitOutcome, String> {
     let loaded = Config::load(&draft);
     let _ = std::fs::remove_file(&draft);
     let cfg = loaded.map_err(|e| e.to_string())?;
+    // `serve` would refuse this config: say so before anything is written.
+    if let Some((key, addr)) = cfg.server.plaintext_on_lan() {
+        return Err(format!(
+            "--listen {addr} ({key}) would let every device's login cross the network in clear; keep --listen on 127.0.0.1 and give other devices HTTPS with --tls-listen 0.0.0.0:8443"
+        ));
+    }
     finish(&o, &cfg, &account, &text).await
 }
 

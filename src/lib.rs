@@ -26,6 +26,7 @@ pub mod dates;
 pub mod dav;
 pub mod init;
 pub mod mail;
+pub mod net;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

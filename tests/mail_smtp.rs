@@ -332,6 +332,8 @@ async fn auth_needs_tls_on_an_address_that_is_not_loopback() {
         tweak: Box::new(move |cfg| {
             cfg.server.certs_dir = certs;
             cfg.server.smtp_listen = Some(std::net::SocketAddr::new(ip, 0));
+            // Plain SMTP on a LAN address starts only when asked for.
+            cfg.server.allow_plaintext_lan = true;
         }),
         ..Default::default()
     })

@@ -129,7 +129,7 @@ pub async fn serve(
 
 /// LOGIN and AUTHENTICATE need TLS, except from loopback (design).
 fn login_allowed(tls: bool, remote: std::net::IpAddr) -> bool {
-    tls || remote.is_loopback()
+    tls || crate::net::is_loopback(remote)
 }
 
 impl Client {

@@ -12,7 +12,7 @@
 //! passwords are never logged.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,13 +216,6 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, token: CancellationTo
     }
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v| v.is_loopback()),
-    }
-}
-
 async fn send(conn: &mut Conn, line: &str) -> io::Result<()> {
     let w = conn.get_mut();
     w.write_all(line.as_bytes()).await?;
@@ -344,7 +337,9 @@ async fn session(
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(ctx.app.config.limits.login_timeout_secs);
     let _ = tcp.set_nodelay(true);
-    let loopback = tcp.local_addr().map(|a| is_loopback(a.ip()))?;
+    // The same rule as IMAP's: a client on this machine (its address is loopback) may log in
+    // without TLS; anyone else needs STARTTLS first.
+    let loopback = crate::net::is_loopback(remote.ip());
     let mut conn: Conn = BufReader::new(Box::new(tcp));
     match tokio::time::timeout_at(deadline, pre_login(ctx, &mut conn, loopback, remote, token))
         .await
@@ -928,13 +923,5 @@ mod tests {
         assert_eq!(ehlo_name("[127.0.0.1]"), "[127.0.0.1]");
         assert_eq!(ehlo_name("bad\rname"), "localhost");
         assert_eq!(ehlo_name(""), "localhost");
-    }
-
-    #[test]
-    fn loopback_includes_mapped_v4() {
-        assert!(is_loopback("127.0.0.1".parse().unwrap()));
-        assert!(is_loopback("::1".parse().unwrap()));
-        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("192.168.1.2".parse().unwrap()));
     }
 }

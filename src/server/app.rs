@@ -81,12 +81,13 @@ pub struct ViaTls;
 
 impl App {
     pub fn new(config: Config) -> Result<App, String> {
-        std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+        crate::upstream::vault::ensure_private_dir(&config.server.data_dir).map_err(|e| {
             format!(
                 "cannot create data_dir {}: {e}",
                 config.server.data_dir.display()
             )
         })?;
+        warn_if_open(&config.server.data_dir);
         let upstream = Upstream::new(&config.upstream)?;
         let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
         let vault = Vault::open(&config.server.data_dir);
@@ -273,6 +274,27 @@ impl App {
         *guard = Arc::new(map);
         acc
     }
+}
+
+/// data_dir holds the vault, the logins' hashes and the link key: say so when other users
+/// of the machine may read it (a mode the operator chose is left as it is).
+fn warn_if_open(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    mode = format!("{mode:o}"),
+                    "data_dir is open to other users of this machine; it holds the app-specific password: run `chmod 700` on it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// An account as this configuration serves it (SMTP counts when `smtp_listen` is set).

@@ -54,7 +54,10 @@ impl OwnNames {
         };
         if let Ok(ip) = name.parse::<IpAddr>() {
             let ip = canonical(ip);
-            if ip.is_loopback() || ip.is_unspecified() || self.fixed.contains(&ip.to_string()) {
+            if crate::net::is_loopback(ip)
+                || ip.is_unspecified()
+                || self.fixed.contains(&ip.to_string())
+            {
                 return true;
             }
             return self.is_own_address(ip);

@@ -76,6 +76,11 @@ impl Running {
 
 /// Bind `config.server.listen` and start serving.
 pub async fn start(config: Config) -> Result<Running, String> {
+    if let Some((key, addr)) = config.server.plaintext_on_lan() {
+        return Err(format!(
+            "{key} = \"{addr}\" would let every device's login cross the network in clear; serve other devices over TLS instead (server.tls_listen for HTTPS, server.imaps_listen for IMAP) and keep plain listeners on 127.0.0.1, or set [server] allow_plaintext_lan = true if that is really wanted"
+        ));
+    }
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
