@@ -30,4 +30,6 @@ mod host;
 mod logins;
 mod memory;
 mod paths;
+mod plaintext;
+mod tls;
 mod xml;
