@@ -332,11 +332,7 @@ impl ToUpstream {
     /// The upstream URL for a raw local path (only paths under this account).
     pub fn url_for_path(&self, path: &str) -> Option<Url> {
         match parse(path) {
-            Local::Home {
-                account,
-                service,
-                rest,
-            } if account == self.account => home_url(self.learned.home(service), rest, None),
+            home @ Local::Home { .. } => self.under_home(&home),
             Local::Principal(account) if account == self.account => {
                 Some(self.learned.cal_principal.clone())
             }
@@ -351,13 +347,18 @@ impl ToUpstream {
     /// this account's homes (never the principal or an `_up` link), checked raw, before any
     /// URL normalisation could resolve backslashes or dot segments.
     pub fn destination(&self, value: &str) -> Option<Url> {
-        let path = raw_path(value)?;
-        match parse(path) {
+        self.under_home(&parse(raw_path(value)?))
+    }
+
+    /// The upstream URL of a path under one of this account's homes; `None` for anything
+    /// else.
+    fn under_home(&self, local: &Local<'_>) -> Option<Url> {
+        match local {
             Local::Home {
                 account,
                 service,
                 rest,
-            } if account == self.account => home_url(self.learned.home(service), rest, None),
+            } if *account == self.account => home_url(self.learned.home(*service), rest, None),
             _ => None,
         }
     }

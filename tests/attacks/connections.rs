@@ -283,19 +283,7 @@ async fn imap_and_smtp_sessions_must_log_in_within_a_total_deadline() {
         "{smtp:?}"
     );
     // A client that logs in in time keeps its session past the deadline.
-    let mut c = BufReader::new(connect_from("127.0.0.1", env.imap_addr()).await);
-    assert!(line(&mut c).await.starts_with("* OK"));
-    c.get_mut()
-        .write_all(format!("a LOGIN {} \"{}\"\r\n", env.user, env.pass).as_bytes())
-        .await
-        .unwrap();
-    loop {
-        let l = line(&mut c).await;
-        if l.starts_with("a ") {
-            assert!(l.starts_with("a OK"), "{l}");
-            break;
-        }
-    }
+    let mut c = imap_login_as_victim(&env).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     c.get_mut().write_all(b"b NOOP\r\n").await.unwrap();
     loop {
@@ -306,6 +294,23 @@ async fn imap_and_smtp_sessions_must_log_in_within_a_total_deadline() {
         }
     }
     env.stop().await;
+}
+
+/// The victim device (127.0.0.1) logs in over IMAP: the session, logged in.
+async fn imap_login_as_victim(env: &Env) -> BufReader<TcpStream> {
+    let mut c = BufReader::new(connect_from("127.0.0.1", env.imap_addr()).await);
+    assert!(line(&mut c).await.starts_with("* OK"));
+    c.get_mut()
+        .write_all(format!("a LOGIN {} \"{}\"\r\n", env.user, env.pass).as_bytes())
+        .await
+        .unwrap();
+    loop {
+        let l = line(&mut c).await;
+        if l.starts_with("a ") {
+            assert!(l.starts_with("a OK"), "{l}");
+            return c;
+        }
+    }
 }
 
 #[tokio::test]
@@ -341,19 +346,7 @@ async fn one_address_has_one_allowance_over_every_front_end() {
         "{closed} {text:?}"
     );
     // Another device is served on every front end.
-    let mut c = BufReader::new(connect_from("127.0.0.1", env.imap_addr()).await);
-    assert!(line(&mut c).await.starts_with("* OK"));
-    c.get_mut()
-        .write_all(format!("a LOGIN {} \"{}\"\r\n", env.user, env.pass).as_bytes())
-        .await
-        .unwrap();
-    loop {
-        let l = line(&mut c).await;
-        if l.starts_with("a ") {
-            assert!(l.starts_with("a OK"), "{l}");
-            break;
-        }
-    }
+    let _c = imap_login_as_victim(&env).await;
     let mut s = BufReader::new(connect_from("127.0.0.1", env.smtp_addr()).await);
     assert!(line(&mut s).await.starts_with("220 "));
     let r = env.http.get(env.url("/healthz")).send().await.unwrap();

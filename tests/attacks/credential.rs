@@ -35,6 +35,16 @@ async fn a_photo_link(env: &Env) -> String {
     panic!("no contact with a photo link in the demo data");
 }
 
+/// GET an absolute bridge URL (a photo link) with the device's login.
+async fn fetch(env: &Env, url: &str) -> reqwest::Response {
+    env.http
+        .get(url)
+        .basic_auth(&env.user, Some(&env.pass))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn nothing_reached(spy: &Sink) {
     let got = spy.received();
     assert!(
@@ -74,13 +84,7 @@ async fn a_forged_up_key_for_another_port_of_the_upstream_host_gets_nothing() {
         assert_eq!(r.status(), 404, "forged key {forged}");
     }
     // The genuine link still works.
-    let r = env
-        .http
-        .get(&photo)
-        .basic_auth(&env.user, Some(&env.pass))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&env, &photo).await;
     assert_eq!(r.status(), 200);
     nothing_reached(&spy);
     env.stop().await;
@@ -129,13 +133,7 @@ async fn a_redirect_to_another_port_is_not_followed_with_the_password() {
     c.set_switch("hostile.redirect_location", &spy.url("/caught"))
         .unwrap();
     c.set_switch("hostile.redirect_path", "/wcs/").unwrap();
-    let r = env
-        .http
-        .get(&photo)
-        .basic_auth(&env.user, Some(&env.pass))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&env, &photo).await;
     assert_eq!(r.status(), 502, "a photo sent elsewhere");
     assert!(r.headers().get("location").is_none());
     c.set_switch("hostile.redirect_path", ".ics").unwrap();
@@ -173,13 +171,7 @@ async fn a_photo_that_answers_401_does_not_mark_the_password_revoked() {
         .unwrap();
     env.control().clear_request_log();
     for _ in 0..5 {
-        let r = env
-            .http
-            .get(&photo)
-            .basic_auth(&env.user, Some(&env.pass))
-            .send()
-            .await
-            .unwrap();
+        let r = fetch(&env, &photo).await;
         assert_eq!(r.status(), 502, "never a 401 (it would prompt) nor a 503");
         assert!(r.headers().get("www-authenticate").is_none());
     }
@@ -211,13 +203,7 @@ async fn a_refused_photo_after_a_real_revocation_tells_the_truth() {
     let photo = a_photo_link(&env).await;
     env.control()
         .revoke_asp(DEMO_APPLE_ID, icloud_bridge::standin::DEMO_APP_PASSWORD);
-    let r = env
-        .http
-        .get(&photo)
-        .basic_auth(&env.user, Some(&env.pass))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&env, &photo).await;
     // The probe of the principal is what found out, and it says so.
     assert_eq!(r.status(), 503);
     let st = env.status_json().await;

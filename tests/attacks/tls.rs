@@ -106,6 +106,12 @@ async fn a_certificate_made_with_the_stolen_ca_key_is_refused_for_apples_hosts()
         .await
         .unwrap();
     // And the bridge's own HTTPS port works for a client trusting only ca.pem.
+    assert_eq!(healthz_over_https(&env, &dir).await, 200);
+    env.stop().await;
+}
+
+/// GET /healthz on the bridge's HTTPS port as a device trusting only `dir/ca.pem`.
+async fn healthz_over_https(env: &Env, dir: &std::path::Path) -> u16 {
     let pem = std::fs::read(dir.join("ca.pem")).unwrap();
     let https = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -113,13 +119,13 @@ async fn a_certificate_made_with_the_stolen_ca_key_is_refused_for_apples_hosts()
         .build()
         .unwrap();
     let tls = env.bridge.tls_addr.unwrap();
-    let r = https
+    https
         .get(format!("https://localhost:{}/healthz", tls.port()))
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    env.stop().await;
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 fn sha256_of_ca(dir: &std::path::Path) -> String {
@@ -173,19 +179,7 @@ async fn an_old_unconstrained_ca_keeps_serving_and_is_flagged() {
     })
     .await;
     // It still serves: a leaf from the old CA, accepted by devices that trust it.
-    let pem = std::fs::read(certs.join("ca.pem")).unwrap();
-    let https = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .build()
-        .unwrap();
-    let tls = env.bridge.tls_addr.unwrap();
-    let r = https
-        .get(format!("https://localhost:{}/healthz", tls.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(healthz_over_https(&env, &certs).await, 200);
     // Flagged in the log, in status.json and on the page, with the way out.
     assert!(log.text().contains("no name constraints"), "{}", log.text());
     let st = env.status_json().await;
