@@ -147,14 +147,15 @@ async fn a_redirect_to_another_port_is_not_followed_with_the_password() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502, "an object sent elsewhere");
-    let r = env
-        .req("PUT", "/dav/alice/calendars/home/redirected.ics")
-        .header("Content-Type", "text/calendar")
-        .body(event("redirected", "x", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
+    assert_eq!(
+        env.put_event(
+            "/dav/alice/calendars/home/redirected.ics",
+            "redirected",
+            "x"
+        )
+        .await,
+        502
+    );
     nothing_reached(&spy);
     // Nothing of this counts against the password.
     let st = env.status_json().await;
@@ -186,14 +187,15 @@ async fn a_photo_that_answers_401_does_not_mark_the_password_revoked() {
     let st = env.status_json().await;
     assert_eq!(st["accounts"][0]["state"], "ok", "{st}");
     // Writes and uncached reads go on.
-    let r = env
-        .req("PUT", "/dav/alice/calendars/home/after-photo.ics")
-        .header("Content-Type", "text/calendar")
-        .body(event("after-photo", "still fine", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        env.put_event(
+            "/dav/alice/calendars/home/after-photo.ics",
+            "after-photo",
+            "still fine"
+        )
+        .await,
+        201
+    );
     env.stop().await;
 }
 

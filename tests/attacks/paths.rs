@@ -81,14 +81,15 @@ async fn backslashes_and_dot_segments_in_the_target_are_refused_before_upstream(
 #[tokio::test]
 async fn destination_may_not_leave_the_home_nor_name_an_up_link() {
     let env = start().await;
-    let r = env
-        .req("PUT", "/dav/alice/calendars/home/movable.ics")
-        .header("Content-Type", "text/calendar")
-        .body(event("movable", "Move me", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        env.put_event(
+            "/dav/alice/calendars/home/movable.ics",
+            "movable",
+            "Move me"
+        )
+        .await,
+        201
+    );
     env.control().clear_request_log();
     let base = &env.base;
     for dest in [

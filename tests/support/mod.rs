@@ -191,6 +191,18 @@ impl Env {
         (s, r.text().await.unwrap())
     }
 
+    /// PUT a VEVENT (with an end) under `path`; the status.
+    pub async fn put_event(&self, path: &str, uid: &str, summary: &str) -> u16 {
+        self.req("PUT", path)
+            .header("Content-Type", "text/calendar")
+            .body(event(uid, summary, true))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn propfind(&self, path: &str, depth: &str, body: &str) -> (u16, String) {
         self.xml("PROPFIND", path, depth, body).await
     }
