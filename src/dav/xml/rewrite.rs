@@ -88,7 +88,8 @@ pub fn rewrite_to_vec(input: &[u8], map: &dyn HrefMap) -> Result<Vec<u8>, XmlErr
 
 /// Streaming rewrite: bytes in, bytes out, bounded memory. Output comes in chunks of about
 /// [`CHUNK_SIZE`]. If the input is malformed, truncated or fails, the stream yields the bytes
-/// produced so far and then one `Err` as its last item; a stream that ends without `Err` carried
+/// produced so far and then one `Err` as its last item (only the `Err` when nothing was
+/// handed on yet, so the caller can still answer with a clean error); a stream that ends without `Err` carried
 /// a complete document.
 ///
 /// Feed a `reqwest` body with `resp.bytes_stream().map_err(std::io::Error::other)`.
@@ -105,6 +106,7 @@ where
         engine: Engine::new(CHUNK_SIZE + CHUNK_SIZE / 2, Items::unbounded()),
         buf: Vec::with_capacity(8 * 1024),
         map,
+        emitted: false,
     };
     futures_util::stream::unfold(State::Running(Box::new(inner)), |state| async move {
         match state {
@@ -113,6 +115,7 @@ where
             State::Running(mut inner) => match inner.fill().await {
                 Ok(Flow::Continue) => {
                     let chunk = inner.take();
+                    inner.emitted = true;
                     Some((Ok(chunk), State::Running(inner)))
                 }
                 Ok(Flow::Done) => {
@@ -121,7 +124,9 @@ where
                 }
                 Err(err) => {
                     let chunk = inner.take();
-                    if chunk.is_empty() {
+                    // Nothing handed on yet: the error alone, so the caller can still answer
+                    // with a clean error instead of the start of a document.
+                    if chunk.is_empty() || !inner.emitted {
                         Some((Err(err), State::Done))
                     } else {
                         Some((Ok(chunk), State::Failed(err)))
@@ -143,6 +148,8 @@ struct Inner<S> {
     engine: Engine,
     buf: Vec<u8>,
     map: Arc<dyn HrefMap>,
+    /// Some output was handed on already.
+    emitted: bool,
 }
 
 impl<S, E> Inner<S>
