@@ -295,6 +295,8 @@ async fn demo(listen: &str) -> Result<(), String> {
     let mut cfg = Config::defaults();
     cfg.server.listen = listen;
     cfg.server.data_dir = dir.clone();
+    // The demo's data and login are made up: trying it from a phone on the LAN is allowed.
+    cfg.server.allow_plaintext_lan = true;
     cfg.upstream.kind = UpstreamKind::Icloud;
     let url = |u: String| {
         u.parse::<url::Url>()
@@ -308,7 +310,8 @@ async fn demo(listen: &str) -> Result<(), String> {
         password_file: None,
         password_command: None,
     }];
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    icloud_bridge::upstream::vault::ensure_private_dir(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Mail too, on free ports next to the DAV address (named in the log, not on stdout):
     // IMAP (STARTTLS; plain login on loopback) and SMTP submission, the stand-in behind them.
     cfg.server.certs_dir = dir.join("certs");
@@ -408,7 +411,7 @@ fn read_stdin_line() -> Result<String, String> {
 }
 
 fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
-    std::fs::create_dir_all(&cfg.server.data_dir).map_err(|e| {
+    icloud_bridge::upstream::vault::ensure_private_dir(&cfg.server.data_dir).map_err(|e| {
         format!(
             "cannot create data_dir {}: {e}",
             cfg.server.data_dir.display()

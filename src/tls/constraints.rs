@@ -48,7 +48,10 @@ pub fn fingerprint(der: &[u8]) -> String {
 pub fn info(der: &[u8]) -> CaInfo {
     CaInfo {
         sha256: fingerprint(der),
-        constrained: permitted(der).is_some(),
+        // Limited where it matters: DNS names (a CA that constrained only other name types
+        // would still vouch for any site).
+        constrained: permitted(der)
+            .is_some_and(|trees| trees.iter().any(|t| matches!(t, Subtree::Dns(_)))),
     }
 }
 

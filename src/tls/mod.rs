@@ -84,6 +84,18 @@ fn dns_name_ok(name: &str) -> bool {
 /// name (and `<host>.local` for a short one), every listen address that is not a wildcard
 /// (and, when one is, every LAN address of this machine), and the host of `public_url`.
 pub fn server_names(server: &ServerConfig) -> Vec<String> {
+    names_of(server, true)
+}
+
+/// [`server_names`] without the addresses found on the machine's interfaces: what the
+/// configuration itself names (a new CA's constraints cover these; interface addresses
+/// outside the private ranges, such as a global IPv6 address that changes, are not fixed
+/// into a ten-year CA).
+pub fn configured_names(server: &ServerConfig) -> Vec<String> {
+    names_of(server, false)
+}
+
+fn names_of(server: &ServerConfig, with_interfaces: bool) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     let mut add = |n: String| {
         if !names.contains(&n) {
@@ -113,7 +125,7 @@ pub fn server_names(server: &ServerConfig) -> Vec<String> {
     }
     // Listening on every address: devices on the LAN may use any of this machine's
     // addresses (often an IP, not a name), so the certificate names them all.
-    if wildcard {
+    if wildcard && with_interfaces {
         for ip in interface_addresses() {
             add(ip.to_string());
         }
@@ -147,7 +159,11 @@ fn interface_addresses() -> Vec<IpAddr> {
 
 /// Make sure `server.certs_dir` holds a usable server certificate (see the module docs).
 pub fn ensure(server: &ServerConfig) -> Result<CertSource, String> {
-    ensure_in(&server.certs_dir, &server_names(server))
+    ensure_names(
+        &server.certs_dir,
+        &server_names(server),
+        &configured_names(server),
+    )
 }
 
 struct Files {
@@ -168,8 +184,27 @@ impl Files {
     }
 }
 
-/// [`ensure`] for a directory and the names the certificate must carry.
+/// [`ensure`] for a directory and the names the certificate must carry (all of them
+/// configured ones).
 pub fn ensure_in(dir: &Path, names: &[String]) -> Result<CertSource, String> {
+    ensure_names(dir, names, names)
+}
+
+/// Say each warning about the CA once per process (`ensure` runs for every TLS listener).
+fn warn_once(flag: &std::sync::atomic::AtomicBool, warn: impl FnOnce()) {
+    if !flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn();
+    }
+}
+
+static WARNED_UNCONSTRAINED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+static WARNED_OUTSIDE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`ensure_in`] where `configured` (a subset of `names`) is what the configuration names; a
+/// new CA's constraints cover those, and only those are worth a warning when an existing CA
+/// cannot vouch for them.
+fn ensure_names(dir: &Path, names: &[String], configured: &[String]) -> Result<CertSource, String> {
     let f = Files::in_dir(dir);
     if !f.ca.exists() {
         return match (f.cert.exists(), f.key.exists()) {
@@ -180,7 +215,7 @@ pub fn ensure_in(dir: &Path, names: &[String]) -> Result<CertSource, String> {
                 f.key.display()
             )),
             _ => {
-                create_ca_and_leaf(dir, &f, names)?;
+                create_ca_and_leaf(dir, &f, names, configured)?;
                 Ok(CertSource::LocalCa {
                     ca: f.ca,
                     ca_created: true,
@@ -196,23 +231,31 @@ pub fn ensure_in(dir: &Path, names: &[String]) -> Result<CertSource, String> {
         Some(ca) => {
             let info = constraints::info(ca);
             if !info.constrained {
-                tracing::warn!(
-                    ca = %f.ca.display(),
-                    "the local CA has no name constraints: whoever copies its key can make certificates for any site that devices trusting it accept; to move to a constrained CA, {}",
-                    MOVE_TO_CONSTRAINED
-                );
+                warn_once(&WARNED_UNCONSTRAINED, || {
+                    tracing::warn!(
+                        ca = %f.ca.display(),
+                        "the local CA has no name constraints: whoever copies its key can make certificates for any site that devices trusting it accept; to move to a constrained CA, {}",
+                        MOVE_TO_CONSTRAINED
+                    )
+                });
             }
             let (ok, outside): (Vec<String>, Vec<String>) = names
                 .iter()
                 .cloned()
                 .partition(|n| constraints::permits(ca, n));
-            if !outside.is_empty() {
-                tracing::warn!(
-                    ca = %f.ca.display(),
-                    names = %outside.join(", "),
-                    "these names of the bridge are outside the local CA's name constraints and are left out of the server certificate; devices using them will see a certificate error; to include them, {}",
-                    MOVE_TO_CONSTRAINED
-                );
+            let told: Vec<String> = outside
+                .into_iter()
+                .filter(|n| configured.contains(n))
+                .collect();
+            if !told.is_empty() {
+                warn_once(&WARNED_OUTSIDE, || {
+                    tracing::warn!(
+                        ca = %f.ca.display(),
+                        names = %told.join(", "),
+                        "these names of the bridge are outside the local CA's name constraints and are left out of the server certificate; devices using them will see a certificate error; to include them, {}",
+                        MOVE_TO_CONSTRAINED
+                    )
+                });
             }
             ok
         }
@@ -356,7 +399,12 @@ fn gen_err(e: rcgen::Error) -> String {
     format!("cannot generate a TLS certificate: {e}")
 }
 
-fn create_ca_and_leaf(dir: &Path, f: &Files, names: &[String]) -> Result<(), String> {
+fn create_ca_and_leaf(
+    dir: &Path,
+    f: &Files,
+    names: &[String],
+    configured: &[String],
+) -> Result<(), String> {
     let host = hostname().unwrap_or_else(|| "localhost".into());
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
     params.distinguished_name = dn(&format!("icloud-bridge local CA {host}"));
@@ -367,7 +415,7 @@ fn create_ca_and_leaf(dir: &Path, f: &Files, names: &[String]) -> Result<(), Str
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
     params.serial_number = Some(random_serial());
-    params.name_constraints = Some(constraints::for_new_ca(names));
+    params.name_constraints = Some(constraints::for_new_ca(configured));
     validity(&mut params, CA_DAYS);
     let key = rcgen::KeyPair::generate().map_err(gen_err)?;
     let key_pem = key.serialize_pem();
@@ -376,7 +424,13 @@ fn create_ca_and_leaf(dir: &Path, f: &Files, names: &[String]) -> Result<(), Str
     write(&f.ca_key, &key_pem, 0o600)?;
     let ca_pem = ca.pem();
     write(&f.ca, &ca_pem, 0o644)?;
-    issue_leaf(f, &ca, &ca_pem, names)?;
+    // Interface addresses outside the constraints (a global IPv6 address) are left out.
+    let names: Vec<String> = names
+        .iter()
+        .filter(|n| constraints::permits(ca.der(), n))
+        .cloned()
+        .collect();
+    issue_leaf(f, &ca, &ca_pem, &names)?;
     tracing::info!(
         ca = %f.ca.display(),
         "created a local CA and a server certificate; let devices trust the CA file for HTTPS and IMAPS"

@@ -168,7 +168,7 @@ impl Vault {
 }
 
 /// Create `dir` (and missing parents) with mode 0700 if it does not exist.
-pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
