@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use crate::upstream::credential::Secret;
+use crate::secret::Secret;
 
 /// Everything that can be wrong with a configuration, each in one sentence.
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::accounts::reconnect::test_and_store;
+use crate::accounts::stored::valid_apple_id;
+use crate::accounts::vault::Vault;
+use crate::auth::logins::LoginStore;
 use crate::config::{valid_account_name, Config};
+use crate::files::write_atomic;
 use crate::server::admin::account_name_from;
-use crate::server::logins::LoginStore;
-use crate::server::stored_accounts::valid_apple_id;
 use crate::upstream::client::Upstream;
-use crate::upstream::reconnect::test_and_store;
-use crate::upstream::vault::{write_atomic, Vault};
 
 /// What `init` was asked to set up.
 pub struct InitOptions {

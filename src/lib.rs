@@ -20,17 +20,26 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
+pub mod accounts;
+pub mod app;
+pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod config;
 pub mod dates;
 pub mod dav;
+pub mod files;
 pub mod init;
+pub mod limits;
 pub mod mail;
+pub mod metrics;
 pub mod net;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
 pub mod upstream;
+pub mod xml;
 
 /// The iCloud stand-in (a workspace crate), re-exported for `demo` and the tests.
 pub use icloud_standin as standin;

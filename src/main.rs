@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use icloud_bridge::accounts::vault::Vault;
+use icloud_bridge::auth::logins::LoginStore;
 use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
+use icloud_bridge::secret::Secret;
 use icloud_bridge::server::listener;
-use icloud_bridge::server::logins::LoginStore;
 use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
-use icloud_bridge::upstream::credential::Secret;
-use icloud_bridge::upstream::vault::Vault;
 
 #[derive(Parser)]
 #[command(
@@ -268,7 +268,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 fn load(path: &Option<PathBuf>) -> Result<Config, String> {
     let mut cfg = Config::resolve(path.as_deref()).map_err(|e| e.to_string())?;
     // Accounts made by the setup page count like configured ones.
-    icloud_bridge::server::stored_accounts::merge(&mut cfg);
+    icloud_bridge::accounts::stored::merge(&mut cfg);
     Ok(cfg)
 }
 
@@ -310,7 +310,7 @@ async fn demo(listen: &str) -> Result<(), String> {
         password_file: None,
         password_command: None,
     }];
-    icloud_bridge::upstream::vault::ensure_private_dir(&dir)
+    icloud_bridge::files::ensure_private_dir(&dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Mail too, on free ports next to the DAV address (named in the log, not on stdout):
     // IMAP (STARTTLS; plain login on loopback) and SMTP submission, the stand-in behind them.
@@ -411,7 +411,7 @@ fn read_stdin_line() -> Result<String, String> {
 }
 
 fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
-    icloud_bridge::upstream::vault::ensure_private_dir(&cfg.server.data_dir).map_err(|e| {
+    icloud_bridge::files::ensure_private_dir(&cfg.server.data_dir).map_err(|e| {
         format!(
             "cannot create data_dir {}: {e}",
             cfg.server.data_dir.display()
@@ -459,15 +459,15 @@ fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
 }
 
 async fn check(cfg: Config) -> Result<(), String> {
-    use icloud_bridge::server::app::App;
+    use icloud_bridge::app::App;
     let app = std::sync::Arc::new(App::new(cfg)?);
-    if app.accounts().is_empty() {
+    if app.accounts.snapshot().is_empty() {
         println!("config ok; no account is configured");
         return Ok(());
     }
     let mut bad = false;
-    for acc in app.accounts().values() {
-        match icloud_bridge::dav::proxy::ensure_learned(&app, acc).await {
+    for acc in app.accounts.snapshot().values() {
+        match acc.ensure_learned(&app.upstream).await {
             Ok(_) => {
                 println!("{} caldav ok", acc.name());
                 println!("{} carddav ok", acc.name());
@@ -520,7 +520,7 @@ async fn reconnect(
     let raw = read_stdin_line()?;
     let upstream = icloud_bridge::upstream::client::Upstream::new(&cfg.upstream)?;
     let vault = Vault::open(&cfg.server.data_dir);
-    icloud_bridge::upstream::reconnect::test_and_store(&cfg, &upstream, &vault, &acc, &raw)
+    icloud_bridge::accounts::reconnect::test_and_store(&cfg, &upstream, &vault, &acc, &raw)
         .await
         .map_err(|e| e.to_string())?;
     println!("stored; the running bridge uses it within a second");

@@ -8,12 +8,12 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use icloud_bridge::accounts::vault::Vault;
+use icloud_bridge::auth::logins::LoginStore;
 use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
+use icloud_bridge::secret::Secret;
 use icloud_bridge::server::listener;
-use icloud_bridge::server::logins::LoginStore;
 use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
-use icloud_bridge::upstream::credential::Secret;
-use icloud_bridge::upstream::vault::Vault;
 use support::*;
 
 // ----- captured logs -----
@@ -658,7 +658,7 @@ async fn setup_page_needs_its_token_creates_an_admin_and_closes() {
         "{body}"
     );
     assert!(!body.contains("qqqq-qqqq-qqqq-qqqq"), "{body}");
-    assert!(env.bridge.app.logins.is_empty());
+    assert!(env.bridge.app.auth.logins.is_empty());
     assert_eq!(stored(&env), None);
     // The right one: an admin login is made and shown once.
     let r = post_setup(
@@ -703,7 +703,7 @@ async fn setup_page_needs_its_token_creates_an_admin_and_closes() {
         get_text(&env, &format!("/setup?token={token}")).await.0,
         410
     );
-    assert_eq!(env.bridge.app.logins.list().unwrap().len(), 1);
+    assert_eq!(env.bridge.app.auth.logins.list().unwrap().len(), 1);
     assert!(!get_text(&env, "/").await.1.contains("Set up first"));
     assert_not_logged(&[DEMO_APP_PASSWORD, &pw]);
     env.stop().await;

@@ -54,6 +54,7 @@ fn upstream(c: &icloud_bridge::standin::Control, method: &str) -> Vec<String> {
 fn second_login(env: &Env) -> String {
     env.bridge
         .app
+        .auth
         .logins
         .add("laptop", "alice", false, None)
         .unwrap()
@@ -566,6 +567,7 @@ async fn no_account_ever_sees_another_accounts_cached_answers() {
     let bob_pass = env
         .bridge
         .app
+        .auth
         .logins
         .add("bobphone", "bob", false, None)
         .unwrap();

@@ -614,12 +614,10 @@ async fn check_tests_smtp_when_it_is_served() {
     let ca = env.cfg.upstream.ca_file.clone().unwrap();
     // A separate data dir for the CLI, with the same stored password.
     let data = tempfile::tempdir().unwrap();
-    icloud_bridge::upstream::vault::Vault::open(data.path())
+    icloud_bridge::accounts::vault::Vault::open(data.path())
         .set(
             "alice",
-            &icloud_bridge::upstream::credential::Secret::new(
-                icloud_bridge::standin::DEMO_APP_PASSWORD.into(),
-            ),
+            &icloud_bridge::secret::Secret::new(icloud_bridge::standin::DEMO_APP_PASSWORD.into()),
         )
         .unwrap();
     let cfg = data.path().join("c.toml");

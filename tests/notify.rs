@@ -17,7 +17,7 @@ fn with_notify(
     min_secs: u64,
     secret: Option<&str>,
 ) -> Box<dyn FnOnce(&mut Config)> {
-    let secret = secret.map(|s| icloud_bridge::upstream::credential::Secret::new(s.into()));
+    let secret = secret.map(|s| icloud_bridge::secret::Secret::new(s.into()));
     Box::new(move |cfg: &mut Config| {
         cfg.notify.webhook = Some(webhook.parse().unwrap());
         cfg.notify.min_secs = min_secs;
@@ -271,12 +271,12 @@ async fn a_state_json_of_the_previous_version_still_loads() {
         password_file: None,
         password_command: None,
     }];
-    let app = icloud_bridge::server::app::App::new(cfg).unwrap();
-    let acc = app.account("alice").unwrap();
+    let app = icloud_bridge::app::App::new(cfg).unwrap();
+    let acc = app.accounts.get("alice").unwrap();
     assert!(acc.learned().is_some());
     assert_eq!(acc.persisted().services.len(), 0);
     // The next save keeps `learned` readable and adds the new fields beside it.
-    app.save_state();
+    app.accounts.save();
     let text = std::fs::read_to_string(&path).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(
@@ -304,15 +304,13 @@ async fn webhook_token_and_secret_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    icloud_bridge::upstream::vault::Vault::open(&data)
+    icloud_bridge::accounts::vault::Vault::open(&data)
         .set(
             "alice",
-            &icloud_bridge::upstream::credential::Secret::new(
-                icloud_bridge::standin::DEMO_APP_PASSWORD.into(),
-            ),
+            &icloud_bridge::secret::Secret::new(icloud_bridge::standin::DEMO_APP_PASSWORD.into()),
         )
         .unwrap();
-    let pass = icloud_bridge::server::logins::LoginStore::open(&data)
+    let pass = icloud_bridge::auth::logins::LoginStore::open(&data)
         .unwrap()
         .add("phone", "alice", false, None)
         .unwrap();

@@ -266,7 +266,7 @@ async fn the_paste_form_works_over_https_with_h2() {
         tweak: Box::new(move |cfg| {
             cfg.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
             *out.lock().unwrap() =
-                icloud_bridge::server::logins::LoginStore::open(&cfg.server.data_dir)
+                icloud_bridge::auth::logins::LoginStore::open(&cfg.server.data_dir)
                     .unwrap()
                     .add("admin", "alice", true, None)
                     .unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use icloud_bridge::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
+use icloud_bridge::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
 use proptest::prelude::*;
 use quick_xml::events::Event;
 

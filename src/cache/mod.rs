@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 
 pub mod multiget;
 
+use crate::body::{full, Body, BoxError};
 use crate::config::CacheConfig;
-use crate::dav::respond::{full, Body, BoxError};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 

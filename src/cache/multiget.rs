@@ -7,7 +7,7 @@ use bytes::Bytes;
 use quick_xml::events::Event;
 use sha2::{Digest, Sha256};
 
-use crate::dav::xml::names::KNOWN_DECLS;
+use crate::xml::names::KNOWN_DECLS;
 
 /// The start of every multistatus the rewriter writes; fragments are only valid under it.
 fn header() -> String {

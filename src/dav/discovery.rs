@@ -4,11 +4,11 @@
 
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::dav::respond::{empty, full, Body};
-use crate::dav::xml::build::{escape_text, MultistatusBuilder};
-use crate::dav::xml::inspect::PropRequest;
-use crate::dav::xml::names::{CALDAV, CARDDAV, DAV};
-use crate::upstream::state::Account;
+use crate::accounts::Account;
+use crate::body::{empty, full, Body};
+use crate::xml::build::{escape_text, MultistatusBuilder};
+use crate::xml::inspect::PropRequest;
+use crate::xml::names::{CALDAV, CARDDAV, DAV};
 
 /// The DAV compliance classes DAVx5 looks for before it accepts a principal.
 pub const DAV_CLASSES: &str =

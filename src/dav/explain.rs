@@ -4,9 +4,9 @@
 
 use http::StatusCode;
 
-use crate::dav::respond::DavError;
-use crate::dav::xml::inspect::RequestInfo;
-use crate::dav::xml::names::{CALDAV, CARDDAV, DAV};
+use crate::dav::error::DavError;
+use crate::xml::inspect::RequestInfo;
+use crate::xml::names::{CALDAV, CARDDAV, DAV};
 
 /// What the client asked, for explaining what upstream answered.
 pub struct Asked<'a> {

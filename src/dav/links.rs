@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
-use crate::upstream::vault::write_atomic;
+use crate::files::write_atomic;
 
 type HmacSha256 = Hmac<Sha256>;
 

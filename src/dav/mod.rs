@@ -2,27 +2,28 @@
 //! explanation of iCloud's refusals.
 
 pub mod discovery;
+pub mod error;
 pub mod explain;
 pub mod links;
 pub mod paths;
 pub mod proxy;
-pub mod respond;
 pub mod task_lists;
-pub mod xml;
 
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::accounts::Account;
+use crate::app::App;
+use crate::body::Body;
 use crate::dav::discovery::Resource;
+use crate::dav::error::DavError;
 use crate::dav::paths::Local;
-use crate::dav::respond::{Body, DavError};
-use crate::dav::xml::inspect::{inspect, PropRequest};
-use crate::server::app::App;
 use crate::upstream::client::{Purpose, UpstreamRequest};
 use crate::upstream::error::UpstreamError;
-use crate::upstream::state::{Account, Service};
+use crate::upstream::service::Service;
+use crate::xml::inspect::{inspect, PropRequest};
 
 /// Route an authenticated DAV request. `public_origin` is how the client reaches us.
 pub async fn handle(
@@ -191,7 +192,7 @@ async fn fetch_upstream_url(
             out = out.header(name, v.clone());
         }
     }
-    out.body(respond::stream_body(resp))
+    out.body(crate::body::stream_body(resp))
         .map_err(|_| DavError::Internal("build the response"))
 }
 

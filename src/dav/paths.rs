@@ -9,9 +9,9 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::dav::links::Links;
-use crate::dav::xml::rewrite::HrefMap;
 use crate::upstream::discover::Learned;
-use crate::upstream::state::Service;
+use crate::upstream::service::Service;
+use crate::xml::rewrite::HrefMap;
 
 /// What a request path names in the local tree.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,20 +11,22 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use url::Url;
 
+use crate::accounts::Account;
+use crate::app::App;
+use crate::body::{empty, full, stream_body, Body, BoxError};
 use crate::cache::{Entry, SHARED_ORIGIN};
+use crate::dav::error::DavError;
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{
     home_url, raw_path, refuse_rest, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts,
 };
-use crate::dav::respond::{empty, full, stream_body, Body, BoxError, DavError};
-use crate::dav::xml::inspect::{inspect, RequestInfo};
-use crate::dav::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
-use crate::server::app::App;
-use crate::server::limits::{BodyReservation, ClientAddr};
+use crate::limits::{BodyReservation, ClientAddr};
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::discover::{self, Learned};
 use crate::upstream::error::UpstreamError;
-use crate::upstream::state::{Account, Service};
+use crate::upstream::service::Service;
+use crate::xml::inspect::{inspect, RequestInfo};
+use crate::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
 
 /// Request headers a client may pass upstream (everything else is dropped).
 const REQUEST_HEADERS: &[&str] = &[
@@ -60,36 +62,6 @@ impl UpstreamHosts for AccountHosts {
     fn is_upstream(&self, url: &Url) -> bool {
         self.upstream.trusted(&self.account, url)
     }
-}
-
-/// Make sure discovery has run for `account` (one discovery for concurrent callers).
-pub async fn ensure_learned(app: &App, account: &Account) -> Result<Arc<Learned>, UpstreamError> {
-    if let Some(l) = account.learned() {
-        return Ok(l);
-    }
-    let mut g = account.learn_lock.lock().await;
-    if let Some(l) = account.learned() {
-        return Ok(l);
-    }
-    // Discovery failed just now for the request we waited for: the same answer for us.
-    if let Some((at, e)) = g.as_ref() {
-        if at.elapsed() < std::time::Duration::from_secs(2) {
-            return Err(e.clone());
-        }
-    }
-    let learned = match discover::learn(&app.upstream, account).await {
-        Ok(l) => l,
-        Err(e) => {
-            *g = Some((std::time::Instant::now(), e.clone()));
-            return Err(e);
-        }
-    };
-    *g = None;
-    account.set_learned(learned);
-    app.save_state();
-    account.learned().ok_or(UpstreamError::BadResponse {
-        detail: "discovery result was lost".into(),
-    })
 }
 
 /// Seconds a client is asked to wait when the body budget is full.
@@ -541,7 +513,7 @@ async fn upstream_phase(
     match attempt().await? {
         Attempt::Done(r) => Ok(r),
         Attempt::Moved(before) => {
-            relearn_now(app, account, &before).await?;
+            account.relearn_now(&app.upstream, &before).await?;
             match attempt().await? {
                 Attempt::Done(r) => Ok(r),
                 Attempt::Moved(_) => Err(DavError::Upstream(UpstreamError::BadResponse {
@@ -571,7 +543,7 @@ async fn upstream_attempt(
 ) -> Result<Attempt, DavError> {
     // An owned handle (the bytes are shared, not copied), so the phases below read as before.
     let body = body.clone();
-    let learned = ensure_learned(app, account).await?;
+    let learned = account.ensure_learned(&app.upstream).await?;
     let method = parts.method.clone();
     let target = home_url(learned.home(service), rest, parts.uri.query()).ok_or_else(|| {
         DavError::BadRequest("the request path does not name anything under this home".into())
@@ -591,7 +563,7 @@ async fn upstream_attempt(
         let map = to_up.clone();
         let (i, rewritten) = parse_body(&body, move |b| {
             let i = inspect(b)?;
-            Ok::<_, crate::dav::xml::XmlError>((i, rewrite_to_vec(b, &map)?))
+            Ok::<_, crate::xml::XmlError>((i, rewrite_to_vec(b, &map)?))
         })
         .await?
         .map_err(|e| {
@@ -671,7 +643,7 @@ async fn upstream_attempt(
         }
     }
     if !same_origin(resp.url(), &target) {
-        relearn_later(app, account);
+        account.relearn_later(&app.upstream);
     }
 
     let status = resp.status().as_u16();
@@ -858,41 +830,4 @@ async fn read_back_etag(
     discover::text_of(&bytes, b"DAV:", b"getetag")
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
-}
-
-/// Learn the layout again now, unless another request already did since `before` was
-/// learned (concurrent requests that all met the move share one discovery).
-async fn relearn_now(
-    app: &App,
-    account: &Arc<Account>,
-    before: &Arc<Learned>,
-) -> Result<(), DavError> {
-    let _g = account.learn_lock.lock().await;
-    if account
-        .learned()
-        .is_some_and(|now| !Arc::ptr_eq(&now, before))
-    {
-        return Ok(());
-    }
-    let learned = discover::learn(&app.upstream, account).await?;
-    account.set_learned(learned);
-    app.save_state();
-    Ok(())
-}
-
-/// The upstream moved us to another host: learn the layout again in the background.
-fn relearn_later(app: &App, account: &Arc<Account>) {
-    let upstream = app.upstream.clone();
-    let account = account.clone();
-    let state = app.state_saver();
-    tokio::spawn(async move {
-        let _g = account.learn_lock.lock().await;
-        match discover::learn(&upstream, &account).await {
-            Ok(l) => {
-                account.set_learned(l);
-                state();
-            }
-            Err(e) => tracing::warn!(account = account.name(), error = %e, "re-discovery failed"),
-        }
-    });
 }

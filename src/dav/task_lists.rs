@@ -64,7 +64,7 @@ pub fn find(body: &[u8]) -> Option<Vec<TaskList>> {
                 }
             }
             Event::GeneralRef(g) => {
-                let c = crate::dav::xml::escape::resolve_ref(&g)?;
+                let c = crate::xml::escape::resolve_ref(&g)?;
                 if text_of == Some("href") {
                     href.push(c);
                 }
@@ -109,7 +109,7 @@ mod tests {
     fn listing(responses: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?><d:multistatus{}>{responses}</d:multistatus>",
-            crate::dav::xml::names::KNOWN_DECLS
+            crate::xml::names::KNOWN_DECLS
         )
     }
 

@@ -21,8 +21,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::mail::{upstream, BoxIo, Front};
-use crate::server::auth::check_login;
-use crate::upstream::credential::Secret;
+use crate::secret::Secret;
 
 /// Largest command accepted before login (LOGIN with long names fits easily).
 const MAX_MESSAGE: u32 = 16 * 1024;
@@ -395,14 +394,14 @@ async fn local_login(
 ) -> Result<Option<upstream::Session>, End> {
     let app = &front.app;
     let ip = c.remote.ip();
-    let Some(login) = check_login(app, ip, user, pass.expose(), "imap").await else {
+    let Some(login) = app.auth.check_login(ip, user, pass.expose(), "imap").await else {
         c.send(&format!(
             "{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
         ))
         .await?;
         return Ok(None);
     };
-    let Some(account) = app.account(&login.account) else {
+    let Some(account) = app.accounts.get(&login.account) else {
         c.send(&format!(
             "{tag} NO [UNAVAILABLE] Login {} belongs to account {}, which is not in the configuration\r\n",
             login.name, login.account

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::server::app::App;
+use crate::app::App;
 
 /// A client or upstream connection, plaintext or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -83,7 +83,7 @@ fn front(app: &Arc<App>) -> Result<Front, String> {
 /// needs no server certificate, so it writes nothing to `certs_dir`.
 pub async fn check_imap(
     app: &Arc<App>,
-    account: &crate::upstream::state::Account,
+    account: &crate::accounts::Account,
 ) -> Result<(), crate::upstream::error::UpstreamError> {
     let up = upstream::Upstream::new(app).map_err(|detail| {
         crate::upstream::error::UpstreamError::Unreachable {
@@ -104,7 +104,7 @@ pub fn start(app: &Arc<App>, token: &CancellationToken) -> Result<MailListeners,
     let front = Arc::new(front(app)?);
     let mut out = MailListeners::default();
     // Test each stored credential against iCloud's IMAP server once at start-up.
-    for acc in app.accounts().values() {
+    for acc in app.accounts.snapshot().values() {
         if !acc.has_credential() {
             continue;
         }

@@ -32,12 +32,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::accounts::Account;
+use crate::app::App;
 use crate::config::Config;
-use crate::server::app::App;
-use crate::server::auth::check_login;
 use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
-use crate::upstream::state::{Account, Admitted, Service};
+use crate::upstream::gate::Admitted;
+use crate::upstream::service::Service;
 
 /// Most SMTP sessions at once; more get `421` at once (as do more than
 /// `limits.max_connections_per_ip` from one address, counted over every front end).
@@ -136,7 +137,7 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Result<Option<SmtpLis
         },
         limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
-    for acc in app.accounts().values() {
+    for acc in app.accounts.snapshot().values() {
         if !acc.has_credential() {
             continue;
         }
@@ -473,11 +474,16 @@ async fn command(
                 Sasl::Creds(u, p) => (u, p),
                 Sasl::Reply(r) => return Ok(reply(r)),
             };
-            let Some(login) = check_login(&ctx.app, remote.ip(), &user, &pass, "smtp").await else {
+            let Some(login) = ctx
+                .app
+                .auth
+                .check_login(remote.ip(), &user, &pass, "smtp")
+                .await
+            else {
                 return Ok(reply(WRONG_LOCAL));
             };
             drop(pass);
-            let Some(acc) = ctx.app.account(&login.account) else {
+            let Some(acc) = ctx.app.accounts.get(&login.account) else {
                 return Ok(Next::Reply(format!(
                     "454 4.7.0 Login {} belongs to account {}, which is not in the configuration",
                     login.name, login.account

@@ -12,13 +12,14 @@ use imap_codec::ResponseCodec;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::accounts::Account;
+use crate::app::App;
 use crate::config::ImapUser;
 use crate::mail::BoxIo;
-use crate::server::app::App;
+use crate::secret::Secret;
 use crate::upstream::client::LoginResult;
-use crate::upstream::credential::Secret;
 use crate::upstream::error::{Unreachable, UpstreamError};
-use crate::upstream::state::{Account, Service};
+use crate::upstream::service::Service;
 
 /// Longest response line read while logging in.
 const MAX_LINE: u64 = 64 * 1024;

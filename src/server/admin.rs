@@ -10,17 +10,18 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use crate::accounts::reconnect::test_and_store;
+use crate::accounts::stored;
+use crate::accounts::Account;
+use crate::app::App;
+use crate::auth::logins::Login;
+use crate::auth::{self, AuthOutcome};
+use crate::body::Body;
 use crate::config::{valid_account_name, AccountConfig};
-use crate::dav::respond::Body;
-use crate::server::app::App;
-use crate::server::auth::{self, AuthOutcome};
 use crate::server::csrf::{self, Csrf};
-use crate::server::logins::Login;
 use crate::server::page::{self, SetupAccount};
-use crate::server::stored_accounts;
 use crate::upstream::discover::Learned;
-use crate::upstream::reconnect::test_and_store;
-use crate::upstream::state::{Account, Service};
+use crate::upstream::service::Service;
 
 /// Largest form body accepted.
 const MAX_FORM_BYTES: usize = 4 * 1024;
@@ -145,7 +146,7 @@ fn see_other(location: &str) -> Response<Body> {
 /// Resolve every account's credential again, off the async threads.
 async fn reload(app: &Arc<App>) {
     let a = app.clone();
-    let _ = tokio::task::spawn_blocking(move || a.reload_credentials()).await;
+    let _ = tokio::task::spawn_blocking(move || a.accounts.reload_credentials()).await;
 }
 
 /// After a new password was stored: use it now, and keep what discovery learned if the
@@ -159,7 +160,7 @@ async fn use_new_password(app: &Arc<App>, acc: &Account, learned: Learned) {
     }
     if acc.learned().is_none() {
         acc.set_learned(learned);
-        app.save_state();
+        app.accounts.save();
     }
 }
 
@@ -181,7 +182,7 @@ fn account_for(
             ),
         ));
     }
-    app.account(name).ok_or_else(|| {
+    app.accounts.get(name).ok_or_else(|| {
         page::message(
             StatusCode::NOT_FOUND,
             "No such account",
@@ -201,7 +202,7 @@ pub async fn reconnect(
     if !is_get && method != Method::POST {
         return not_allowed();
     }
-    let login = match auth::authenticate(app, remote.ip(), req.headers()).await {
+    let login = match app.auth.authenticate(remote.ip(), req.headers()).await {
         AuthOutcome::Ok(login) => login,
         AuthOutcome::Challenge => return auth::challenge(false),
         AuthOutcome::Wrong => return auth::challenge(true),
@@ -250,7 +251,15 @@ pub async fn reconnect(
         );
     }
     let raw = form.get("password").map(String::as_str).unwrap_or("");
-    match test_and_store(&app.config, &app.upstream, &app.vault, &acc.config, raw).await {
+    match test_and_store(
+        &app.config,
+        &app.upstream,
+        app.accounts.vault(),
+        &acc.config,
+        raw,
+    )
+    .await
+    {
         Ok(learned) => {
             use_new_password(app, &acc, learned).await;
             tracing::info!(account = acc.name(), login = %login.name, "app-specific password replaced from the status page");
@@ -304,7 +313,7 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
     if !is_get && method != Method::POST {
         return not_allowed();
     }
-    if !app.logins.is_empty() {
+    if !app.auth.logins.is_empty() {
         app.admin.end_setup();
         return page::message(
             StatusCode::GONE,
@@ -326,7 +335,7 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
             "Open the setup link printed in the server's log (it ends in ?token=...).",
         )
     };
-    let accounts: Vec<Arc<Account>> = app.accounts().values().cloned().collect();
+    let accounts: Vec<Arc<Account>> = app.accounts.snapshot().values().cloned().collect();
     if is_get {
         let q = query(&req);
         let Some(token) = q.get("token").filter(|t| app.admin.setup_token_matches(t)) else {
@@ -352,7 +361,7 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
     };
     let _one_at_a_time = app.admin.setup_lock.lock().await;
     // Checked again under the lock: another attempt may have finished meanwhile.
-    if !app.admin.setup_token_matches(token) || !app.logins.is_empty() {
+    if !app.admin.setup_token_matches(token) || !app.auth.logins.is_empty() {
         return bad_token();
     }
     let login_name = form
@@ -377,7 +386,7 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
     }
     let (account_cfg, is_new) = match &accounts[..] {
         [] => {
-            if !stored_accounts::valid_apple_id(&apple_id_given) {
+            if !stored::valid_apple_id(&apple_id_given) {
                 return refuse("Enter the Apple ID (an email address such as name@icloud.com).");
             }
             let cfg = AccountConfig {
@@ -398,13 +407,20 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
         }
     };
     let raw = form.get("password").map(String::as_str).unwrap_or("");
-    let learned =
-        match test_and_store(&app.config, &app.upstream, &app.vault, &account_cfg, raw).await {
-            Ok(l) => l,
-            Err(e) => return refuse(&e.to_string()),
-        };
+    let learned = match test_and_store(
+        &app.config,
+        &app.upstream,
+        app.accounts.vault(),
+        &account_cfg,
+        raw,
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => return refuse(&e.to_string()),
+    };
     let acc = if is_new {
-        if let Err(e) = stored_accounts::add(
+        if let Err(e) = stored::add(
             &app.config.server.data_dir,
             &account_cfg.name,
             &account_cfg.apple_id,
@@ -412,9 +428,9 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
             tracing::warn!(error = %e, "cannot write the stored accounts file");
             return refuse("The account could not be saved in the data directory; check its permissions and the server's log.");
         }
-        app.add_account(account_cfg.clone())
+        app.accounts.add(account_cfg.clone())
     } else {
-        match app.account(&account_cfg.name) {
+        match app.accounts.get(&account_cfg.name) {
             Some(a) => a,
             None => return refuse("The account is no longer configured."),
         }
@@ -423,7 +439,8 @@ pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Respon
     let store = app.clone();
     let (name, account) = (login_name.clone(), acc.name().to_string());
     let made =
-        tokio::task::spawn_blocking(move || store.logins.add(&name, &account, true, None)).await;
+        tokio::task::spawn_blocking(move || store.auth.logins.add(&name, &account, true, None))
+            .await;
     let password = match made {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return refuse(&format!("The login could not be created: {e}")),

@@ -19,10 +19,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::App;
+use crate::body::Body;
 use crate::config::Config;
-use crate::dav::respond::Body;
-use crate::server::app::{self, App};
-use crate::server::limits::ClientAddr;
+use crate::limits::ClientAddr;
+use crate::server::router;
 
 /// Most connections served at once (both listeners together); more are refused at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -403,13 +404,13 @@ async fn serve_http<I>(
         let activity = activity.clone();
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             if tls {
-                req.extensions_mut().insert(app::ViaTls);
+                req.extensions_mut().insert(router::ViaTls);
             }
             req.extensions_mut().insert(ClientAddr(remote.ip()));
             let busy = activity.begin();
             let app = app.clone();
             async move {
-                let resp = app::service(app, remote, req).await?;
+                let resp = router::service(app, remote, req).await?;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked { inner: b, busy }.boxed()))
             }
         })
@@ -537,7 +538,7 @@ struct Tracked {
 
 impl hyper::body::Body for Tracked {
     type Data = bytes::Bytes;
-    type Error = crate::dav::respond::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -559,28 +560,7 @@ impl hyper::body::Body for Tracked {
 /// notifier (log lines, webhook, state.json).
 fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHandle<()>> {
     let notifier = crate::server::notify::spawn(app, token);
-    // Test each account's credential once at start-up by learning its layout.
-    for acc in app.accounts().values() {
-        let app = app.clone();
-        let acc = acc.clone();
-        let token = token.clone();
-        tokio::spawn(async move {
-            if !acc.has_credential() {
-                tracing::warn!(
-                    account = acc.name(),
-                    "no app-specific password is stored; run `icloud-bridge reconnect`"
-                );
-                return;
-            }
-            tokio::select! {
-                _ = token.cancelled() => {}
-                r = crate::dav::proxy::ensure_learned(&app, &acc) => match r {
-                    Ok(_) => tracing::info!(account = acc.name(), "upstream accepted the stored password"),
-                    Err(e) => tracing::warn!(account = acc.name(), error = %e, "start-up check failed"),
-                },
-            }
-        });
-    }
+    crate::accounts::startup::spawn_dav_checks(&app.accounts, &app.upstream, token);
     // Failed logins are logged summarised: what a minute collected is written here.
     {
         let app = app.clone();
@@ -590,31 +570,12 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHan
             loop {
                 tokio::select! {
                     _ = token.cancelled() => break,
-                    _ = tick.tick() => app.throttle.flush_logs(),
+                    _ = tick.tick() => app.auth.throttle.flush_logs(),
                 }
             }
         });
     }
-    // Poll the vault cheaply; a change (reconnect, status page) takes effect at once.
-    let app = app.clone();
-    let token = token.clone();
-    tokio::spawn(async move {
-        let mut last = app.vault.fingerprint();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let now = app.vault.fingerprint();
-            if now != last {
-                last = now;
-                tracing::info!("the stored app-specific password changed; using the new one");
-                let a = app.clone();
-                let _ = tokio::task::spawn_blocking(move || a.reload_credentials()).await;
-            }
-        }
-    });
+    app.accounts.watch_vault(token.clone());
     notifier
 }
 

@@ -27,12 +27,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::accounts::{Account, StateEvent};
+use crate::app::App;
 use crate::config::{url_origin, NotifyConfig};
 use crate::dates::rfc3339;
-use crate::server::app::App;
-use crate::server::metrics::Metrics;
-use crate::upstream::credential::Secret;
-use crate::upstream::state::{Account, ServiceState, StateEvent};
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::upstream::service::ServiceState;
 
 /// Where to fix an auth problem.
 pub const APPLE_ID_URL: &str = "https://appleid.apple.com/account/manage";
@@ -347,7 +348,7 @@ pub struct Notifier {
 
 /// Start the notifier for `app` (once; later calls do nothing and return `None`).
 pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-    let rx = app.take_events()?;
+    let rx = app.accounts.take_events()?;
     let sink: Option<Arc<dyn Deliver>> = match &app.config.notify.webhook {
         Some(url) => match Webhook::new(url.clone(), app.config.notify.secret.clone()) {
             Ok(w) => {
@@ -361,18 +362,18 @@ pub fn spawn(app: &Arc<App>, token: &CancellationToken) -> Option<tokio::task::J
         },
         None => None,
     };
-    let saver = app.state_saver();
+    let saver = app.accounts.saver();
     let n = Notifier {
         accounts: {
             let app = app.clone();
-            Arc::new(move || app.accounts())
+            Arc::new(move || app.accounts.snapshot())
         },
         config: app.config.notify.clone(),
         status_url: format!("{}/status", app.config.public_base()),
         sink,
         backoff: BACKOFF,
         metrics: app.metrics.clone(),
-        save: Arc::new(saver),
+        save: saver,
     };
     Some(tokio::spawn(n.run(rx, token.clone())))
 }
@@ -573,10 +574,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::credential::{Credential, CredentialSource};
     use crate::config::{AccountConfig, UpstreamKind};
-    use crate::upstream::credential::{Credential, CredentialSource};
     use crate::upstream::error::{Unreachable, UpstreamError};
-    use crate::upstream::state::Service;
+    use crate::upstream::service::Service;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 

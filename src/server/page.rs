@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::dav::respond::{full, Body};
-use crate::upstream::state::ServiceState;
+use crate::body::{full, Body};
+use crate::upstream::service::ServiceState;
 
 /// Apple's page for app-specific passwords.
 pub const APPLE_ASP_URL: &str = "https://appleid.apple.com/account/manage";

@@ -6,10 +6,11 @@ use std::time::SystemTime;
 use http::{HeaderValue, Response};
 use serde::Serialize;
 
-use crate::dav::respond::{full, Body};
-use crate::server::app::App;
+use crate::accounts::status::ServiceStatus;
+use crate::app::App;
+use crate::body::{full, Body};
 use crate::server::page::{self, AccountView, ServiceRow};
-use crate::upstream::state::{ServiceState, ServiceStatus};
+use crate::upstream::service::ServiceState;
 
 #[derive(Serialize)]
 pub struct AccountStatus {
@@ -113,7 +114,8 @@ pub fn collect(app: &App) -> Status {
     let base = app.config.public_base();
     let https = app.https_base(None);
     let accounts = app
-        .accounts()
+        .accounts
+        .snapshot()
         .values()
         .map(|acc| {
             let services = acc.served();
@@ -204,7 +206,7 @@ pub fn json(app: &App) -> Response<Body> {
 pub fn html(app: &App, base: &str, https: Option<&str>, note: Option<&str>) -> Response<Body> {
     let st = collect(app);
     let views: Vec<AccountView> = st.accounts.into_iter().map(|a| a.view).collect();
-    let setup_pending = app.admin.setup_token().is_some() && app.logins.is_empty();
+    let setup_pending = app.admin.setup_token().is_some() && app.auth.logins.is_empty();
     let c = st.cache;
     let cache = page::CacheView {
         entries: c.entries,

@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::config::ServerConfig;
-use crate::upstream::vault::write_atomic_mode;
+use crate::files::write_atomic_mode;
 
 pub mod constraints;
 

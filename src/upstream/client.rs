@@ -10,7 +10,8 @@ use url::Url;
 
 use crate::config::UpstreamConfig;
 use crate::upstream::error::{parse_retry_after, retry_secs, Unreachable, UpstreamError};
-use crate::upstream::state::{Account, Service};
+use crate::upstream::gate::Gate;
+use crate::upstream::service::Service;
 
 /// How many redirects to trusted upstream hosts are followed for one request.
 const MAX_REDIRECTS: usize = 3;
@@ -201,7 +202,7 @@ impl Upstream {
     /// port) of the configured DAV upstreams and `asset_origins`, and of the principals and
     /// homes that discovery learned from them; a learned origin over plain `http://` only
     /// when the configured upstream of that service is `http://` itself.
-    pub fn trusted(&self, account: &Account, url: &Url) -> bool {
+    pub fn trusted<G: Gate + ?Sized>(&self, account: &G, url: &Url) -> bool {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return false;
         }
@@ -235,9 +236,9 @@ impl Upstream {
 
     /// Send `req` for `account`'s `service`. Apple's 401, 429 and 503 become errors (and
     /// account state); any other status is returned for the caller to interpret.
-    pub async fn send(
+    pub async fn send<G: Gate + ?Sized>(
         &self,
-        account: &Account,
+        account: &G,
         service: Service,
         mut req: UpstreamRequest,
     ) -> Result<reqwest::Response, UpstreamError> {
@@ -258,14 +259,15 @@ impl Upstream {
         }
         let admitted = account.admit(service).await?;
         let authorization = &admitted.authorization;
-        let _permit = account
-            .limiter
-            .acquire()
-            .await
-            .map_err(|_| UpstreamError::Unreachable {
-                kind: Unreachable::Protocol,
-                detail: "the bridge is shutting down".into(),
-            })?;
+        let _permit =
+            account
+                .limiter()
+                .acquire()
+                .await
+                .map_err(|_| UpstreamError::Unreachable {
+                    kind: Unreachable::Protocol,
+                    detail: "the bridge is shutting down".into(),
+                })?;
         let mut redirects = 0;
         let mut tried_front = false;
         let safe = matches!(

@@ -10,10 +10,11 @@ use quick_xml::NsReader;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::dav::xml::guard::{Items, Scope};
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::error::UpstreamError;
-use crate::upstream::state::{Account, Service};
+use crate::upstream::gate::Gate;
+use crate::upstream::service::Service;
+use crate::xml::guard::{Items, Scope};
 
 const DAV: &[u8] = b"DAV:";
 const CALDAV: &[u8] = b"urn:ietf:params:xml:ns:caldav";
@@ -46,9 +47,9 @@ const CAL_HOME_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind
 const CARD_HOME_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><a:addressbook-home-set/></d:prop></d:propfind>"#;
 
 /// PROPFIND Depth 0 with `body`; the final URL and the 207 body (anything else is an error).
-pub async fn propfind0(
+pub async fn propfind0<G: Gate>(
     upstream: &Upstream,
-    account: &Account,
+    account: &G,
     service: Service,
     url: Url,
     body: &'static str,
@@ -90,9 +91,9 @@ pub async fn propfind0(
 }
 
 /// Find the principal of `service`: PROPFIND on the front URL, then `/.well-known/...`.
-async fn principal(
+async fn principal<G: Gate>(
     upstream: &Upstream,
-    account: &Account,
+    account: &G,
     service: Service,
 ) -> Result<Url, UpstreamError> {
     let front = upstream.front(service).clone();
@@ -136,7 +137,7 @@ async fn principal(
 }
 
 /// Learn principal and home sets for both DAV services.
-pub async fn learn(upstream: &Upstream, account: &Account) -> Result<Learned, UpstreamError> {
+pub async fn learn<G: Gate>(upstream: &Upstream, account: &G) -> Result<Learned, UpstreamError> {
     let cal_principal = principal(upstream, account, Service::Caldav).await?;
     let (base, body) = propfind0(
         upstream,
@@ -210,9 +211,9 @@ fn learnable(
 /// Ask Apple whether the credential still works, with a PROPFIND of the learned principal
 /// (or the front URL before anything is learned): its answer, like any DAV answer, judges
 /// the password. Used when something that does not judge (a photo) was refused.
-pub async fn probe(
+pub async fn probe<G: Gate>(
     upstream: &Upstream,
-    account: &Account,
+    account: &G,
     service: Service,
 ) -> Result<(), UpstreamError> {
     let url = match account.learned() {

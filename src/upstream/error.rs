@@ -160,8 +160,8 @@ impl UpstreamError {
     }
 
     /// The account state this error puts a service in.
-    pub fn state(&self) -> crate::upstream::state::ServiceState {
-        use crate::upstream::state::ServiceState;
+    pub fn state(&self) -> crate::upstream::service::ServiceState {
+        use crate::upstream::service::ServiceState;
         match self {
             UpstreamError::Unconfigured { .. } => ServiceState::Unconfigured,
             UpstreamError::AuthRejected { .. } => ServiceState::AuthRejected,

@@ -1,9 +1,8 @@
-//! Talking to iCloud: HTTP client, credential sources and vault, account state, discovery.
+//! Talking to iCloud: the HTTP client and its origin rules, how discovery walks iCloud, the
+//! services and the classification of their failures.
 
 pub mod client;
-pub mod credential;
 pub mod discover;
 pub mod error;
-pub mod reconnect;
-pub mod state;
-pub mod vault;
+pub mod gate;
+pub mod service;

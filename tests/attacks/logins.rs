@@ -19,7 +19,7 @@ fn propfind() -> Method {
 async fn add_login(env: &Env, name: &str) -> String {
     let app = env.bridge.app.clone();
     let name = name.to_string();
-    tokio::task::spawn_blocking(move || app.logins.add(&name, "alice", false, None).unwrap())
+    tokio::task::spawn_blocking(move || app.auth.logins.add(&name, "alice", false, None).unwrap())
         .await
         .unwrap()
 }
@@ -60,7 +60,7 @@ async fn a_wrong_password_flood_does_not_queue_a_new_device_behind_it() {
     })
     .await;
     let tablet = add_login(&env, "tablet").await;
-    let logins = &env.bridge.app.logins;
+    let logins = &env.bridge.app.auth.logins;
     // 120 wrong passwords at once from one address, each on its own connection.
     let attacker = client_from(ATTACKER);
     let flood: Vec<_> = (0..120)
@@ -99,7 +99,7 @@ async fn parallel_wrong_attempts_from_one_address_take_turns_and_are_never_locke
     for a in attempts {
         assert_eq!(a.await.unwrap(), 401);
     }
-    let logins = &env.bridge.app.logins;
+    let logins = &env.bridge.app.auth.logins;
     assert_eq!(logins.argon2_runs(), 8);
     assert_eq!(logins.peak_argon2_in_flight(), 1, "two checks ran at once");
     // Never locked out: the right password from that address still works.
@@ -122,6 +122,7 @@ async fn a_remembered_login_never_waits_behind_failures_or_argon2() {
     assert!(
         env.bridge
             .app
+            .auth
             .throttle
             .delay_for("127.0.0.1".parse().unwrap())
             > Duration::ZERO
@@ -131,13 +132,13 @@ async fn a_remembered_login_never_waits_behind_failures_or_argon2() {
     let same = spawn_login(&env, &device, "phone", "old-again");
     let clean = spawn_login(&env, &client_from("127.0.0.3"), "phone", "a-guess");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let runs = env.bridge.app.logins.argon2_runs();
+    let runs = env.bridge.app.auth.logins.argon2_runs();
     assert_eq!(login_from(&env, &device, "phone", &env.pass).await, 207);
     assert!(
         !clean.is_finished() && !same.is_finished(),
         "the remembered login was answered after an argon2 run or a delay"
     );
-    assert!(env.bridge.app.logins.argon2_runs() <= runs + 1);
+    assert!(env.bridge.app.auth.logins.argon2_runs() <= runs + 1);
     assert_eq!(same.await.unwrap(), 401);
     assert_eq!(clean.await.unwrap(), 401);
     env.stop().await;
@@ -148,7 +149,7 @@ async fn unknown_and_known_names_cost_the_same_even_with_long_passwords() {
     let env = start().await;
     let attacker = client_from(ATTACKER);
     let long = "p".repeat(2048);
-    let logins = &env.bridge.app.logins;
+    let logins = &env.bridge.app.auth.logins;
     for (name, pass) in [
         ("phone", long.as_str()),
         ("nobody", long.as_str()),

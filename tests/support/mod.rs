@@ -2,12 +2,12 @@
 //! small DAV client helper.
 #![allow(dead_code)]
 
+use icloud_bridge::accounts::vault::Vault;
+use icloud_bridge::auth::logins::LoginStore;
 use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
+use icloud_bridge::secret::Secret;
 use icloud_bridge::server::listener::{self, Running};
-use icloud_bridge::server::logins::LoginStore;
 use icloud_bridge::standin::{Control, Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
-use icloud_bridge::upstream::credential::Secret;
-use icloud_bridge::upstream::vault::Vault;
 use reqwest::{Method, RequestBuilder};
 
 pub struct Env {

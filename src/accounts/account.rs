@@ -3,176 +3,21 @@
 //! a service's or the account's (state, reason) is reported as a [`StateEvent`] on the
 //! channel given to [`Account::set_events`], without ever blocking the caller.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::accounts::credential::{looks_like_app_password, Credential};
+use crate::accounts::persist::{from_unix, unix_secs, Persisted, PersistedService, Saver};
+use crate::accounts::status::{account_state, ServiceStatus, StateEvent, SERVED};
 use crate::config::{AccountConfig, UpstreamKind};
-use crate::upstream::credential::{looks_like_app_password, Credential};
 use crate::upstream::discover::Learned;
 use crate::upstream::error::{AuthReason, UpstreamError};
-
-/// One of the upstream services an account uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    Caldav,
-    Carddav,
-    Imap,
-    Smtp,
-}
-
-impl Service {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Service::Caldav => "caldav",
-            Service::Carddav => "carddav",
-            Service::Imap => "imap",
-            Service::Smtp => "smtp",
-        }
-    }
-}
-
-/// The services every process serves (the account's state is the worst of the served ones);
-/// IMAP joins them when an IMAP listener is configured (see [`served_for`]).
-pub const SERVED: &[Service] = &[Service::Caldav, Service::Carddav];
-
-/// The services a process with this server configuration serves.
-pub fn served_for(server: &crate::config::ServerConfig) -> Vec<Service> {
-    let mut v = SERVED.to_vec();
-    if server.imap_listen.is_some() || server.imaps_listen.is_some() {
-        v.push(Service::Imap);
-    }
-    if server.smtp_listen.is_some() {
-        v.push(Service::Smtp);
-    }
-    v
-}
-
-/// The state shown on the status page, in `/status.json` and in metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceState {
-    // Ordered from best to worst so that the account's state is the max.
-    Ok,
-    Unknown,
-    RateLimited,
-    Unreachable,
-    AuthRejected,
-    Unconfigured,
-}
-
-impl ServiceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceState::Ok => "ok",
-            ServiceState::Unknown => "unknown",
-            ServiceState::RateLimited => "rate_limited",
-            ServiceState::Unreachable => "unreachable",
-            ServiceState::AuthRejected => "auth_rejected",
-            ServiceState::Unconfigured => "unconfigured",
-        }
-    }
-
-    /// Every state, best first.
-    pub const ALL: [ServiceState; 6] = [
-        ServiceState::Ok,
-        ServiceState::Unknown,
-        ServiceState::RateLimited,
-        ServiceState::Unreachable,
-        ServiceState::AuthRejected,
-        ServiceState::Unconfigured,
-    ];
-
-    /// A state the operator must hear about (everything but `ok` and `unknown`).
-    pub fn is_bad(self) -> bool {
-        !matches!(self, ServiceState::Ok | ServiceState::Unknown)
-    }
-}
-
-/// The account's state from its served services' statuses: `unconfigured` without a
-/// credential, `unknown` while no served service has been asked, else the worst one; the
-/// reason is the first one given for that state.
-pub fn account_state(
-    account: &str,
-    has_credential: bool,
-    statuses: &[&ServiceStatus],
-) -> (ServiceState, Option<String>) {
-    let worst = statuses
-        .iter()
-        .map(|s| s.state)
-        .max()
-        .unwrap_or(ServiceState::Unknown);
-    let state = if !has_credential {
-        ServiceState::Unconfigured
-    } else if statuses.iter().all(|s| s.state == ServiceState::Unknown) {
-        ServiceState::Unknown
-    } else {
-        worst
-    };
-    let reason = statuses
-        .iter()
-        .filter(|s| s.state == state)
-        .find_map(|s| s.reason.clone());
-    let reason = match (state, reason) {
-        (ServiceState::Unconfigured, None) => Some(
-            UpstreamError::Unconfigured {
-                account: account.to_string(),
-            }
-            .to_string(),
-        ),
-        (_, r) => r,
-    };
-    (state, reason)
-}
-
-/// One change of a service's or an account's (state, reason).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateEvent {
-    pub account: String,
-    /// `None`: the account as a whole (the worst of its served services).
-    pub service: Option<Service>,
-    pub old: ServiceState,
-    pub new: ServiceState,
-    /// The sentence explaining `new` (none for `ok`).
-    pub reason: Option<String>,
-    pub at: SystemTime,
-}
-
-/// What the bridge knows about one service of one account.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceStatus {
-    pub state: ServiceState,
-    pub reason: Option<String>,
-    #[serde(serialize_with = "ser_time")]
-    pub last_success: Option<SystemTime>,
-    #[serde(serialize_with = "ser_time")]
-    pub last_failure: Option<SystemTime>,
-    pub last_upstream_status: Option<u16>,
-}
-
-impl Default for ServiceStatus {
-    fn default() -> Self {
-        ServiceStatus {
-            state: ServiceState::Unknown,
-            reason: None,
-            last_success: None,
-            last_failure: None,
-            last_upstream_status: None,
-        }
-    }
-}
-
-fn ser_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&httpdate::fmt_http_date(*t)),
-        None => s.serialize_none(),
-    }
-}
+use crate::upstream::gate::Admitted;
+use crate::upstream::service::{Service, ServiceState};
 
 struct Inner {
     credential: Option<Credential>,
@@ -205,28 +50,23 @@ pub struct Account {
     inner: Mutex<Inner>,
     /// Upstream requests in flight for this account.
     pub limiter: tokio::sync::Semaphore,
-    /// Serialises discovery so concurrent first requests share one.
-    /// Holds the last failure of discovery for a moment, so requests that waited for it get
-    /// the same answer instead of each trying (and timing out) in turn.
-    pub learn_lock: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
+    /// Serialises discovery so concurrent first requests share one (see
+    /// [`crate::accounts::learn`]). Holds the last failure of discovery for a moment, so
+    /// requests that waited for it get the same answer instead of each trying in turn.
+    pub(super) learn_lock: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
     /// Held by the one request that checks a suspect credential (see [`Account::admit`]).
     probe_lock: Arc<tokio::sync::Mutex<()>>,
     /// After a 503/429 from Apple: no upstream request until then (and the status Apple
     /// sent); with the number of such answers in a row, for the backoff without Retry-After.
     hold: Mutex<Option<(Instant, u16, u32)>>,
-    /// Where state changes go (set once when the App is built).
+    /// Where state changes go (set once when the account is registered).
     events: OnceLock<UnboundedSender<StateEvent>>,
+    /// Saves `state.json` (set once when the account is registered).
+    saver: OnceLock<Saver>,
     served: Vec<Service>,
     /// When a refused photo or attachment last made the bridge ask Apple about the password
     /// (at most once per `auth_probe_secs`, however many such links a client follows).
     asset_probe: Mutex<Option<Instant>>,
-}
-
-/// Permission to send one request upstream: the `Authorization` header, and, when this
-/// request is the one checking a suspect credential, the guard that makes others wait for it.
-pub struct Admitted {
-    pub authorization: http::HeaderValue,
-    _probe: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 pub(crate) enum Gate {
@@ -271,6 +111,7 @@ impl Account {
             probe_lock: Arc::new(tokio::sync::Mutex::new(())),
             hold: Mutex::new(None),
             events: OnceLock::new(),
+            saver: OnceLock::new(),
             served: SERVED.to_vec(),
             asset_probe: Mutex::new(None),
         }
@@ -292,6 +133,19 @@ impl Account {
     /// Report every later change of (state, reason) on `tx`. Only the first call counts.
     pub fn set_events(&self, tx: UnboundedSender<StateEvent>) {
         let _ = self.events.set(tx);
+    }
+
+    /// Save `state.json` through `saver` from now on. Only the first call counts.
+    pub fn set_saver(&self, saver: Saver) {
+        let _ = self.saver.set(saver);
+    }
+
+    /// Save `state.json` (what discovery learned, states, notification bookkeeping); a no-op
+    /// for an account not registered (a scratch account testing a new password).
+    pub fn save_state(&self) {
+        if let Some(save) = self.saver.get() {
+            save();
+        }
     }
 
     /// Serve these services (the account's state is the worst of them).
@@ -426,7 +280,7 @@ impl Account {
 
     /// The app-specific password itself, for protocols that send it in clear inside TLS
     /// (IMAP LOGIN). Only after [`Account::admit`] allowed a request.
-    pub fn secret(&self) -> Option<crate::upstream::credential::Secret> {
+    pub fn secret(&self) -> Option<crate::secret::Secret> {
         self.lock().credential.as_ref().map(|c| c.secret.clone())
     }
 
@@ -445,22 +299,13 @@ impl Account {
     /// credential that is probably dead.
     pub async fn admit(&self, service: Service) -> Result<Admitted, UpstreamError> {
         match self.gate(service)? {
-            Gate::Go(authorization) => Ok(Admitted {
-                authorization,
-                _probe: None,
-            }),
+            Gate::Go(authorization) => Ok(Admitted::new(authorization, None)),
             Gate::Suspect(_) => {
                 let guard = self.probe_lock.clone().lock_owned().await;
                 // Whoever held the lock has answered; look again.
                 match self.gate(service)? {
-                    Gate::Go(authorization) => Ok(Admitted {
-                        authorization,
-                        _probe: None,
-                    }),
-                    Gate::Suspect(authorization) => Ok(Admitted {
-                        authorization,
-                        _probe: Some(guard),
-                    }),
+                    Gate::Go(authorization) => Ok(Admitted::new(authorization, None)),
+                    Gate::Suspect(authorization) => Ok(Admitted::new(authorization, Some(guard))),
                 }
             }
         }
@@ -681,43 +526,6 @@ impl Account {
     }
 }
 
-/// The per-account part of `state.json` next to `learned`. Times are unix seconds. Every
-/// field is optional so that older files (only `learned`) still load.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Persisted {
-    /// Identifies the credential `accepted_before` belongs to: a truncated SHA-256 of the
-    /// Apple ID and password, never the password.
-    pub credential_id: Option<String>,
-    pub accepted_before: bool,
-    pub services: BTreeMap<Service, PersistedService>,
-    pub notified_state: Option<ServiceState>,
-    pub credential_age_reminded: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PersistedService {
-    pub state: ServiceState,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub last_success: Option<u64>,
-    #[serde(default)]
-    pub last_failure: Option<u64>,
-    #[serde(default)]
-    pub last_upstream_status: Option<u16>,
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn from_unix(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
-
 /// 64 bits of SHA-256 over a domain tag, the Apple ID and the password: enough to tell
 /// credentials apart, far too little to recover a password from.
 fn credential_id(apple_id: &str, secret: &str) -> String {
@@ -742,11 +550,50 @@ fn set_status(g: &mut Inner, service: Service, err: &UpstreamError, status: Opti
     }
 }
 
+/// The upstream clients' view of an account (see [`crate::upstream::gate`]).
+impl crate::upstream::gate::Gate for Account {
+    fn name(&self) -> &str {
+        Account::name(self)
+    }
+    fn apple_id(&self) -> &str {
+        Account::apple_id(self)
+    }
+    fn held(&self) -> Option<UpstreamError> {
+        Account::held(self)
+    }
+    async fn admit(&self, service: Service) -> Result<Admitted, UpstreamError> {
+        Account::admit(self, service).await
+    }
+    fn limiter(&self) -> &tokio::sync::Semaphore {
+        &self.limiter
+    }
+    fn learned(&self) -> Option<Arc<Learned>> {
+        Account::learned(self)
+    }
+    fn record_success(&self, service: Service, status: u16) {
+        Account::record_success(self, service, status)
+    }
+    fn record_auth_rejected(&self, service: Service) -> UpstreamError {
+        Account::record_auth_rejected(self, service)
+    }
+    fn record_failure(&self, service: Service, err: &UpstreamError, status: Option<u16>) {
+        Account::record_failure(self, service, err, status)
+    }
+    fn hold_off(&self, status: u16, retry_after: Option<Duration>) -> Duration {
+        Account::hold_off(self, status, retry_after)
+    }
+    fn clear_hold(&self) {
+        Account::clear_hold(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::credential::{CredentialSource, Secret};
+    use crate::accounts::credential::CredentialSource;
+    use crate::secret::Secret;
     use crate::upstream::error::Unreachable;
+    use std::time::UNIX_EPOCH;
 
     fn account(name: &str) -> Account {
         Account::new(

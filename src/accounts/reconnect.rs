@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use crate::config::{AccountConfig, Config, UpstreamKind};
-use crate::upstream::client::Upstream;
-use crate::upstream::credential::{
+use crate::accounts::credential::{
     looks_like_app_password, normalise, Credential, CredentialSource, Secret,
 };
+use crate::accounts::vault::{Vault, VaultError};
+use crate::accounts::Account;
+use crate::config::{AccountConfig, Config, UpstreamKind};
+use crate::upstream::client::Upstream;
 use crate::upstream::discover::{self, Learned};
 use crate::upstream::error::{auth_sentence, AuthReason, UpstreamError};
-use crate::upstream::state::Account;
-use crate::upstream::vault::{Vault, VaultError};
 
 /// Why a new password was not stored; each a sentence for a person. Never holds the secret.
 #[derive(Debug, thiserror::Error)]

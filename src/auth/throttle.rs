@@ -353,7 +353,7 @@ fn name_key(name: &str) -> &str {
 }
 
 /// The key an address is counted under: IPv4 as is (also when IPv4-mapped), IPv6 by its
-/// /64. Shared with the connection limit ([`crate::server::limits`]).
+/// /64. Shared with the connection limit ([`crate::limits`]).
 pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,

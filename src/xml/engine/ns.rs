@@ -1,7 +1,7 @@
 //! Input-side namespace scopes (the `xmlns` declarations in force) and output-side generated
 //! prefixes (`x0`, `x1`… for namespaces without a preferred prefix).
 
-use crate::dav::xml::names::XML;
+use crate::xml::names::XML;
 
 const XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
 
@@ -120,7 +120,7 @@ impl Generated {
     /// The output prefix for namespace `ns` used on an element at `depth`.
     pub(super) fn prefix(&mut self, ns: Option<&[u8]>, depth: usize) -> Prefix {
         let Some(ns) = ns else { return Prefix::None };
-        if let Some(p) = crate::dav::xml::names::known_prefix(ns) {
+        if let Some(p) = crate::xml::names::known_prefix(ns) {
             return Prefix::Fixed(p);
         }
         if ns == XML.as_bytes() {

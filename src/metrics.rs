@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response};
 
-use crate::dav::respond::{full, Body};
-use crate::server::app::App;
-use crate::upstream::state::ServiceState;
+use crate::app::App;
+use crate::body::{full, Body};
+use crate::upstream::service::ServiceState;
 
 const BUCKETS_MS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
 
@@ -146,7 +146,7 @@ impl Metrics {
             app.bodies.refused()
         );
         out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
-        for (name, acc) in app.accounts().iter() {
+        for (name, acc) in app.accounts.snapshot().iter() {
             for &svc in acc.served() {
                 let st = acc.status(svc).state;
                 for s in ServiceState::ALL {

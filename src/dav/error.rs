@@ -1,24 +1,11 @@
-//! Response plumbing for the DAV layer: the body type, and the layer's one error type that
-//! knows how it maps to a DAV status, a `DAV:error` body and a reason phrase.
+//! The DAV layer's one error type, which knows how it maps to a DAV status, a `DAV:error`
+//! body and a reason phrase.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
-use crate::dav::xml::build::error_body;
+use crate::body::{full, Body};
 use crate::upstream::error::UpstreamError;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The response body type used throughout the bridge.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
-
-pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
+use crate::xml::build::error_body;
 
 /// Everything the DAV layer answers with an error.
 #[derive(Debug, thiserror::Error)]
@@ -106,21 +93,4 @@ impl DavError {
         }
         resp
     }
-}
-
-/// An upstream body passed through as it arrives (an upstream failure aborts it).
-pub fn stream_body(resp: reqwest::Response) -> Body {
-    use futures_util::StreamExt;
-    let s = resp.bytes_stream().map(|r| {
-        r.map(hyper::body::Frame::data)
-            .map_err(|e| Box::new(e) as BoxError)
-    });
-    BodyExt::boxed(http_body_util::StreamBody::new(s))
-}
-
-/// A plain response with a status and no body.
-pub fn status_only(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(empty());
-    *r.status_mut() = status;
-    r
 }

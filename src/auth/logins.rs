@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
-use crate::upstream::vault::{ensure_private_dir, remove_stale_temps, write_atomic};
+use crate::files::{ensure_private_dir, remove_stale_temps, write_atomic};
 
 type HmacSha256 = Hmac<Sha256>;
 

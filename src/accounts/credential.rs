@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::accounts::vault::{Vault, VaultError};
 use crate::config::AccountConfig;
-use crate::upstream::vault::{Vault, VaultError};
 
 /// The environment variable read as the last source (single account only).
 pub const ENV_VAR: &str = "ICLOUD_BRIDGE_APP_PASSWORD";
@@ -23,32 +23,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes read from a password file or command.
 const MAX_LEN: u64 = 64 * 1024;
 
-/// A secret string. `Debug` and `Display` print `<redacted>`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-
-    /// The secret itself: only to send it upstream or to store it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Normalise a pasted app-specific password: trim; and when the value has the shape of an
 /// app-specific password (16 letters, in any case, optionally in four groups of four

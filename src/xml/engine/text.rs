@@ -2,9 +2,9 @@
 //! text of mapped elements (hrefs, calendar/address data).
 
 use super::{malformed, utf8, Capture, Engine, BODY_LIMIT, HREF_LIMIT};
-use crate::dav::xml::error::XmlError;
-use crate::dav::xml::escape::{is_ws, push_raw_text, push_text, resolve_ref};
-use crate::dav::xml::rewrite::HrefMap;
+use crate::xml::error::XmlError;
+use crate::xml::escape::{is_ws, push_raw_text, push_text, resolve_ref};
+use crate::xml::rewrite::HrefMap;
 
 impl Engine {
     /// Writes the mapped href and returns it.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::server::throttle::address_key;
+use crate::auth::throttle::address_key;
 
 /// Request extension set by the listener: the address the request came from.
 #[derive(Debug, Clone, Copy)]

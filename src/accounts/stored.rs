@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{valid_account_name, AccountConfig, Config};
-use crate::upstream::vault::{ensure_private_dir, write_atomic};
+use crate::files::{ensure_private_dir, write_atomic};
 
 const FILE: &str = "accounts.toml";
 

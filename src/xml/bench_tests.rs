@@ -1,6 +1,6 @@
 //! Throughput and memory measurement of the rewriter on a ~100 MB iCloud-style multistatus.
 //!
-//! Run: `cargo test --release --lib dav::xml::bench_tests -- --ignored --nocapture`
+//! Run: `cargo test --release --lib xml::bench_tests -- --ignored --nocapture`
 //! (`XML_BENCH_MB=…` changes the size).
 
 use std::sync::Arc;

@@ -1,0 +1,160 @@
+//! The composition root: builds every shared part of the bridge once (accounts, local
+//! logins, upstream client, cache, limits, metrics) and hands them to the front ends.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::accounts::Accounts;
+use crate::auth::logins::LoginStore;
+use crate::config::Config;
+use crate::dav::task_lists::TaskList;
+use crate::limits::{BodyBudget, ConnLimit};
+use crate::metrics::Metrics;
+use crate::server::admin::AdminState;
+use crate::upstream::client::Upstream;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub config: Config,
+    /// The accounts served, their credentials and state.
+    pub accounts: Arc<Accounts>,
+    /// Local logins and the throttle of wrong ones.
+    pub auth: crate::auth::LocalAuth,
+    /// Connections per address, every front end together.
+    pub conns: ConnLimit,
+    /// Request bodies held in memory at once.
+    pub bodies: BodyBudget,
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub cache: crate::cache::Cache,
+    /// Signs and opens the `_up` links for photos and attachments.
+    pub links: Arc<crate::dav::links::Links>,
+    /// The names the operator's pages answer to (see [`crate::server::host_check`]).
+    pub own_names: crate::server::host_check::OwnNames,
+    pub started: Instant,
+    /// CSRF key and the one-time setup token of the operator's forms.
+    pub admin: AdminState,
+    /// `tls_listen` as bound (set once by the listener).
+    tls_addr: std::sync::OnceLock<SocketAddr>,
+    /// Per account, the task lists (VTODO-only calendars) the latest home listing showed.
+    task_lists: Mutex<std::collections::HashMap<String, Vec<TaskList>>>,
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<App, String> {
+        crate::files::ensure_private_dir(&config.server.data_dir).map_err(|e| {
+            format!(
+                "cannot create data_dir {}: {e}",
+                config.server.data_dir.display()
+            )
+        })?;
+        warn_if_open(&config.server.data_dir);
+        let upstream = Upstream::new(&config.upstream)?;
+        let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
+        let links = Arc::new(crate::dav::links::Links::open(&config.server.data_dir)?);
+        let admin = AdminState::new(logins.is_empty());
+        let mut config = config;
+        crate::accounts::stored::merge(&mut config);
+        Ok(App {
+            accounts: Accounts::open(&config),
+            auth: crate::auth::LocalAuth::new(logins),
+            conns: ConnLimit::new(config.limits.max_connections_per_ip),
+            bodies: BodyBudget::new(
+                config.limits.max_body_bytes_in_flight,
+                config.limits.max_body_bytes,
+            ),
+            upstream,
+            metrics: Arc::new(Metrics::default()),
+            cache: crate::cache::Cache::new(&config.cache),
+            links,
+            own_names: crate::server::host_check::OwnNames::new(&config.server),
+            started: Instant::now(),
+            admin,
+            config,
+            tls_addr: std::sync::OnceLock::new(),
+            task_lists: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// Record where `tls_listen` was bound (the first call wins).
+    pub fn set_tls_addr(&self, addr: SocketAddr) {
+        let _ = self.tls_addr.set(addr);
+    }
+
+    /// What the latest calendar-home listing of `account` showed of task lists.
+    pub fn note_task_lists(&self, account: &str, lists: Vec<TaskList>) {
+        self.task_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(account.to_string(), lists);
+    }
+
+    /// The task lists last seen for `account` (none before a client listed its calendars).
+    pub fn task_lists(&self, account: &str) -> Vec<TaskList> {
+        self.task_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The HTTPS listener's address, once bound.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr.get().copied()
+    }
+}
+
+/// data_dir holds the vault, the logins' hashes and the link key: say so when other users
+/// of the machine may read it (a mode the operator chose is left as it is).
+fn warn_if_open(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    mode = format!("{mode:o}"),
+                    "data_dir is open to other users of this machine; it holds the app-specific password: run `chmod 700` on it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+impl App {
+    /// The base URL of the HTTPS listener (`https://host:port`), if `tls_listen` is bound and
+    /// `public_url` is not already https. `host` is how the reader named this machine (a
+    /// `Host` header, port included or not); without one, the listen addresses decide.
+    pub fn https_base(&self, host: Option<&str>) -> Option<String> {
+        let tls = self.tls_addr()?;
+        if self
+            .config
+            .server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https")
+        {
+            return None;
+        }
+        let from_header = host
+            .and_then(|h| url::Url::parse(&format!("http://{h}/")).ok())
+            .and_then(|u| u.host_str().map(str::to_string));
+        let name = from_header.unwrap_or_else(|| {
+            let ip = [tls.ip(), self.config.server.listen.ip()]
+                .into_iter()
+                .find(|ip| !ip.is_unspecified());
+            match ip {
+                Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+                Some(ip) => ip.to_string(),
+                None => "localhost".to_string(),
+            }
+        });
+        Some(format!("https://{name}:{}", tls.port()))
+    }
+}

@@ -1,0 +1,47 @@
+//! The one HTTP body type every layer answers with, and the small response helpers shared by
+//! the DAV tree, the pages and the cache.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body type used throughout the bridge.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body of one buffer.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// An upstream body passed through as it arrives (an upstream failure aborts it).
+pub fn stream_body(resp: reqwest::Response) -> Body {
+    use futures_util::StreamExt;
+    let s = resp.bytes_stream().map(|r| {
+        r.map(hyper::body::Frame::data)
+            .map_err(|e| Box::new(e) as BoxError)
+    });
+    BodyExt::boxed(http_body_util::StreamBody::new(s))
+}
+
+/// A plain response with a status and no body.
+pub fn status_only(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = status;
+    r
+}
+
+/// A small plain-text response.
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

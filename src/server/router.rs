@@ -1,0 +1,241 @@
+//! The HTTP router: the operator's pages (status, setup, forms, metrics, CA), then local
+//! login, then the DAV tree. One request in, one response out, never an error.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::auth::{self, AuthOutcome};
+use crate::body::{full, text, Body};
+use crate::dav;
+use crate::dav::paths::{self, Local};
+use crate::server::{admin, status};
+
+/// Request extension: the request came in over TLS (`tls_listen`).
+#[derive(Debug, Clone, Copy)]
+pub struct ViaTls;
+
+/// How the client reached us (`http://host:port`, or `https://` over `tls_listen`), for
+/// absolute URLs in bodies.
+fn public_origin(app: &App, req: &Request<Incoming>) -> String {
+    let scheme = if req.extensions().get::<ViaTls>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '<', '>', '@']));
+    match host {
+        Some(h) => format!("{scheme}://{h}"),
+        None if scheme == "https" => app
+            .https_base(None)
+            .unwrap_or_else(|| app.config.public_base()),
+        None => app.config.public_base(),
+    }
+}
+
+/// The local CA's certificate (`GET /ca.pem`), for devices to trust; 404 without one.
+async fn ca_pem(app: &App) -> Response<Body> {
+    let path = app.config.server.certs_dir.join(crate::tls::CA_FILE);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut r = Response::new(full(bytes));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
+            r.headers_mut().insert(
+                http::header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"icloud-bridge-ca.pem\""),
+            );
+            r
+        }
+        Err(_) => text(
+            StatusCode::NOT_FOUND,
+            "this bridge has no local CA (certs_dir has no ca.pem)\n",
+        ),
+    }
+}
+
+/// The base URL shown on the operator's pages: `public_url` if configured, else how the
+/// reader reached us.
+fn page_base(app: &App, req: &Request<Incoming>) -> String {
+    if app.config.server.public_url.is_some() {
+        app.config.public_base()
+    } else {
+        public_origin(app, req)
+    }
+}
+
+/// The success note after a reconnect (`/status?reconnected=NAME`), for a known account only.
+fn status_note(app: &App, req: &Request<Incoming>) -> Option<String> {
+    let q = req.uri().query()?;
+    let name = url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "reconnected")
+        .map(|(_, v)| v.into_owned())?;
+    let acc = app.accounts.get(&name)?;
+    Some(format!(
+        "The new app-specific password for {} was accepted by iCloud, stored, and is in use now.",
+        acc.name()
+    ))
+}
+
+/// h2 (what browsers speak over TLS) names the host in `:authority` and sends no `Host`;
+/// the same-origin check and absolute URLs read `Host`, so set it from the authority.
+fn host_from_authority<B>(req: &mut Request<B>) {
+    if req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let Some(a) = req.uri().authority() else {
+        return;
+    };
+    let host = match a.port_u16() {
+        Some(p) => format!("{}:{p}", a.host()),
+        None => a.host().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
+/// The HTTP service: one request in, one response out, never an error.
+pub async fn service(
+    app: Arc<App>,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    host_from_authority(&mut req);
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = dispatch(&app, remote, req).await;
+    app.metrics
+        .record_request(method.as_str(), resp.status().as_u16(), started.elapsed());
+    Ok(resp)
+}
+
+async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    // A clone of the URI shares its bytes: the path is borrowed, not copied.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let method = req.method().clone();
+    let is_get = method == Method::GET || method == Method::HEAD;
+    let page = matches!(
+        (path, is_get),
+        (
+            "/" | "/status" | "/status.json" | "/ca.pem" | "/metrics",
+            true
+        )
+    ) || path == "/setup"
+        || path.starts_with("/admin/");
+    if page {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .map(|h| h.to_str().unwrap_or(""));
+        if !app.own_names.allows(host) {
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "This bridge's pages answer only to its own names and addresses. If this is how you reach it, set [server] public_url to this address.\n",
+            );
+        }
+    }
+    // Public pages: no login needed.
+    match (path, is_get) {
+        ("/" | "/status", true) => {
+            let note = status_note(app, &req);
+            let base = page_base(app, &req);
+            let https = if base.starts_with("https://") {
+                None
+            } else {
+                let host = req
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                app.https_base(host)
+            };
+            return status::html(app, &base, https.as_deref(), note.as_deref());
+        }
+        ("/status.json", true) => return status::json(app),
+        ("/healthz", true) => return text(StatusCode::OK, "ok\n"),
+        ("/ca.pem", true) => return ca_pem(app).await,
+        ("/metrics", true) => return app.metrics.render(app),
+        _ => {}
+    }
+    // The operator's forms check their own logins, tokens and origins.
+    match path {
+        "/admin/reconnect" => return admin::reconnect(app, remote, req).await,
+        "/setup" => {
+            let base = page_base(app, &req);
+            return admin::setup(app, req, &base).await;
+        }
+        _ => {}
+    }
+    let local = paths::parse(path);
+    if let Local::WellKnown(_) = local {
+        if method != Method::OPTIONS && method.as_str() != "PROPFIND" {
+            let mut r = text(StatusCode::MOVED_PERMANENTLY, "see /\n");
+            r.headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/"));
+            return r;
+        }
+    }
+    if method == Method::OPTIONS {
+        match local {
+            Local::Root | Local::WellKnown(_) | Local::DavRoot(_) | Local::Principal(_) => {
+                return dav::discovery::options(false)
+            }
+            Local::Home { rest: "", .. } => return dav::discovery::options(true),
+            _ => {}
+        }
+    }
+    let login = match app.auth.authenticate(remote.ip(), req.headers()).await {
+        AuthOutcome::Ok(login) => login,
+        AuthOutcome::Challenge => return auth::challenge(false),
+        AuthOutcome::Wrong => return auth::challenge(true),
+    };
+    let Some(account) = app.accounts.get(&login.account) else {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "login {} belongs to account {}, which is not in the configuration\n",
+                login.name, login.account
+            ),
+        );
+    };
+    let origin = public_origin(app, &req);
+    dav::handle(app, &account, req, &origin).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_authority_becomes_the_host_header() {
+        let mut req = Request::builder()
+            .uri("https://[::1]:8443/status")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "[::1]:8443");
+        // An explicit Host wins; no authority, no Host.
+        let mut req = Request::builder()
+            .uri("https://a.example/")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "b.example");
+        let mut req = Request::builder().uri("/x").body(()).unwrap();
+        host_from_authority(&mut req);
+        assert!(req.headers().get(http::header::HOST).is_none());
+    }
+}
