@@ -2,13 +2,12 @@
 //! logins, upstream client, cache, limits, metrics) and hands them to the front ends.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::accounts::Accounts;
 use crate::auth::logins::LoginStore;
 use crate::config::Config;
-use crate::dav::task_lists::TaskList;
 use crate::limits::{BodyBudget, ConnLimit};
 use crate::metrics::Metrics;
 use crate::server::admin::AdminState;
@@ -23,13 +22,10 @@ pub struct App {
     pub auth: crate::auth::LocalAuth,
     /// Connections per address, every front end together.
     pub conns: ConnLimit,
-    /// Request bodies held in memory at once.
-    pub bodies: BodyBudget,
     pub upstream: Upstream,
+    /// The DAV tree: cache, links, body budget.
+    pub dav: crate::dav::Dav,
     pub metrics: Arc<Metrics>,
-    pub cache: crate::cache::Cache,
-    /// Signs and opens the `_up` links for photos and attachments.
-    pub links: Arc<crate::dav::links::Links>,
     /// The names the operator's pages answer to (see [`crate::server::host_check`]).
     pub own_names: crate::server::host_check::OwnNames,
     pub started: Instant,
@@ -37,8 +33,6 @@ pub struct App {
     pub admin: AdminState,
     /// `tls_listen` as bound (set once by the listener).
     tls_addr: std::sync::OnceLock<SocketAddr>,
-    /// Per account, the task lists (VTODO-only calendars) the latest home listing showed.
-    task_lists: Mutex<std::collections::HashMap<String, Vec<TaskList>>>,
 }
 
 impl App {
@@ -60,44 +54,29 @@ impl App {
             accounts: Accounts::open(&config),
             auth: crate::auth::LocalAuth::new(logins),
             conns: ConnLimit::new(config.limits.max_connections_per_ip),
-            bodies: BodyBudget::new(
-                config.limits.max_body_bytes_in_flight,
-                config.limits.max_body_bytes,
+            dav: crate::dav::Dav::new(
+                upstream.clone(),
+                crate::cache::Cache::new(&config.cache),
+                links,
+                BodyBudget::new(
+                    config.limits.max_body_bytes_in_flight,
+                    config.limits.max_body_bytes,
+                ),
+                config.limits.clone(),
             ),
             upstream,
             metrics: Arc::new(Metrics::default()),
-            cache: crate::cache::Cache::new(&config.cache),
-            links,
             own_names: crate::server::host_check::OwnNames::new(&config.server),
             started: Instant::now(),
             admin,
             config,
             tls_addr: std::sync::OnceLock::new(),
-            task_lists: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
     /// Record where `tls_listen` was bound (the first call wins).
     pub fn set_tls_addr(&self, addr: SocketAddr) {
         let _ = self.tls_addr.set(addr);
-    }
-
-    /// What the latest calendar-home listing of `account` showed of task lists.
-    pub fn note_task_lists(&self, account: &str, lists: Vec<TaskList>) {
-        self.task_lists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(account.to_string(), lists);
-    }
-
-    /// The task lists last seen for `account` (none before a client listed its calendars).
-    pub fn task_lists(&self, account: &str) -> Vec<TaskList> {
-        self.task_lists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(account)
-            .cloned()
-            .unwrap_or_default()
     }
 
     /// The HTTPS listener's address, once bound.

@@ -7,12 +7,17 @@
 //! response back through the href rewriter.
 //!
 //! - [`config`]: typed, validated configuration.
-//! - [`server`]: HTTP listener, local logins, status pages.
+//! - [`app`]: the composition root: every shared part built once.
+//! - [`server`]: HTTP listeners, the router, status pages, admin forms, notifier.
+//! - [`auth`]: local logins and the throttle of wrong ones.
+//! - [`accounts`]: one owner per account: credential, state, discovery kept, `state.json`.
 //! - [`dav`]: routing, local discovery, href mapping, streaming XML rewriting, proxying,
 //!   explaining iCloud's refusals.
 //! - [`mail`]: IMAP (plain + STARTTLS, implicit TLS) and SMTP submission front ends, relayed
 //!   to iCloud with the stored credential.
-//! - [`upstream`]: the iCloud HTTP client, credential sources and vault, account state.
+//! - [`upstream`]: the wire to iCloud: HTTP client, discovery walk, failure classification.
+//! - [`cache`]: cached answers and the cache policy.
+//! - [`xml`]: streaming XML rewriting and inspection.
 //! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
 //! - [`tls`]: the local CA and server certificate in `certs_dir`, TLS configurations.
 //! - [`shutdown`]: signal handling and cancellation.

@@ -143,7 +143,7 @@ impl Metrics {
             out,
             "icloud_bridge_refused_total{{what=\"connection\"}} {}\nicloud_bridge_refused_total{{what=\"body\"}} {}",
             app.conns.refused(),
-            app.bodies.refused()
+            app.dav.bodies.refused()
         );
         out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
         for (name, acc) in app.accounts.snapshot().iter() {
@@ -174,8 +174,8 @@ impl Metrics {
 /// The cache's counters and size.
 fn render_cache(out: &mut String, app: &App) {
     use std::sync::atomic::Ordering::Relaxed;
-    let st = &app.cache.stats;
-    let (entries, bytes) = app.cache.size();
+    let st = &app.dav.cache.stats;
+    let (entries, bytes) = app.dav.cache.size();
     for (name, help, v) in [
         (
             "icloud_bridge_cache_hits_total",

@@ -9,13 +9,62 @@ pub mod paths;
 pub mod proxy;
 pub mod task_lists;
 
+/// What the DAV tree needs, built once by the composition root ([`crate::app::App`]).
+pub struct Dav {
+    pub upstream: crate::upstream::client::Upstream,
+    pub cache: crate::cache::Cache,
+    /// Signs and opens the `_up` links for photos and attachments.
+    pub links: Arc<links::Links>,
+    /// Request bodies held in memory at once.
+    pub bodies: crate::limits::BodyBudget,
+    pub limits: crate::config::LimitsConfig,
+    /// Per account, the task lists (VTODO-only calendars) the latest home listing showed.
+    task_lists: std::sync::Mutex<std::collections::HashMap<String, Vec<task_lists::TaskList>>>,
+}
+
+impl Dav {
+    pub fn new(
+        upstream: crate::upstream::client::Upstream,
+        cache: crate::cache::Cache,
+        links: Arc<links::Links>,
+        bodies: crate::limits::BodyBudget,
+        limits: crate::config::LimitsConfig,
+    ) -> Dav {
+        Dav {
+            upstream,
+            cache,
+            links,
+            bodies,
+            limits,
+            task_lists: Default::default(),
+        }
+    }
+
+    /// What the latest calendar-home listing of `account` showed of task lists.
+    pub fn note_task_lists(&self, account: &str, lists: Vec<task_lists::TaskList>) {
+        self.task_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(account.to_string(), lists);
+    }
+
+    /// The task lists last seen for `account` (none before a client listed its calendars).
+    pub fn task_lists(&self, account: &str) -> Vec<task_lists::TaskList> {
+        self.task_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::accounts::Account;
-use crate::app::App;
 use crate::body::Body;
 use crate::dav::discovery::Resource;
 use crate::dav::error::DavError;
@@ -27,14 +76,32 @@ use crate::xml::inspect::{inspect, PropRequest};
 
 /// Route an authenticated DAV request. `public_origin` is how the client reaches us.
 pub async fn handle(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     req: Request<Incoming>,
     public_origin: &str,
 ) -> Response<Body> {
-    match route(app, account, req, public_origin).await {
+    match route(dav, account, req, public_origin).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            log_error(account.name(), &e);
+            e.into_response()
+        }
+    }
+}
+
+/// The one place a DAV error that becomes a response is logged: the bridge's own failures
+/// and iCloud's as warnings (each carries its sentence, never a secret), a client's mistakes
+/// at debug level (a device can make those at will).
+fn log_error(account: &str, e: &DavError) {
+    let status = e.status().as_u16();
+    match e {
+        DavError::Internal(_) | DavError::Upstream(_) | DavError::Refused { .. }
+            if status >= 500 =>
+        {
+            tracing::warn!(account, status, error = %e, "answered with an error")
+        }
+        _ => tracing::debug!(account, status, error = %e, "answered with an error"),
     }
 }
 
@@ -50,7 +117,7 @@ fn check_account(account: &Account, named: &str) -> Result<(), DavError> {
 }
 
 async fn route(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     req: Request<Incoming>,
     public_origin: &str,
@@ -71,7 +138,7 @@ async fn route(
         _ => None,
     };
     if let Some(resource) = resource {
-        return local_resource(app, account, resource, path, req).await;
+        return local_resource(dav, account, resource, path, req).await;
     }
     match local {
         Local::Home {
@@ -83,11 +150,11 @@ async fn route(
             if req.method() == Method::OPTIONS && rest.is_empty() {
                 return Ok(discovery::options(true));
             }
-            proxy::forward(app, account, service, rest, req, public_origin).await
+            proxy::forward(dav, account, service, rest, req, public_origin).await
         }
         Local::Upstream { account: a, key } => {
             check_account(account, a)?;
-            fetch_upstream_url(app, account, key, req).await
+            fetch_upstream_url(dav, account, key, req).await
         }
         _ => Err(DavError::NotFound(format!(
             "{path} is not part of the bridge; calendars are under /dav/{0}/calendars/ and contacts under /dav/{0}/contacts/",
@@ -97,7 +164,7 @@ async fn route(
 }
 
 async fn local_resource(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     resource: Resource,
     path: &str,
@@ -113,7 +180,7 @@ async fn local_resource(
                 .map(|d| d.trim() == "1")
                 .unwrap_or(false);
             let (parts, body) = req.into_parts();
-            let (body, _reserved) = proxy::read_body(app, &parts, body).await?;
+            let (body, _reserved) = proxy::read_body(dav, &parts, body).await?;
             let props = if body.iter().all(u8::is_ascii_whitespace) {
                 PropRequest::AllProp
             } else {
@@ -136,7 +203,7 @@ async fn local_resource(
 /// stored credential, only for a link this bridge signed for this account, and only from a
 /// trusted upstream origin. Its answer never judges the password (see [`Purpose::Asset`]).
 async fn fetch_upstream_url(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     key: &str,
     req: Request<Incoming>,
@@ -144,16 +211,16 @@ async fn fetch_upstream_url(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(DavError::MethodNotAllowed(req.method().to_string()));
     }
-    let url = app
+    let url = dav
         .links
         .url(account.name(), key)
-        .filter(|u| app.upstream.trusted(account, u))
+        .filter(|u| dav.upstream.trusted(account, u))
         .ok_or_else(|| DavError::NotFound("unknown upstream resource".into()))?;
     // The service whose hosts serve this URL (contact photos live on the contacts hosts).
     let on = |u: &url::Url| {
         u.host_str() == url.host_str() && u.port_or_known_default() == url.port_or_known_default()
     };
-    let contacts = on(app.upstream.front(Service::Carddav))
+    let contacts = on(dav.upstream.front(Service::Carddav))
         || account
             .learned()
             .is_some_and(|l| on(&l.card_home) || on(&l.card_principal));
@@ -162,7 +229,7 @@ async fn fetch_upstream_url(
     } else {
         Service::Caldav
     };
-    let resp = app
+    let resp = dav
         .upstream
         .send(
             account,
@@ -177,7 +244,7 @@ async fn fetch_upstream_url(
         )
         .await?;
     if resp.status() == http::StatusCode::UNAUTHORIZED {
-        return Err(asset_refused(app, account, service).await);
+        return Err(asset_refused(dav, account, service).await);
     }
     if resp.status().is_redirection() {
         // Followed only within trusted origins (see `Upstream::send`); anywhere else the
@@ -200,9 +267,9 @@ async fn fetch_upstream_url(
 /// (a link can name something this Apple ID may not see), so at most once per
 /// `auth_probe_secs` the principal is asked, and that DAV answer decides; the client never
 /// sees a 401 (it would prompt for a password that is not theirs).
-async fn asset_refused(app: &App, account: &Arc<Account>, service: Service) -> DavError {
+async fn asset_refused(dav: &Dav, account: &Arc<Account>, service: Service) -> DavError {
     if account.take_asset_probe() {
-        match crate::upstream::discover::probe(&app.upstream, account, service).await {
+        match crate::upstream::discover::probe(&dav.upstream, account, service).await {
             Err(e @ (UpstreamError::AuthRejected { .. } | UpstreamError::Unconfigured { .. })) => {
                 return DavError::Upstream(e)
             }

@@ -12,7 +12,6 @@ use hyper::body::{Frame, Incoming};
 use url::Url;
 
 use crate::accounts::Account;
-use crate::app::App;
 use crate::body::{empty, full, stream_body, Body, BoxError};
 use crate::cache::{Entry, SHARED_ORIGIN};
 use crate::dav::error::DavError;
@@ -20,6 +19,7 @@ use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{
     home_url, raw_path, refuse_rest, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts,
 };
+use crate::dav::Dav;
 use crate::limits::{BodyReservation, ClientAddr};
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::discover::{self, Learned};
@@ -79,14 +79,14 @@ const BODY_BUDGET_RETRY_SECS: u64 = 5;
 /// large buffers come straight from the system and go back to it when freed, so memory
 /// falls back after a burst of large bodies.
 pub async fn read_body(
-    app: &App,
+    dav: &Dav,
     head: &http::request::Parts,
     mut body: Incoming,
 ) -> Result<(Bytes, BodyReservation), DavError> {
     use hyper::body::Body as _;
-    let limit = app.config.limits.max_body_bytes;
+    let limit = dav.limits.max_body_bytes;
     let busy = || {
-        let mib = app.bodies.limit().div_ceil(1024 * 1024);
+        let mib = dav.bodies.limit().div_ceil(1024 * 1024);
         DavError::Busy {
             message: format!(
                 "The bridge is already receiving as much request data as it holds at once ({mib} MiB, limits.max_body_bytes_in_flight); try again in a few seconds."
@@ -103,7 +103,7 @@ pub async fn read_body(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     // Most reads (GET, a bare PROPFIND) have no body: no timer, no buffer.
     if body.is_end_stream() {
-        let none = app.bodies.try_reserve(client, 0).ok_or_else(busy)?;
+        let none = dav.bodies.try_reserve(client, 0).ok_or_else(busy)?;
         return Ok((Bytes::new(), none));
     }
     let hint = body.size_hint();
@@ -111,13 +111,13 @@ pub async fn read_body(
         return Err(DavError::TooLarge { limit });
     }
     let declared = hint.exact().and_then(|n| usize::try_from(n).ok());
-    let Some(mut reserved) = app.bodies.try_reserve(client, declared.unwrap_or(0)) else {
+    let Some(mut reserved) = dav.bodies.try_reserve(client, declared.unwrap_or(0)) else {
         if !waits_for_continue {
             discard_rest(body, limit);
         }
         return Err(busy());
     };
-    let within = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
+    let within = std::time::Duration::from_secs(dav.limits.body_timeout_secs);
     let read = async {
         let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
         while let Some(frame) = body.frame().await {
@@ -134,7 +134,7 @@ pub async fn read_body(
             if len > buf.capacity() {
                 let cap = len.max(buf.capacity().saturating_mul(2).min(limit));
                 let more = cap.saturating_sub(reserved.bytes());
-                if !app.bodies.try_grow(&mut reserved, more) {
+                if !dav.bodies.try_grow(&mut reserved, more) {
                     return Err(busy());
                 }
                 buf.reserve_exact(cap - buf.len());
@@ -217,7 +217,7 @@ const CONDITIONAL: &[&str] = &[
 /// (fresh answers, identical misses sharing one upstream request, stale answers while
 /// iCloud fails, invalidation by writes), then the upstream phase.
 pub async fn forward(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     service: Service,
     rest: &str,
@@ -231,16 +231,16 @@ pub async fn forward(
     }
     let (parts, body) = req.into_parts();
     // The reservation is held until the request is answered.
-    let (body, _reserved) = read_body(app, &parts, body).await?;
+    let (body, _reserved) = read_body(dav, &parts, body).await?;
     let method = parts.method.as_str();
     let home = crate::dav::paths::home_segment(service);
     let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");
     if !safe {
         // A write: what it touches is outdated before and after it reaches upstream.
         let dest = write_targets(account.name(), &parts.headers);
-        invalidate(app, account.name(), home, rest, &dest);
-        let r = upstream_phase(app, account, service, rest, parts, body, public_origin).await;
-        invalidate(app, account.name(), home, rest, &dest);
+        invalidate(dav, account.name(), home, rest, &dest);
+        let r = upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
+        invalidate(dav, account.name(), home, rest, &dest);
         return r;
     }
     let conditional = CONDITIONAL.iter().any(|h| parts.headers.contains_key(*h));
@@ -251,13 +251,13 @@ pub async fn forward(
             .filter(|h| parts.headers.contains_key(**h))
             .count()
             == 1;
-    let cacheable = app.cache.enabled()
+    let cacheable = dav.cache.enabled()
         && matches!(method, "GET" | "PROPFIND" | "REPORT")
         && (!conditional || revalidating);
     if !cacheable {
-        return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+        return upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
     }
-    let cache = &app.cache;
+    let cache = &dav.cache;
     let path_and_query = match parts.uri.query() {
         Some(q) => std::borrow::Cow::Owned(format!("{rest}?{q}")),
         None => std::borrow::Cow::Borrowed(rest),
@@ -293,7 +293,7 @@ pub async fn forward(
                 return Ok(r);
             }
         }
-        return upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+        return upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
     }
     if let Some(e) = cache.fresh(&own) {
         cache.record_hit();
@@ -345,7 +345,7 @@ pub async fn forward(
         Some(e) => Err(DavError::Upstream(e)),
         None => {
             cache.record_miss();
-            let r = upstream_phase(app, account, service, rest, parts, body, public_origin).await;
+            let r = upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
             match &r {
                 Err(DavError::Upstream(e)) => flight.failed(e),
                 _ => flight.succeeded(),
@@ -381,7 +381,7 @@ pub async fn forward(
                         cache.store_listed(account.name(), &whole, stored);
                         if home_listing {
                             if let Some(lists) = crate::dav::task_lists::find(&whole) {
-                                app.note_task_lists(account.name(), lists);
+                                dav.note_task_lists(account.name(), lists);
                             }
                         }
                         if let Some(mg) = &multiget {
@@ -454,10 +454,10 @@ fn write_targets(account: &str, headers: &HeaderMap) -> Option<(&'static str, St
     Some((home, rest.to_string()))
 }
 
-fn invalidate(app: &App, account: &str, home: &str, rest: &str, dest: &Option<(&str, String)>) {
-    app.cache.invalidate(account, home, rest);
+fn invalidate(dav: &Dav, account: &str, home: &str, rest: &str, dest: &Option<(&str, String)>) {
+    dav.cache.invalidate(account, home, rest);
     if let Some((h, r)) = dest {
-        app.cache.invalidate(account, h, r);
+        dav.cache.invalidate(account, h, r);
     }
 }
 
@@ -501,7 +501,7 @@ async fn buffer_up_to(mut body: Body, limit: usize) -> Result<Buffered, BoxError
 /// the credential does not follow the redirect: the layout is learned again from the
 /// configured upstream, and the request is sent once more to the new home.
 async fn upstream_phase(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     service: Service,
     rest: &str,
@@ -509,11 +509,11 @@ async fn upstream_phase(
     body: Bytes,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
-    let attempt = || upstream_attempt(app, account, service, rest, &parts, &body, public_origin);
+    let attempt = || upstream_attempt(dav, account, service, rest, &parts, &body, public_origin);
     match attempt().await? {
         Attempt::Done(r) => Ok(r),
         Attempt::Moved(before) => {
-            account.relearn_now(&app.upstream, &before).await?;
+            account.relearn_now(&dav.upstream, &before).await?;
             match attempt().await? {
                 Attempt::Done(r) => Ok(r),
                 Attempt::Moved(_) => Err(DavError::Upstream(UpstreamError::BadResponse {
@@ -533,7 +533,7 @@ enum Attempt {
 }
 
 async fn upstream_attempt(
-    app: &App,
+    dav: &Dav,
     account: &Arc<Account>,
     service: Service,
     rest: &str,
@@ -543,7 +543,7 @@ async fn upstream_attempt(
 ) -> Result<Attempt, DavError> {
     // An owned handle (the bytes are shared, not copied), so the phases below read as before.
     let body = body.clone();
-    let learned = account.ensure_learned(&app.upstream).await?;
+    let learned = account.ensure_learned(&dav.upstream).await?;
     let method = parts.method.clone();
     let target = home_url(learned.home(service), rest, parts.uri.query()).ok_or_else(|| {
         DavError::BadRequest("the request path does not name anything under this home".into())
@@ -552,7 +552,7 @@ async fn upstream_attempt(
         account: account.name().to_string(),
         learned: learned.clone(),
         target: target.clone(),
-        links: app.links.clone(),
+        links: dav.links.clone(),
     };
     let xml_method = matches!(
         method.as_str(),
@@ -574,7 +574,7 @@ async fn upstream_attempt(
     } else if method == Method::PUT {
         match std::str::from_utf8(&body)
             .ok()
-            .and_then(|t| unmap_bridge_urls(t, account.name(), &app.links))
+            .and_then(|t| unmap_bridge_urls(t, account.name(), &dav.links))
         {
             Some(t) => Bytes::from(t),
             None => body.clone(),
@@ -613,7 +613,7 @@ async fn upstream_attempt(
         headers.insert("destination", v);
     }
 
-    let resp = app
+    let resp = dav
         .upstream
         .send(
             account,
@@ -633,7 +633,7 @@ async fn upstream_attempt(
             .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|l| resp.url().join(l).ok());
-        if to.is_some_and(|t| !app.upstream.trusted(account, &t)) {
+        if to.is_some_and(|t| !dav.upstream.trusted(account, &t)) {
             tracing::info!(
                 account = account.name(),
                 service = service.as_str(),
@@ -643,7 +643,7 @@ async fn upstream_attempt(
         }
     }
     if !same_origin(resp.url(), &target) {
-        account.relearn_later(&app.upstream);
+        account.relearn_later(&dav.upstream);
     }
 
     let status = resp.status().as_u16();
@@ -670,10 +670,10 @@ async fn upstream_attempt(
         base: resp.url().clone(),
         public_origin: public_origin.to_string(),
         hosts: Arc::new(AccountHosts {
-            upstream: app.upstream.clone(),
+            upstream: dav.upstream.clone(),
             account: account.clone(),
         }),
-        links: app.links.clone(),
+        links: dav.links.clone(),
         report_collection: (method.as_str() == "REPORT").then(|| {
             format!(
                 "/dav/{}/{}/{rest}",
@@ -707,7 +707,7 @@ async fn upstream_attempt(
 
     // iCloud answers PUT without an ETag: learn it so clients need not ask again.
     if method == Method::PUT && (200..300).contains(&status) && !etag_seen {
-        if let Some(etag) = read_back_etag(app, account, service, &target).await {
+        if let Some(etag) = read_back_etag(dav, account, service, &target).await {
             out = out.header("etag", etag);
         }
     }
@@ -739,7 +739,7 @@ async fn upstream_attempt(
     } else if is_object(&up_ct, rest)
         && resp
             .content_length()
-            .map(|l| l as usize <= app.config.limits.max_body_bytes)
+            .map(|l| l as usize <= dav.limits.max_body_bytes)
             == Some(true)
     {
         let bytes = resp.bytes().await.map_err(|_| {
@@ -811,14 +811,14 @@ fn is_object(ct: &str, rest: &str) -> bool {
 
 /// Ask upstream for the ETag of what was just written (PROPFIND Depth 0 getetag).
 async fn read_back_etag(
-    app: &App,
+    dav: &Dav,
     account: &Account,
     service: Service,
     target: &Url,
 ) -> Option<String> {
     const GETETAG: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
     let (_, bytes) = discover::propfind0(
-        &app.upstream,
+        &dav.upstream,
         account,
         service,
         target.clone(),

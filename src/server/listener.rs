@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::body::Body;
@@ -400,6 +401,8 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
+    // Every request's span and log line sits inside its connection's.
+    let conn = tracing::debug_span!("conn", peer = %remote, tls);
     let svc = {
         let activity = activity.clone();
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -413,6 +416,7 @@ async fn serve_http<I>(
                 let resp = router::service(app, remote, req).await?;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked { inner: b, busy }.boxed()))
             }
+            .instrument(conn.clone())
         })
     };
     let conn = builder.serve_connection(TokioIo::new(io), svc);

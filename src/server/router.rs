@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{self, AuthOutcome};
@@ -115,7 +116,9 @@ pub async fn service(
     host_from_authority(&mut req);
     let method = req.method().clone();
     let started = Instant::now();
-    let resp = dispatch(&app, remote, req).await;
+    // The path only: a query may carry the setup token.
+    let span = tracing::debug_span!("request", method = %method, path = %req.uri().path());
+    let resp = dispatch(&app, remote, req).instrument(span).await;
     app.metrics
         .record_request(method.as_str(), resp.status().as_u16(), started.elapsed());
     Ok(resp)
@@ -211,7 +214,7 @@ async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) ->
         );
     };
     let origin = public_origin(app, &req);
-    dav::handle(app, &account, req, &origin).await
+    dav::handle(&app.dav, &account, req, &origin).await
 }
 
 #[cfg(test)]

@@ -75,8 +75,8 @@ pub struct CacheStatus {
 
 fn cache_status(app: &App) -> CacheStatus {
     use std::sync::atomic::Ordering::Relaxed;
-    let (entries, bytes) = app.cache.size();
-    let st = &app.cache.stats;
+    let (entries, bytes) = app.dav.cache.size();
+    let st = &app.dav.cache.stats;
     CacheStatus {
         entries,
         bytes,
@@ -132,7 +132,7 @@ pub fn collect(app: &App) -> Status {
                 map.insert(svc.as_str().to_string(), v);
             }
             let last_success = statuses.iter().filter_map(|s| s.last_success).max();
-            let task_lists = app.task_lists(acc.name());
+            let task_lists = app.dav.task_lists(acc.name());
             let view = AccountView {
                 name: acc.name().to_string(),
                 apple_id_shown: mask(acc.apple_id()),

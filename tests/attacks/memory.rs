@@ -55,7 +55,7 @@ async fn bodies_past_the_budget_get_503_before_they_are_read_while_the_others_ar
         ..Default::default()
     })
     .await;
-    let bodies = &env.bridge.app.bodies;
+    let bodies = &env.bridge.app.dav.bodies;
     let full = body(MIB);
     // Four devices each send half of a 1 MiB body and pause: the budget is full.
     let mut held = Vec::new();
