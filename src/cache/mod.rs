@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 pub mod multiget;
+pub mod policy;
 
 use crate::body::{full, Body, BoxError};
 use crate::config::CacheConfig;

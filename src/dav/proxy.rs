@@ -13,7 +13,8 @@ use url::Url;
 
 use crate::accounts::Account;
 use crate::body::{empty, full, stream_body, Body, BoxError};
-use crate::cache::{Entry, SHARED_ORIGIN};
+use crate::cache::policy::{not_modified, Policy};
+use crate::cache::{Entry, Key, SHARED_ORIGIN};
 use crate::dav::error::DavError;
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{
@@ -205,14 +206,6 @@ fn is_blank(b: &[u8]) -> bool {
     b.iter().all(|c| c.is_ascii_whitespace())
 }
 
-/// Conditional request headers: such requests always go to upstream.
-const CONDITIONAL: &[&str] = &[
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-];
-
 /// Forward one request under `/dav/<account>/{calendars,contacts}/<rest>`: the cache phase
 /// (fresh answers, identical misses sharing one upstream request, stale answers while
 /// iCloud fails, invalidation by writes), then the upstream phase.
@@ -232,211 +225,262 @@ pub async fn forward(
     let (parts, body) = req.into_parts();
     // The reservation is held until the request is answered.
     let (body, _reserved) = read_body(dav, &parts, body).await?;
-    let method = parts.method.as_str();
-    let home = crate::dav::paths::home_segment(service);
-    let safe = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT");
-    if !safe {
-        // A write: what it touches is outdated before and after it reaches upstream.
-        let dest = write_targets(account.name(), &parts.headers);
-        invalidate(dav, account.name(), home, rest, &dest);
-        let r = upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
-        invalidate(dav, account.name(), home, rest, &dest);
-        return r;
-    }
-    let conditional = CONDITIONAL.iter().any(|h| parts.headers.contains_key(*h));
-    let revalidating = method == "GET"
-        && parts.headers.contains_key(http::header::IF_NONE_MATCH)
-        && CONDITIONAL
-            .iter()
-            .filter(|h| parts.headers.contains_key(**h))
-            .count()
-            == 1;
-    let cacheable = dav.cache.enabled()
-        && matches!(method, "GET" | "PROPFIND" | "REPORT")
-        && (!conditional || revalidating);
-    if !cacheable {
-        return upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
-    }
-    let cache = &dav.cache;
-    let path_and_query = match parts.uri.query() {
-        Some(q) => std::borrow::Cow::Owned(format!("{rest}?{q}")),
-        None => std::borrow::Cow::Borrowed(rest),
+    let f = Forward {
+        dav,
+        account,
+        service,
+        rest,
+        home: crate::dav::paths::home_segment(service),
+        parts,
+        body,
+        public_origin,
     };
-    let key_for = |origin: &str| {
-        cache.key(
-            account.name(),
-            home,
-            method,
-            &path_and_query,
-            origin,
-            &parts.headers,
-            &body,
-        )
-    };
-    // Answers are shared by every origin clients use (`http://nas.local:8008`, an IP, the
-    // HTTPS port); those that carry an absolute bridge URL are kept per origin.
-    let shared = key_for(SHARED_ORIGIN);
-    if !revalidating {
-        if let Some(e) = cache.fresh(&shared) {
-            cache.record_hit();
-            return Ok(e.response(None));
+    match Policy::of(
+        dav.cache.enabled(),
+        f.parts.method.as_str(),
+        &f.parts.headers,
+    ) {
+        Policy::Write => {
+            // What a write touches is outdated before and after it reaches upstream.
+            let dest = write_targets(account.name(), &f.parts.headers);
+            invalidate(dav, account.name(), f.home, rest, &dest);
+            let r = f.upstream().await;
+            invalidate(dav, account.name(), f.home, rest, &dest);
+            r
         }
+        Policy::Bypass => f.upstream().await,
+        Policy::Revalidate => f.revalidate().await,
+        Policy::Lookup => f.lookup().await,
     }
-    let own = key_for(public_origin);
-    let fresh = || cache.fresh(&shared).or_else(|| cache.fresh(&own));
-    if revalidating {
-        // A client checking its copy: answer 304 from a fresh entry with the same ETag,
-        // otherwise ask upstream (its answer depends on the condition, so it is not stored).
-        if let Some(e) = fresh() {
-            if let Some(r) = not_modified(&e, &parts.headers) {
+}
+
+/// One request on its way through the DAV pipeline: who asks, for what, with which body.
+struct Forward<'a> {
+    dav: &'a Dav,
+    account: &'a Arc<Account>,
+    service: Service,
+    /// The path under the home (`work/x.ics`).
+    rest: &'a str,
+    /// `calendars` or `contacts`.
+    home: &'static str,
+    parts: http::request::Parts,
+    body: Bytes,
+    /// How the client reaches us, for absolute URLs in bodies.
+    public_origin: &'a str,
+}
+
+impl Forward<'_> {
+    /// The cache keys of this request: shared by every origin, and this client's own (for
+    /// answers that carry an absolute bridge URL).
+    fn keys(&self) -> (Key, Key) {
+        let path_and_query = match self.parts.uri.query() {
+            Some(q) => std::borrow::Cow::Owned(format!("{}?{q}", self.rest)),
+            None => std::borrow::Cow::Borrowed(self.rest),
+        };
+        let key_for = |origin: &str| {
+            self.dav.cache.key(
+                self.account.name(),
+                self.home,
+                self.parts.method.as_str(),
+                &path_and_query,
+                origin,
+                &self.parts.headers,
+                &self.body,
+            )
+        };
+        (key_for(SHARED_ORIGIN), key_for(self.public_origin))
+    }
+
+    /// A client checking its copy: 304 from a fresh entry with the same ETag, else upstream.
+    async fn revalidate(self) -> Result<Response<Body>, DavError> {
+        let cache = &self.dav.cache;
+        let (shared, own) = self.keys();
+        if let Some(e) = cache.fresh(&shared).or_else(|| cache.fresh(&own)) {
+            if let Some(r) = not_modified(&e, &self.parts.headers) {
                 cache.record_hit();
                 return Ok(r);
             }
         }
-        return upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
+        self.upstream().await
     }
-    if let Some(e) = cache.fresh(&own) {
-        cache.record_hit();
-        return Ok(e.response(None));
-    }
-    // An object fetched before `fresh_secs` ago that a fresh listing shows unchanged.
-    if method == "GET" && parts.uri.query().is_none() {
-        let validated = |k| cache.validated_object(k, account.name(), home, rest);
-        if let Some(r) = validated(&shared).or_else(|| validated(&own)) {
-            cache.record_hit();
-            return Ok(r);
-        }
-    }
-    // A multiget of objects the cache knows (from earlier multigets, in any grouping).
-    let multiget = if method == "REPORT" {
-        parse_body(&body, crate::cache::multiget::parse_request).await?
-    } else {
-        None
-    };
-    if let Some(mg) = &multiget {
-        if let Some(pieces) = cache.pieces(account.name(), public_origin, mg) {
-            cache.record_hit();
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml; charset=utf-8"),
-            );
-            let entry = Entry {
-                status: http::StatusCode::MULTI_STATUS,
-                headers,
-                body: crate::cache::multiget::assemble(&pieces),
-                stored: std::time::Instant::now(),
-            };
-            return Ok(entry.response(None));
-        }
-    }
-    // A listing of the calendar home says which calendars only hold tasks (see task_lists).
-    let home_listing = method == "PROPFIND"
-        && service == Service::Caldav
-        && rest.is_empty()
-        && parts.headers.get("depth").map(|d| d.as_bytes()) == Some(b"1");
-    let mut flight = cache.single_flight(&shared).await;
-    if let Some(e) = fresh() {
-        cache.record_hit();
-        return Ok(e.response(None));
-    }
-    // The identical request we waited for just failed: same answer, no second attempt.
-    let result = match flight.recent_failure() {
-        Some(e) => Err(DavError::Upstream(e)),
-        None => {
-            cache.record_miss();
-            let r = upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
-            match &r {
-                Err(DavError::Upstream(e)) => flight.failed(e),
-                _ => flight.succeeded(),
-            }
-            r
-        }
-    };
-    match result {
-        Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
-            let (head, body) = resp.into_parts();
-            let buffered = buffer_up_to(body, cache.max_entry()).await;
-            // Read once the body is through the rewriter; unknown counts as used.
-            let origin_used = head
-                .extensions
-                .get::<OriginUsed>()
-                .is_none_or(|u| u.0.load(std::sync::atomic::Ordering::Relaxed));
-            let (key, origin) = if origin_used {
-                (own, public_origin)
-            } else {
-                (shared, SHARED_ORIGIN)
-            };
-            match buffered {
-                Ok(Buffered::Whole(chunks)) => {
-                    let stored = std::time::Instant::now();
-                    // Kept in one piece: a hit is then one buffer handed to the socket, not a
-                    // stream of the rewriter's chunks (one copy per miss, none per hit).
-                    let whole = match chunks.as_slice() {
-                        [one] => one.clone(),
-                        _ => Bytes::from(chunks.concat()),
-                    };
-                    if head.status == http::StatusCode::MULTI_STATUS {
-                        // What iCloud just listed vouches for stored bodies at those ETags.
-                        cache.store_listed(account.name(), &whole, stored);
-                        if home_listing {
-                            if let Some(lists) = crate::dav::task_lists::find(&whole) {
-                                dav.note_task_lists(account.name(), lists);
-                            }
-                        }
-                        if let Some(mg) = &multiget {
-                            if let Some(pieces) = crate::cache::multiget::split_response(&whole) {
-                                cache.store_pieces(account.name(), origin, mg.signature, pieces);
-                            }
-                        }
-                    }
-                    let entry = Entry {
-                        status: head.status,
-                        headers: head.headers,
-                        body: vec![whole],
-                        stored,
-                    };
-                    let resp = entry.response(None);
-                    cache.insert(key, entry);
-                    Ok(resp)
-                }
-                Ok(Buffered::TooBig(body)) => Ok(Response::from_parts(head, body)),
-                Err(e) => Err(DavError::Upstream(UpstreamError::BadResponse {
-                    detail: format!("its answer was cut off ({e})"),
-                })),
-            }
-        }
-        Ok(resp) => Ok(resp),
-        Err(DavError::Upstream(e)) if e.serve_stale() => {
-            match cache.any(&shared).or_else(|| cache.any(&own)) {
-                Some(stale) => {
-                    cache
-                        .stats
-                        .stale_served
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Ok(stale.response(Some(e.state().as_str())))
-                }
-                None => Err(DavError::Upstream(e)),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
 
-/// `304 Not Modified` if the client's `If-None-Match` names the cached entry's ETag.
-fn not_modified(e: &Entry, headers: &HeaderMap) -> Option<Response<Body>> {
-    let etag = e.headers.get(http::header::ETAG)?.to_str().ok()?;
-    let wanted = headers.get(http::header::IF_NONE_MATCH)?.to_str().ok()?;
-    let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    let hit = wanted.trim() == "*" || wanted.split(',').any(|t| bare(t) == bare(etag));
-    if !hit {
-        return None;
+    /// The upstream phase, retried once after a partition move (see [`upstream_attempt`]).
+    async fn upstream(&self) -> Result<Response<Body>, DavError> {
+        upstream_phase(
+            self.dav,
+            self.account,
+            self.service,
+            self.rest,
+            &self.parts,
+            &self.body,
+            self.public_origin,
+        )
+        .await
     }
-    let mut r = Response::new(empty());
-    *r.status_mut() = http::StatusCode::NOT_MODIFIED;
-    r.headers_mut()
-        .insert(http::header::ETAG, HeaderValue::from_str(etag).ok()?);
-    Some(r)
+
+    /// Answer from the cache, or fetch once for every identical request and store.
+    async fn lookup(self) -> Result<Response<Body>, DavError> {
+        let dav = self.dav;
+        let account = self.account;
+        let (home, rest, public_origin) = (self.home, self.rest, self.public_origin);
+        let method = self.parts.method.as_str();
+        let (service, parts, body) = (self.service, &self.parts, &self.body);
+        let cache = &dav.cache;
+        let (shared, own) = self.keys();
+        if let Some(e) = cache.fresh(&shared) {
+            cache.record_hit();
+            return Ok(e.response(None));
+        }
+        let fresh = || cache.fresh(&shared).or_else(|| cache.fresh(&own));
+        if let Some(e) = cache.fresh(&own) {
+            cache.record_hit();
+            return Ok(e.response(None));
+        }
+        // An object fetched before `fresh_secs` ago that a fresh listing shows unchanged.
+        if method == "GET" && parts.uri.query().is_none() {
+            let validated = |k| cache.validated_object(k, account.name(), home, rest);
+            if let Some(r) = validated(&shared).or_else(|| validated(&own)) {
+                cache.record_hit();
+                return Ok(r);
+            }
+        }
+        // A multiget of objects the cache knows (from earlier multigets, in any grouping).
+        let multiget = if method == "REPORT" {
+            parse_body(body, crate::cache::multiget::parse_request).await?
+        } else {
+            None
+        };
+        if let Some(mg) = &multiget {
+            if let Some(pieces) = cache.pieces(account.name(), public_origin, mg) {
+                cache.record_hit();
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/xml; charset=utf-8"),
+                );
+                let entry = Entry {
+                    status: http::StatusCode::MULTI_STATUS,
+                    headers,
+                    body: crate::cache::multiget::assemble(&pieces),
+                    stored: std::time::Instant::now(),
+                };
+                return Ok(entry.response(None));
+            }
+        }
+        // A listing of the calendar home says which calendars only hold tasks (see task_lists).
+        let home_listing = method == "PROPFIND"
+            && service == Service::Caldav
+            && rest.is_empty()
+            && parts.headers.get("depth").map(|d| d.as_bytes()) == Some(b"1");
+        let mut flight = cache.single_flight(&shared).await;
+        if let Some(e) = fresh() {
+            cache.record_hit();
+            return Ok(e.response(None));
+        }
+        // The identical request we waited for just failed: same answer, no second attempt.
+        let result = match flight.recent_failure() {
+            Some(e) => Err(DavError::Upstream(e)),
+            None => {
+                cache.record_miss();
+                let r =
+                    upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
+                match &r {
+                    Err(DavError::Upstream(e)) => flight.failed(e),
+                    _ => flight.succeeded(),
+                }
+                r
+            }
+        };
+        self.finish(result, (shared, own), multiget.as_ref(), home_listing)
+            .await
+    }
+
+    /// After the upstream phase: store a whole 200/207 answer (and what it vouches for), or
+    /// serve a stale one while iCloud fails.
+    async fn finish(
+        &self,
+        result: Result<Response<Body>, DavError>,
+        (shared, own): (Key, Key),
+        multiget: Option<&crate::cache::multiget::Multiget>,
+        home_listing: bool,
+    ) -> Result<Response<Body>, DavError> {
+        let (dav, account, public_origin) = (self.dav, self.account, self.public_origin);
+        let cache = &dav.cache;
+        match result {
+            Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
+                let (head, body) = resp.into_parts();
+                let buffered = buffer_up_to(body, cache.max_entry()).await;
+                // Read once the body is through the rewriter; unknown counts as used.
+                let origin_used = head
+                    .extensions
+                    .get::<OriginUsed>()
+                    .is_none_or(|u| u.0.load(std::sync::atomic::Ordering::Relaxed));
+                let (key, origin) = if origin_used {
+                    (own, public_origin)
+                } else {
+                    (shared, SHARED_ORIGIN)
+                };
+                match buffered {
+                    Ok(Buffered::Whole(chunks)) => {
+                        let stored = std::time::Instant::now();
+                        // Kept in one piece: a hit is then one buffer handed to the socket, not a
+                        // stream of the rewriter's chunks (one copy per miss, none per hit).
+                        let whole = match chunks.as_slice() {
+                            [one] => one.clone(),
+                            _ => Bytes::from(chunks.concat()),
+                        };
+                        if head.status == http::StatusCode::MULTI_STATUS {
+                            // What iCloud just listed vouches for stored bodies at those ETags.
+                            cache.store_listed(account.name(), &whole, stored);
+                            if home_listing {
+                                if let Some(lists) = crate::dav::task_lists::find(&whole) {
+                                    dav.note_task_lists(account.name(), lists);
+                                }
+                            }
+                            if let Some(mg) = &multiget {
+                                if let Some(pieces) = crate::cache::multiget::split_response(&whole)
+                                {
+                                    cache.store_pieces(
+                                        account.name(),
+                                        origin,
+                                        mg.signature,
+                                        pieces,
+                                    );
+                                }
+                            }
+                        }
+                        let entry = Entry {
+                            status: head.status,
+                            headers: head.headers,
+                            body: vec![whole],
+                            stored,
+                        };
+                        let resp = entry.response(None);
+                        cache.insert(key, entry);
+                        Ok(resp)
+                    }
+                    Ok(Buffered::TooBig(body)) => Ok(Response::from_parts(head, body)),
+                    Err(e) => Err(DavError::Upstream(UpstreamError::BadResponse {
+                        detail: format!("its answer was cut off ({e})"),
+                    })),
+                }
+            }
+            Ok(resp) => Ok(resp),
+            Err(DavError::Upstream(e)) if e.serve_stale() => {
+                match cache.any(&shared).or_else(|| cache.any(&own)) {
+                    Some(stale) => {
+                        cache
+                            .stats
+                            .stale_served
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(stale.response(Some(e.state().as_str())))
+                    }
+                    None => Err(DavError::Upstream(e)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// (home, rest) of the local Destination of a MOVE or COPY, if it is this account's.
@@ -505,11 +549,11 @@ async fn upstream_phase(
     account: &Arc<Account>,
     service: Service,
     rest: &str,
-    parts: http::request::Parts,
-    body: Bytes,
+    parts: &http::request::Parts,
+    body: &Bytes,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
-    let attempt = || upstream_attempt(dav, account, service, rest, &parts, &body, public_origin);
+    let attempt = || upstream_attempt(dav, account, service, rest, parts, body, public_origin);
     match attempt().await? {
         Attempt::Done(r) => Ok(r),
         Attempt::Moved(before) => {
