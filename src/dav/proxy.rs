@@ -304,20 +304,6 @@ impl Forward<'_> {
         self.upstream().await
     }
 
-    /// The upstream phase, retried once after a partition move (see [`upstream_attempt`]).
-    async fn upstream(&self) -> Result<Response<Body>, DavError> {
-        upstream_phase(
-            self.dav,
-            self.account,
-            self.service,
-            self.rest,
-            &self.parts,
-            &self.body,
-            self.public_origin,
-        )
-        .await
-    }
-
     /// Answer from the cache, or fetch once for every identical request and store.
     async fn lookup(self) -> Result<Response<Body>, DavError> {
         let dav = self.dav;
@@ -382,8 +368,7 @@ impl Forward<'_> {
             Some(e) => Err(DavError::Upstream(e)),
             None => {
                 cache.record_miss();
-                let r =
-                    upstream_phase(dav, account, service, rest, parts, body, public_origin).await;
+                let r = self.upstream().await;
                 match &r {
                     Err(DavError::Upstream(e)) => flight.failed(e),
                     _ => flight.succeeded(),
@@ -540,34 +525,6 @@ async fn buffer_up_to(mut body: Body, limit: usize) -> Result<Buffered, BoxError
     Ok(Buffered::Whole(chunks))
 }
 
-/// The upstream phase: rewrite the request, send it, explain refusals, rewrite the answer.
-/// When upstream moves the account to a host discovery has not learned (a partition move),
-/// the credential does not follow the redirect: the layout is learned again from the
-/// configured upstream, and the request is sent once more to the new home.
-async fn upstream_phase(
-    dav: &Dav,
-    account: &Arc<Account>,
-    service: Service,
-    rest: &str,
-    parts: &http::request::Parts,
-    body: &Bytes,
-    public_origin: &str,
-) -> Result<Response<Body>, DavError> {
-    let attempt = || upstream_attempt(dav, account, service, rest, parts, body, public_origin);
-    match attempt().await? {
-        Attempt::Done(r) => Ok(r),
-        Attempt::Moved(before) => {
-            account.relearn_now(&dav.upstream, &before).await?;
-            match attempt().await? {
-                Attempt::Done(r) => Ok(r),
-                Attempt::Moved(_) => Err(DavError::Upstream(UpstreamError::BadResponse {
-                    detail: "it moves this account to a host that discovery does not name".into(),
-                })),
-            }
-        }
-    }
-}
-
 /// How one try of the upstream phase ended.
 enum Attempt {
     Done(Response<Body>),
@@ -576,159 +533,291 @@ enum Attempt {
     Moved(Arc<Learned>),
 }
 
-async fn upstream_attempt(
-    dav: &Dav,
-    account: &Arc<Account>,
-    service: Service,
-    rest: &str,
-    parts: &http::request::Parts,
-    body: &Bytes,
-    public_origin: &str,
-) -> Result<Attempt, DavError> {
-    // An owned handle (the bytes are shared, not copied), so the phases below read as before.
-    let body = body.clone();
-    let learned = account.ensure_learned(&dav.upstream).await?;
-    let method = parts.method.clone();
-    let target = home_url(learned.home(service), rest, parts.uri.query()).ok_or_else(|| {
-        DavError::BadRequest("the request path does not name anything under this home".into())
-    })?;
-    let to_up = ToUpstream {
-        account: account.name().to_string(),
-        learned: learned.clone(),
-        target: target.clone(),
-        links: dav.links.clone(),
-    };
-    let xml_method = matches!(
-        method.as_str(),
-        "PROPFIND" | "REPORT" | "PROPPATCH" | "MKCALENDAR" | "MKCOL"
-    );
-    let mut info: Option<RequestInfo> = None;
-    let out_body = if xml_method && !is_blank(&body) {
-        let map = to_up.clone();
-        let (i, rewritten) = parse_body(&body, move |b| {
-            let i = inspect(b)?;
-            Ok::<_, crate::xml::XmlError>((i, rewrite_to_vec(b, &map)?))
-        })
-        .await?
-        .map_err(|e| {
-            DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
-        })?;
-        info = Some(i);
-        Bytes::from(rewritten)
-    } else if method == Method::PUT {
-        match std::str::from_utf8(&body)
-            .ok()
-            .and_then(|t| unmap_bridge_urls(t, account.name(), &dav.links))
-        {
-            Some(t) => Bytes::from(t),
-            None => body.clone(),
+/// The request as it goes upstream, and what the bridge read of the client's body.
+struct Outgoing {
+    request: UpstreamRequest,
+    /// What a PROPFIND/REPORT/... body asks for (for explaining refusals).
+    info: Option<RequestInfo>,
+}
+
+impl Forward<'_> {
+    /// The upstream phase: rewrite the request, send it, explain refusals, rewrite the
+    /// answer. When upstream moves the account to a host discovery has not learned (a
+    /// partition move), the credential does not follow the redirect: the layout is learned
+    /// again from the configured upstream, and the request is sent once more to the new home.
+    async fn upstream(&self) -> Result<Response<Body>, DavError> {
+        match self.attempt().await? {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Moved(before) => {
+                self.account
+                    .relearn_now(&self.dav.upstream, &before)
+                    .await?;
+                match self.attempt().await? {
+                    Attempt::Done(r) => Ok(r),
+                    Attempt::Moved(_) => Err(DavError::Upstream(UpstreamError::BadResponse {
+                        detail: "it moves this account to a host that discovery does not name"
+                            .into(),
+                    })),
+                }
+            }
         }
-    } else {
-        body.clone()
-    };
-    if method.as_str() == "REPORT" && info.is_none() {
-        return Err(DavError::BadRequest("a REPORT needs an XML body".into()));
     }
 
-    let mut headers = HeaderMap::new();
-    for name in REQUEST_HEADERS {
-        for v in parts.headers.get_all(*name) {
-            headers.append(HeaderName::from_static(name), v.clone());
+    /// One try: request out, answer explained or rewritten back.
+    async fn attempt(&self) -> Result<Attempt, DavError> {
+        let learned = self.account.ensure_learned(&self.dav.upstream).await?;
+        let out = self.outgoing(&learned).await?;
+        let target = out.request.url.clone();
+        let resp = self
+            .dav
+            .upstream
+            .send(self.account, self.service, out.request)
+            .await?;
+        if self.moved_away(&resp) {
+            return Ok(Attempt::Moved(learned));
         }
+        if !same_origin(resp.url(), &target) {
+            self.account.relearn_later(&self.dav.upstream);
+        }
+        let up_ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let asked = Asked {
+            method: self.parts.method.as_str(),
+            body: &self.body,
+            info: out.info.as_ref(),
+        };
+        if let Some(e) = explain(&asked, resp.status().as_u16(), up_ct.contains("html")) {
+            return Err(e);
+        }
+        let origin_used = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let to_local = self.to_local(&learned, resp.url(), origin_used.clone());
+        let (mut head, etag_seen) = response_head(&resp, to_local.as_ref());
+        // iCloud answers PUT without an ETag: learn it so clients need not ask again.
+        if self.parts.method == Method::PUT && resp.status().is_success() && !etag_seen {
+            if let Some(etag) = read_back_etag(self.dav, self.account, self.service, &target).await
+            {
+                head = head.header("etag", etag);
+            }
+        }
+        let (head, body) = self.response_body(resp, head, to_local, &up_ct).await?;
+        let mut response = head
+            .body(body)
+            .map_err(|_| DavError::Internal("build the response"))?;
+        dedupe_content_type(response.headers_mut());
+        response.extensions_mut().insert(OriginUsed(origin_used));
+        Ok(Attempt::Done(response))
     }
-    if xml_method && !out_body.is_empty() {
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml; charset=utf-8"),
-        );
-    }
-    if let Some(dest) = parts.headers.get("destination") {
-        let d = dest
-            .to_str()
-            .ok()
-            .and_then(|d| to_up.destination(d))
+
+    /// The client's request as upstream gets it: the target under the learned home, the
+    /// body with its hrefs (and signed bridge links) mapped back, the allowed headers, and
+    /// `Destination` only inside this account's homes.
+    async fn outgoing(&self, learned: &Arc<Learned>) -> Result<Outgoing, DavError> {
+        let (parts, body) = (&self.parts, &self.body);
+        let method = parts.method.clone();
+        let target = home_url(learned.home(self.service), self.rest, parts.uri.query())
             .ok_or_else(|| {
-                DavError::Forbidden(
-                    "Destination must be a path under this account's calendars or contacts".into(),
+                DavError::BadRequest(
+                    "the request path does not name anything under this home".into(),
                 )
             })?;
-        let v = HeaderValue::from_str(d.as_str())
-            .map_err(|_| DavError::BadRequest("invalid Destination".into()))?;
-        headers.insert("destination", v);
-    }
-
-    let resp = dav
-        .upstream
-        .send(
-            account,
-            service,
-            UpstreamRequest {
-                method: method.clone(),
-                url: target.clone(),
+        let to_up = ToUpstream {
+            account: self.account.name().to_string(),
+            learned: learned.clone(),
+            target: target.clone(),
+            links: self.dav.links.clone(),
+        };
+        let xml_method = matches!(
+            method.as_str(),
+            "PROPFIND" | "REPORT" | "PROPPATCH" | "MKCALENDAR" | "MKCOL"
+        );
+        let mut info: Option<RequestInfo> = None;
+        let out_body = if xml_method && !is_blank(body) {
+            let map = to_up.clone();
+            let (i, rewritten) = parse_body(body, move |b| {
+                let i = inspect(b)?;
+                Ok::<_, crate::xml::XmlError>((i, rewrite_to_vec(b, &map)?))
+            })
+            .await?
+            .map_err(|e| {
+                DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
+            })?;
+            info = Some(i);
+            Bytes::from(rewritten)
+        } else if method == Method::PUT {
+            match std::str::from_utf8(body)
+                .ok()
+                .and_then(|t| unmap_bridge_urls(t, self.account.name(), &self.dav.links))
+            {
+                Some(t) => Bytes::from(t),
+                None => body.clone(),
+            }
+        } else {
+            body.clone()
+        };
+        if method.as_str() == "REPORT" && info.is_none() {
+            return Err(DavError::BadRequest("a REPORT needs an XML body".into()));
+        }
+        let mut headers = HeaderMap::new();
+        for name in REQUEST_HEADERS {
+            for v in parts.headers.get_all(*name) {
+                headers.append(HeaderName::from_static(name), v.clone());
+            }
+        }
+        if xml_method && !out_body.is_empty() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+        }
+        if let Some(dest) = parts.headers.get("destination") {
+            let d = dest
+                .to_str()
+                .ok()
+                .and_then(|d| to_up.destination(d))
+                .ok_or_else(|| {
+                    DavError::Forbidden(
+                        "Destination must be a path under this account's calendars or contacts"
+                            .into(),
+                    )
+                })?;
+            let v = HeaderValue::from_str(d.as_str())
+                .map_err(|_| DavError::BadRequest("invalid Destination".into()))?;
+            headers.insert("destination", v);
+        }
+        Ok(Outgoing {
+            request: UpstreamRequest {
+                method,
+                url: target,
                 headers,
-                body: out_body.clone(),
+                body: out_body,
                 purpose: Purpose::Dav,
             },
-        )
-        .await?;
-    if resp.status().is_redirection() {
+            info,
+        })
+    }
+
+    /// Did upstream redirect to an origin the credential may not go to (a partition move)?
+    fn moved_away(&self, resp: &reqwest::Response) -> bool {
+        if !resp.status().is_redirection() {
+            return false;
+        }
         let to = resp
             .headers()
             .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|l| resp.url().join(l).ok());
-        if to.is_some_and(|t| !dav.upstream.trusted(account, &t)) {
+        let moved = to.is_some_and(|t| !self.dav.upstream.trusted(self.account, &t));
+        if moved {
             tracing::info!(
-                account = account.name(),
-                service = service.as_str(),
+                account = self.account.name(),
+                service = self.service.as_str(),
                 "upstream moved the account to a host discovery has not named; learning the layout again"
             );
-            return Ok(Attempt::Moved(learned));
         }
-    }
-    if !same_origin(resp.url(), &target) {
-        account.relearn_later(&dav.upstream);
+        moved
     }
 
-    let status = resp.status().as_u16();
-    let up_ct = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let asked = Asked {
-        method: method.as_str(),
-        body: &body,
-        info: info.as_ref(),
-    };
-    if let Some(e) = explain(&asked, status, up_ct.contains("html")) {
-        return Err(e);
+    /// How hrefs and links in this answer (from `base`) become the client's.
+    fn to_local(
+        &self,
+        learned: &Arc<Learned>,
+        base: &Url,
+        origin_used: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Arc<ToLocal> {
+        let account = self.account;
+        Arc::new(ToLocal {
+            account: account.name().to_string(),
+            learned: learned.clone(),
+            service: self.service,
+            base: base.clone(),
+            public_origin: self.public_origin.to_string(),
+            hosts: Arc::new(AccountHosts {
+                upstream: self.dav.upstream.clone(),
+                account: account.clone(),
+            }),
+            links: self.dav.links.clone(),
+            report_collection: (self.parts.method.as_str() == "REPORT")
+                .then(|| format!("/dav/{}/{}/{}", account.name(), self.home, self.rest)),
+            origin_used,
+        })
     }
 
-    let origin_used = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let to_local: Arc<dyn HrefMap> = Arc::new(ToLocal {
-        account: account.name().to_string(),
-        learned: learned.clone(),
-        service,
-        base: resp.url().clone(),
-        public_origin: public_origin.to_string(),
-        hosts: Arc::new(AccountHosts {
-            upstream: dav.upstream.clone(),
-            account: account.clone(),
-        }),
-        links: dav.links.clone(),
-        report_collection: (method.as_str() == "REPORT").then(|| {
-            format!(
-                "/dav/{}/{}/{rest}",
-                account.name(),
-                crate::dav::paths::home_segment(service)
-            )
-        }),
-        origin_used: origin_used.clone(),
-    });
+    /// The answer's body for the client: empty, XML rewritten as it streams (the first
+    /// chunk read before answering, so garbage from upstream becomes a clean 502), an object
+    /// with its links mapped (when small enough to hold), or upstream's bytes as they come.
+    async fn response_body(
+        &self,
+        resp: reqwest::Response,
+        mut head: http::response::Builder,
+        to_local: Arc<ToLocal>,
+        up_ct: &str,
+    ) -> Result<(http::response::Builder, Body), DavError> {
+        let status = resp.status().as_u16();
+        if self.parts.method == Method::HEAD || status == 204 || status == 304 {
+            return Ok((head, empty()));
+        }
+        if status == 207 || up_ct.contains("xml") {
+            head = head.header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            let to_local: Arc<dyn HrefMap> = to_local;
+            let upstream_stream = resp.bytes_stream().map_err(std::io::Error::other);
+            let mut stream = Box::pin(rewrite_stream(upstream_stream, to_local));
+            let first = match stream.next().await {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    return Err(DavError::Upstream(UpstreamError::BadResponse {
+                        detail: format!("its XML could not be read ({e})"),
+                    }))
+                }
+                None => Bytes::new(),
+            };
+            let rest = stream.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+            let all = futures_util::stream::once(async move { Ok(Frame::data(first)) }).chain(rest);
+            return Ok((head, BodyExt::boxed(StreamBody::new(all))));
+        }
+        let small = resp
+            .content_length()
+            .is_some_and(|l| l as usize <= self.dav.limits.max_body_bytes);
+        if is_object(up_ct, self.rest) && small {
+            let bytes = resp.bytes().await.map_err(|_| {
+                DavError::Upstream(UpstreamError::BadResponse {
+                    detail: "the object body was cut off".into(),
+                })
+            })?;
+            let bytes = match std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| to_local.body_text(t))
+            {
+                Some(t) => Bytes::from(t),
+                None => bytes,
+            };
+            if self.rest.ends_with(".vcf") && up_ct.starts_with("text/plain") {
+                head = head.header(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/vcard; charset=utf-8"),
+                );
+            }
+            head = head.header(http::header::CONTENT_LENGTH, bytes.len());
+            return Ok((head, full(bytes)));
+        }
+        if let Some(len) = resp.content_length() {
+            head = head.header(http::header::CONTENT_LENGTH, len);
+        }
+        Ok((head, stream_body(resp)))
+    }
+}
 
-    let mut out = Response::builder().status(status);
+/// The answer's status and the headers a client may see: the allow-list, and `Location` /
+/// `Content-Location` mapped to the client's URLs (an absolute URL we cannot map never
+/// leaks). Says whether upstream sent an ETag.
+fn response_head(resp: &reqwest::Response, to_local: &ToLocal) -> (http::response::Builder, bool) {
+    let mut out = Response::builder().status(resp.status().as_u16());
     let mut etag_seen = false;
     for name in RESPONSE_HEADERS {
         for v in resp.headers().get_all(*name) {
@@ -742,82 +831,12 @@ async fn upstream_attempt(
         if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
             match to_local.href(v) {
                 Some(mapped) => out = out.header(name, mapped),
-                // Unchanged relative paths are fine; absolute URLs we cannot map never leak.
                 None if !v.contains("://") => out = out.header(name, v),
                 None => {}
             }
         }
     }
-
-    // iCloud answers PUT without an ETag: learn it so clients need not ask again.
-    if method == Method::PUT && (200..300).contains(&status) && !etag_seen {
-        if let Some(etag) = read_back_etag(dav, account, service, &target).await {
-            out = out.header("etag", etag);
-        }
-    }
-
-    let is_xml = status == 207 || up_ct.contains("xml");
-    let body: Body = if method == Method::HEAD || status == 204 || status == 304 {
-        empty()
-    } else if is_xml {
-        out = out.header(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml; charset=utf-8"),
-        );
-        let upstream_stream = resp.bytes_stream().map_err(std::io::Error::other);
-        let mut stream = Box::pin(rewrite_stream(upstream_stream, to_local));
-        // Read the first chunk before answering, so garbage from upstream becomes a clean
-        // 502 instead of a half-written 207.
-        let first = match stream.next().await {
-            Some(Ok(b)) => b,
-            Some(Err(e)) => {
-                return Err(DavError::Upstream(UpstreamError::BadResponse {
-                    detail: format!("its XML could not be read ({e})"),
-                }))
-            }
-            None => Bytes::new(),
-        };
-        let rest = stream.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
-        let all = futures_util::stream::once(async move { Ok(Frame::data(first)) }).chain(rest);
-        BodyExt::boxed(StreamBody::new(all))
-    } else if is_object(&up_ct, rest)
-        && resp
-            .content_length()
-            .map(|l| l as usize <= dav.limits.max_body_bytes)
-            == Some(true)
-    {
-        let bytes = resp.bytes().await.map_err(|_| {
-            DavError::Upstream(UpstreamError::BadResponse {
-                detail: "the object body was cut off".into(),
-            })
-        })?;
-        let bytes = match std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|t| to_local.body_text(t))
-        {
-            Some(t) => Bytes::from(t),
-            None => bytes,
-        };
-        if rest.ends_with(".vcf") && up_ct.starts_with("text/plain") {
-            out = out.header(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/vcard; charset=utf-8"),
-            );
-        }
-        out = out.header(http::header::CONTENT_LENGTH, bytes.len());
-        full(bytes)
-    } else {
-        if let Some(len) = resp.content_length() {
-            out = out.header(http::header::CONTENT_LENGTH, len);
-        }
-        stream_body(resp)
-    };
-    let mut response = out
-        .body(body)
-        .map_err(|_| DavError::Internal("build the response"))?;
-    dedupe_content_type(response.headers_mut());
-    response.extensions_mut().insert(OriginUsed(origin_used));
-    Ok(Attempt::Done(response))
+    (out, etag_seen)
 }
 
 /// Response extension: whether the rewritten body names the client's origin (known once the
