@@ -116,6 +116,24 @@ impl UpstreamStats {
     }
 }
 
+/// What one request has used of its extra tries.
+#[derive(Default)]
+struct Tries {
+    /// Safe methods get one more try after a broken connection or a 5xx (not 503).
+    safe: bool,
+    retried: bool,
+    redirects: usize,
+    /// Already moved from a failing partition host to the front host.
+    tried_front: bool,
+}
+
+/// After one exchange: the answer, or another exchange (at once, or after a short pause).
+enum Next {
+    Done(Result<reqwest::Response, UpstreamError>),
+    Again,
+    Retry,
+}
+
 /// The shared HTTP client towards iCloud (or a generic DAV server).
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -242,23 +260,8 @@ impl Upstream {
         service: Service,
         mut req: UpstreamRequest,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if let Some(e) = account.held() {
-            return Err(e);
-        }
-        let allowed = self.trusted(account, &req.url)
-            || (req.purpose == Purpose::Discovery && self.learnable(service, &req.url));
-        if !allowed {
-            tracing::warn!(
-                account = account.name(),
-                service = service.as_str(),
-                "refused to send the password to an origin that is neither configured nor learned"
-            );
-            return Err(UpstreamError::BadResponse {
-                detail: "it named a host the bridge does not send the password to".into(),
-            });
-        }
+        self.permitted(account, service, &req)?;
         let admitted = account.admit(service).await?;
-        let authorization = &admitted.authorization;
         let _permit =
             account
                 .limiter()
@@ -268,17 +271,16 @@ impl Upstream {
                     kind: Unreachable::Protocol,
                     detail: "the bridge is shutting down".into(),
                 })?;
-        let mut redirects = 0;
-        let mut tried_front = false;
-        let safe = matches!(
-            req.method.as_str(),
-            "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT"
-        );
-        // Safe requests get one more try after a broken connection or a 5xx (not 503).
-        let mut retried = false;
+        let mut tries = Tries {
+            safe: matches!(
+                req.method.as_str(),
+                "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT"
+            ),
+            ..Tries::default()
+        };
         if self.is_down(&req.url) {
             if let Some(front_url) = self.on_front(service, &req.url) {
-                tried_front = true;
+                tries.tried_front = true;
                 req.url = front_url;
             }
         }
@@ -288,7 +290,7 @@ impl Upstream {
                 .http
                 .request(req.method.clone(), req.url.clone())
                 .headers(req.headers.clone())
-                .header(http::header::AUTHORIZATION, authorization.clone())
+                .header(http::header::AUTHORIZATION, admitted.authorization.clone())
                 .body(req.body.clone())
                 .send()
                 .await;
@@ -297,125 +299,181 @@ impl Upstream {
                 result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
                 sent.elapsed(),
             );
-            let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    // A partition host that stops answering: the front host serves the same
-                    // account paths. Retry there when nothing was sent (connect failed) or
-                    // the method is safe; skip the partition host for a while.
-                    let asset = req.purpose == Purpose::Asset;
-                    if !asset && !tried_front && !e.is_timeout() && (e.is_connect() || safe) {
-                        if let Some(front_url) = self.on_front(service, &req.url) {
-                            tracing::warn!(
-                                account = account.name(),
-                                service = service.as_str(),
-                                "partition host failed; using the front host"
-                            );
-                            self.mark_down(&req.url);
-                            tried_front = true;
-                            req.url = front_url;
-                            continue;
-                        }
-                    }
-                    if safe && !retried && !e.is_timeout() {
-                        retried = true;
-                        retry_pause().await;
-                        continue;
-                    }
-                    let err = classify_error(&e);
-                    if !asset {
-                        account.record_failure(service, &err, None);
-                    }
-                    return Err(err);
-                }
+            let next = match result {
+                Err(e) => self.after_failure(account, service, &mut req, &mut tries, e),
+                Ok(resp) => self.judge(account, service, &mut req, &mut tries, resp),
             };
-            let status = resp.status();
-            let redirect = matches!(
-                status,
-                StatusCode::MOVED_PERMANENTLY
-                    | StatusCode::FOUND
-                    | StatusCode::TEMPORARY_REDIRECT
-                    | StatusCode::PERMANENT_REDIRECT
-            );
-            match status {
-                // A photo or attachment answers for itself only (see `Purpose::Asset`).
-                _ if req.purpose == Purpose::Asset && !redirect => return Ok(resp),
-                StatusCode::UNAUTHORIZED => {
-                    let err = account.record_auth_rejected(service);
-                    tracing::warn!(
-                        account = account.name(),
-                        service = service.as_str(),
-                        "iCloud rejected the app-specific password (401)"
-                    );
-                    return Err(err);
-                }
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    let ra = resp
-                        .headers()
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok());
-                    let given = parse_retry_after(ra);
-                    let wait = account.hold_off(status.as_u16(), given);
-                    let err = UpstreamError::RateLimited {
-                        status: status.as_u16(),
-                        retry_after: retry_secs(wait),
-                    };
-                    tracing::warn!(
-                        account = account.name(),
-                        service = service.as_str(),
-                        status = status.as_u16(),
-                        hold_secs = wait.as_secs(),
-                        "iCloud is limiting requests; holding upstream requests"
-                    );
-                    account.record_failure(service, &err, Some(status.as_u16()));
-                    return Err(err);
-                }
-                StatusCode::INTERNAL_SERVER_ERROR
-                | StatusCode::BAD_GATEWAY
-                | StatusCode::GATEWAY_TIMEOUT
-                    if safe && !retried =>
-                {
-                    retried = true;
-                    retry_pause().await;
-                    continue;
-                }
-                StatusCode::MOVED_PERMANENTLY
+            match next {
+                Next::Done(r) => return r,
+                Next::Retry => retry_pause().await,
+                Next::Again => {}
+            }
+        }
+    }
+
+    /// Before anything is sent: Apple's hold, and whether the password may go to this URL.
+    fn permitted<G: Gate + ?Sized>(
+        &self,
+        account: &G,
+        service: Service,
+        req: &UpstreamRequest,
+    ) -> Result<(), UpstreamError> {
+        if let Some(e) = account.held() {
+            return Err(e);
+        }
+        let allowed = self.trusted(account, &req.url)
+            || (req.purpose == Purpose::Discovery && self.learnable(service, &req.url));
+        if allowed {
+            return Ok(());
+        }
+        tracing::warn!(
+            account = account.name(),
+            service = service.as_str(),
+            "refused to send the password to an origin that is neither configured nor learned"
+        );
+        Err(UpstreamError::BadResponse {
+            detail: "it named a host the bridge does not send the password to".into(),
+        })
+    }
+
+    /// No answer at all. A partition host that stops answering: the front host serves the
+    /// same account paths, so retry there when nothing was sent (connect failed) or the
+    /// method is safe, and skip the partition host for a while; a safe request gets one
+    /// more try.
+    fn after_failure<G: Gate + ?Sized>(
+        &self,
+        account: &G,
+        service: Service,
+        req: &mut UpstreamRequest,
+        tries: &mut Tries,
+        e: reqwest::Error,
+    ) -> Next {
+        let asset = req.purpose == Purpose::Asset;
+        if !asset && !tries.tried_front && !e.is_timeout() && (e.is_connect() || tries.safe) {
+            if let Some(front_url) = self.on_front(service, &req.url) {
+                tracing::warn!(
+                    account = account.name(),
+                    service = service.as_str(),
+                    "partition host failed; using the front host"
+                );
+                self.mark_down(&req.url);
+                tries.tried_front = true;
+                req.url = front_url;
+                return Next::Again;
+            }
+        }
+        if tries.safe && !tries.retried && !e.is_timeout() {
+            tries.retried = true;
+            return Next::Retry;
+        }
+        let err = classify_error(&e);
+        if !asset {
+            account.record_failure(service, &err, None);
+        }
+        Next::Done(Err(err))
+    }
+
+    /// What Apple's answer means: 401 and 429/503 become errors and account state, a 5xx
+    /// gets one more try when safe, redirects are followed within trusted origins only.
+    fn judge<G: Gate + ?Sized>(
+        &self,
+        account: &G,
+        service: Service,
+        req: &mut UpstreamRequest,
+        tries: &mut Tries,
+        resp: reqwest::Response,
+    ) -> Next {
+        let status = resp.status();
+        let redirect = matches!(
+            status,
+            StatusCode::MOVED_PERMANENTLY
                 | StatusCode::FOUND
                 | StatusCode::TEMPORARY_REDIRECT
                 | StatusCode::PERMANENT_REDIRECT
-                    if redirects < MAX_REDIRECTS =>
-                {
-                    let target = resp
-                        .headers()
-                        .get(http::header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|l| req.url.join(l).ok());
-                    match target {
-                        Some(t) if self.trusted(account, &t) && t != req.url => {
-                            tracing::info!(
-                                account = account.name(),
-                                service = service.as_str(),
-                                "upstream moved the resource to another host; following"
-                            );
-                            redirects += 1;
-                            req.url = t;
-                            continue;
+        );
+        match status {
+            // A photo or attachment answers for itself only (see `Purpose::Asset`).
+            _ if req.purpose == Purpose::Asset && !redirect => Next::Done(Ok(resp)),
+            StatusCode::UNAUTHORIZED => {
+                let err = account.record_auth_rejected(service);
+                tracing::warn!(
+                    account = account.name(),
+                    service = service.as_str(),
+                    "iCloud rejected the app-specific password (401)"
+                );
+                Next::Done(Err(err))
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                Next::Done(Err(self.hold(account, service, &resp)))
+            }
+            StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::GATEWAY_TIMEOUT
+                if tries.safe && !tries.retried =>
+            {
+                tries.retried = true;
+                Next::Retry
+            }
+            _ if redirect && tries.redirects < MAX_REDIRECTS => {
+                let target = resp
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| req.url.join(l).ok());
+                match target {
+                    Some(t) if self.trusted(account, &t) && t != req.url => {
+                        tracing::info!(
+                            account = account.name(),
+                            service = service.as_str(),
+                            "upstream moved the resource to another host; following"
+                        );
+                        tries.redirects += 1;
+                        req.url = t;
+                        Next::Again
+                    }
+                    _ => {
+                        if req.purpose != Purpose::Asset {
+                            account.record_success(service, status.as_u16());
                         }
-                        _ => {
-                            if req.purpose != Purpose::Asset {
-                                account.record_success(service, status.as_u16());
-                            }
-                            return Ok(resp);
-                        }
+                        Next::Done(Ok(resp))
                     }
                 }
-                _ => {
-                    account.clear_hold();
-                    account.record_success(service, status.as_u16());
-                    return Ok(resp);
-                }
+            }
+            _ => {
+                account.clear_hold();
+                account.record_success(service, status.as_u16());
+                Next::Done(Ok(resp))
             }
         }
+    }
+
+    /// Apple answered 429/503: hold every upstream request of the account exactly as long
+    /// as its `Retry-After` asks (see [`Gate::hold_off`]).
+    fn hold<G: Gate + ?Sized>(
+        &self,
+        account: &G,
+        service: Service,
+        resp: &reqwest::Response,
+    ) -> UpstreamError {
+        let status = resp.status().as_u16();
+        let ra = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok());
+        let wait = account.hold_off(status, parse_retry_after(ra));
+        let err = UpstreamError::RateLimited {
+            status,
+            retry_after: retry_secs(wait),
+        };
+        tracing::warn!(
+            account = account.name(),
+            service = service.as_str(),
+            status,
+            hold_secs = wait.as_secs(),
+            "iCloud is limiting requests; holding upstream requests"
+        );
+        account.record_failure(service, &err, Some(status));
+        err
     }
 
     fn mark_down(&self, url: &Url) {
