@@ -9,6 +9,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type used throughout the bridge.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// A client's request body as every layer behind the listener sees it: whatever the
+/// connection (or a test) delivers, boxed once at the router.
+pub type RequestBody = BoxBody<Bytes, BoxError>;
+
 /// A body of one buffer.
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()

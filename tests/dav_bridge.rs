@@ -1014,3 +1014,65 @@ async fn the_status_page_explains_task_lists_once_a_client_lists_its_calendars()
     );
     env.stop().await;
 }
+
+/// The whole pipeline (router, login, DAV tree, cache, upstream, rewriter) driven in-process,
+/// without a socket: `service` takes any body type.
+#[tokio::test]
+async fn the_pipeline_runs_in_process_with_any_body_type() {
+    use base64::Engine;
+    use http_body_util::{BodyExt, Full};
+    let env = start().await;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", env.user, env.pass))
+    );
+    let ask = |method: &str, path: &str, body: &'static str| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", auth.as_str())
+            .header("depth", "1")
+            .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    let peer: std::net::SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let app = env.bridge.app.clone();
+    let resp = icloud_bridge::server::router::service(
+        app.clone(),
+        peer,
+        ask("PROPFIND", "/dav/alice/calendars/", PROPFIND_LIST),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 207);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let listed = hrefs(&text);
+    assert!(
+        listed
+            .iter()
+            .any(|h| h.starts_with("/dav/alice/calendars/") && h.len() > 21),
+        "the home listing names calendars: {listed:?}"
+    );
+    env.assert_no_leak("in-process PROPFIND", &text);
+    // A wrong login is a local 401, never Apple's.
+    let mut wrong = ask("PROPFIND", "/dav/alice/calendars/", PROPFIND_LIST);
+    wrong.headers_mut().insert(
+        "authorization",
+        http::HeaderValue::from_static("Basic bm9ib2R5Om5vcGU="),
+    );
+    let resp = icloud_bridge::server::router::service(app, peer, wrong)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("icloud-bridge"), "{challenge}");
+}

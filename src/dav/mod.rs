@@ -62,10 +62,10 @@ impl Dav {
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 
 use crate::accounts::Account;
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::dav::discovery::Resource;
 use crate::dav::error::DavError;
 use crate::dav::paths::Local;
@@ -78,7 +78,7 @@ use crate::xml::inspect::{inspect, PropRequest};
 pub async fn handle(
     dav: &Dav,
     account: &Arc<Account>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     public_origin: &str,
 ) -> Response<Body> {
     match route(dav, account, req, public_origin).await {
@@ -119,7 +119,7 @@ fn check_account(account: &Account, named: &str) -> Result<(), DavError> {
 async fn route(
     dav: &Dav,
     account: &Arc<Account>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
     let uri = req.uri().clone();
@@ -168,7 +168,7 @@ async fn local_resource(
     account: &Arc<Account>,
     resource: Resource,
     path: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, DavError> {
     match req.method().as_str() {
         "OPTIONS" => Ok(discovery::options(false)),
@@ -206,7 +206,7 @@ async fn fetch_upstream_url(
     dav: &Dav,
     account: &Arc<Account>,
     key: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, DavError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(DavError::MethodNotAllowed(req.method().to_string()));

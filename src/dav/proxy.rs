@@ -8,10 +8,11 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use url::Url;
 
 use crate::accounts::Account;
+use crate::body::RequestBody;
 use crate::body::{empty, full, stream_body, Body, BoxError};
 use crate::cache::policy::{not_modified, Policy};
 use crate::cache::{Entry, Key, SHARED_ORIGIN};
@@ -82,7 +83,7 @@ const BODY_BUDGET_RETRY_SECS: u64 = 5;
 pub async fn read_body(
     dav: &Dav,
     head: &http::request::Parts,
-    mut body: Incoming,
+    mut body: RequestBody,
 ) -> Result<(Bytes, BodyReservation), DavError> {
     use hyper::body::Body as _;
     let limit = dav.limits.max_body_bytes;
@@ -166,7 +167,7 @@ const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// still sending (at most `limit` bytes, for [`DISCARD_FOR`]) while the 503 goes out: a
 /// connection closed with unread data is reset, and the client would see the reset instead
 /// of the answer. Nothing is kept: each piece is dropped as it arrives.
-fn discard_rest(mut body: Incoming, limit: usize) {
+fn discard_rest(mut body: RequestBody, limit: usize) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(DISCARD_FOR, async {
             let mut seen = 0usize;
@@ -214,7 +215,7 @@ pub async fn forward(
     account: &Arc<Account>,
     service: Service,
     rest: &str,
-    req: http::Request<Incoming>,
+    req: http::Request<RequestBody>,
     public_origin: &str,
 ) -> Result<Response<Body>, DavError> {
     if let Some(why) = refuse_rest(rest) {

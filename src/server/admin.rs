@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 
 use crate::accounts::reconnect::test_and_store;
@@ -17,6 +16,7 @@ use crate::app::App;
 use crate::auth::logins::Login;
 use crate::auth::{self, AuthOutcome};
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::config::{valid_account_name, AccountConfig};
 use crate::server::csrf::{self, Csrf};
 use crate::server::page::{self, SetupAccount};
@@ -66,7 +66,7 @@ impl AdminState {
     }
 }
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+fn query(req: &Request<RequestBody>) -> HashMap<String, String> {
     parse_pairs(req.uri().query().unwrap_or("").as_bytes())
 }
 
@@ -80,7 +80,7 @@ fn parse_pairs(bytes: &[u8]) -> HashMap<String, String> {
 }
 
 /// Read an `application/x-www-form-urlencoded` body of at most [`MAX_FORM_BYTES`].
-async fn read_form(req: Request<Incoming>) -> Result<HashMap<String, String>, Response<Body>> {
+async fn read_form(req: Request<RequestBody>) -> Result<HashMap<String, String>, Response<Body>> {
     let is_form = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -98,17 +98,27 @@ async fn read_form(req: Request<Incoming>) -> Result<HashMap<String, String>, Re
             "The form must be sent as application/x-www-form-urlencoded.",
         ));
     }
-    match Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
-        Ok(c) => Ok(parse_pairs(&c.to_bytes())),
-        Err(_) => Err(page::message(
+    let refused = || {
+        page::message(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Refused",
             "The form was too large or could not be read.",
-        )),
+        )
+    };
+    let mut body = req.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(refused());
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_FORM_BYTES {
+                return Err(refused());
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(parse_pairs(&buf))
 }
 
 fn not_allowed() -> Response<Body> {
@@ -195,7 +205,7 @@ fn account_for(
 pub async fn reconnect(
     app: &Arc<App>,
     remote: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<Body> {
     let method = req.method().clone();
     let is_get = method == Method::GET || method == Method::HEAD;
@@ -307,7 +317,7 @@ fn setup_choice(accounts: &[Arc<Account>]) -> SetupAccount<'_> {
 }
 
 /// `GET|POST /setup?token=...`: the one-time first-run page.
-pub async fn setup(app: &Arc<App>, req: Request<Incoming>, base: &str) -> Response<Body> {
+pub async fn setup(app: &Arc<App>, req: Request<RequestBody>, base: &str) -> Response<Body> {
     let method = req.method().clone();
     let is_get = method == Method::GET || method == Method::HEAD;
     if !is_get && method != Method::POST {

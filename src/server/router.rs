@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{self, AuthOutcome};
+use crate::body::RequestBody;
 use crate::body::{full, text, Body};
 use crate::dav;
 use crate::dav::paths::{self, Local};
@@ -23,7 +23,7 @@ pub struct ViaTls;
 
 /// How the client reached us (`http://host:port`, or `https://` over `tls_listen`), for
 /// absolute URLs in bodies.
-fn public_origin(app: &App, req: &Request<Incoming>) -> String {
+fn public_origin(app: &App, req: &Request<RequestBody>) -> String {
     let scheme = if req.extensions().get::<ViaTls>().is_some() {
         "https"
     } else {
@@ -68,7 +68,7 @@ async fn ca_pem(app: &App) -> Response<Body> {
 
 /// The base URL shown on the operator's pages: `public_url` if configured, else how the
 /// reader reached us.
-fn page_base(app: &App, req: &Request<Incoming>) -> String {
+fn page_base(app: &App, req: &Request<RequestBody>) -> String {
     if app.config.server.public_url.is_some() {
         app.config.public_base()
     } else {
@@ -77,7 +77,7 @@ fn page_base(app: &App, req: &Request<Incoming>) -> String {
 }
 
 /// The success note after a reconnect (`/status?reconnected=NAME`), for a known account only.
-fn status_note(app: &App, req: &Request<Incoming>) -> Option<String> {
+fn status_note(app: &App, req: &Request<RequestBody>) -> Option<String> {
     let q = req.uri().query()?;
     let name = url::form_urlencoded::parse(q.as_bytes())
         .find(|(k, _)| k == "reconnected")
@@ -108,10 +108,27 @@ fn host_from_authority<B>(req: &mut Request<B>) {
 }
 
 /// The HTTP service: one request in, one response out, never an error.
-pub async fn service(
+///
+/// Generic over the request body, so that the whole pipeline can be driven in-process (a
+/// test hands it a `Full<Bytes>`); the body is boxed once here.
+pub fn service<B>(
     app: Arc<App>,
     remote: SocketAddr,
-    mut req: Request<Incoming>,
+    req: Request<B>,
+) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    use http_body_util::BodyExt;
+    let req = req.map(|b| b.map_err(|e| Box::new(e) as crate::body::BoxError).boxed());
+    serve(app, remote, req)
+}
+
+async fn serve(
+    app: Arc<App>,
+    remote: SocketAddr,
+    mut req: Request<RequestBody>,
 ) -> Result<Response<Body>, Infallible> {
     host_from_authority(&mut req);
     let method = req.method().clone();
@@ -124,7 +141,7 @@ pub async fn service(
     Ok(resp)
 }
 
-async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
     // A clone of the URI shares its bytes: the path is borrowed, not copied.
     let uri = req.uri().clone();
     let path = uri.path();
