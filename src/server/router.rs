@@ -142,63 +142,84 @@ async fn serve(
 }
 
 async fn dispatch(app: &Arc<App>, remote: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
-    // A clone of the URI shares its bytes: the path is borrowed, not copied.
-    let uri = req.uri().clone();
-    let path = uri.path();
-    let method = req.method().clone();
-    let is_get = method == Method::GET || method == Method::HEAD;
-    let page = matches!(
-        (path, is_get),
-        (
-            "/" | "/status" | "/status.json" | "/ca.pem" | "/metrics",
-            true
-        )
-    ) || path == "/setup"
-        || path.starts_with("/admin/");
-    if page {
+    match page(app, remote, req).await {
+        Ok(resp) => resp,
+        Err(req) => dav_tree(app, remote, req).await,
+    }
+}
+
+/// The operator's pages (status, JSON, health, CA, metrics, forms), or the request back when
+/// it is not for one. Pages answer only to the bridge's own names (DNS rebinding).
+async fn page(
+    app: &Arc<App>,
+    remote: SocketAddr,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, Request<RequestBody>> {
+    let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let path = req.uri().path();
+    let public = is_get
+        && matches!(
+            path,
+            "/" | "/status" | "/status.json" | "/ca.pem" | "/metrics" | "/healthz"
+        );
+    let form = path == "/setup" || path.starts_with("/admin/");
+    if !public && !form {
+        return Err(req);
+    }
+    if path != "/healthz" {
         let host = req
             .headers()
             .get(http::header::HOST)
             .map(|h| h.to_str().unwrap_or(""));
         if !app.own_names.allows(host) {
-            return text(
+            return Ok(text(
                 StatusCode::MISDIRECTED_REQUEST,
                 "This bridge's pages answer only to its own names and addresses. If this is how you reach it, set [server] public_url to this address.\n",
-            );
+            ));
         }
     }
-    // Public pages: no login needed.
-    match (path, is_get) {
-        ("/" | "/status", true) => {
-            let note = status_note(app, &req);
-            let base = page_base(app, &req);
-            let https = if base.starts_with("https://") {
-                None
-            } else {
-                let host = req
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok());
-                app.https_base(host)
-            };
-            return status::html(app, &base, https.as_deref(), note.as_deref());
-        }
-        ("/status.json", true) => return status::json(app),
-        ("/healthz", true) => return text(StatusCode::OK, "ok\n"),
-        ("/ca.pem", true) => return ca_pem(app).await,
-        ("/metrics", true) => return app.metrics.render(app),
-        _ => {}
+    if public {
+        // Public pages: no login needed.
+        return Ok(match path {
+            "/status.json" => status::json(app),
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/ca.pem" => ca_pem(app).await,
+            "/metrics" => app.metrics.render(app),
+            _ => status_html(app, &req),
+        });
     }
     // The operator's forms check their own logins, tokens and origins.
-    match path {
-        "/admin/reconnect" => return admin::reconnect(app, remote, req).await,
+    Ok(match path {
+        "/admin/reconnect" => admin::reconnect(app, remote, req).await,
         "/setup" => {
             let base = page_base(app, &req);
-            return admin::setup(app, req, &base).await;
+            admin::setup(app, req, &base).await
         }
-        _ => {}
-    }
-    let local = paths::parse(path);
+        _ => return Err(req),
+    })
+}
+
+/// The status page, with the HTTPS address to offer when read over plain HTTP.
+fn status_html(app: &App, req: &Request<RequestBody>) -> Response<Body> {
+    let note = status_note(app, req);
+    let base = page_base(app, req);
+    let https = if base.starts_with("https://") {
+        None
+    } else {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        app.https_base(host)
+    };
+    status::html(app, &base, https.as_deref(), note.as_deref())
+}
+
+/// Discovery that needs no login (well-known redirects, OPTIONS), then the device's login,
+/// then the DAV tree of its account.
+async fn dav_tree(app: &Arc<App>, remote: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
+    let method = req.method().clone();
+    let local = paths::parse(req.uri().path());
     if let Local::WellKnown(_) = local {
         if method != Method::OPTIONS && method.as_str() != "PROPFIND" {
             let mut r = text(StatusCode::MOVED_PERMANENTLY, "see /\n");
