@@ -379,20 +379,9 @@ fn dn(cn: &str) -> rcgen::DistinguishedName {
     dn
 }
 
-/// (year, month, day) of the UTC date `days_from_today` days from now.
-fn ymd(days_from_today: i64) -> (i32, u8, u8) {
-    let today = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| (d.as_secs() / 86_400) as i64)
-        .unwrap_or(0);
-    crate::dates::civil_from_days(today + days_from_today)
-}
-
 fn validity(params: &mut rcgen::CertificateParams, days: i64) {
-    let (y, m, d) = ymd(-1);
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = ymd(days - 1);
-    params.not_after = rcgen::date_time_ymd(y, m, d);
+    params.not_before = crate::dates::midnight_in_days(-1);
+    params.not_after = crate::dates::midnight_in_days(days - 1);
 }
 
 fn gen_err(e: rcgen::Error) -> String {
@@ -635,6 +624,15 @@ mod tests {
         let chain = read_certs(&dir.path().join(CERT_FILE)).unwrap();
         assert_eq!(chain.len(), 2);
         assert_eq!(chain[1], read_certs(&ca).unwrap()[0]);
+        // Valid from yesterday's midnight (UTC) for whole days.
+        for (der, days) in [(&chain[0], LEAF_DAYS), (&chain[1], CA_DAYS)] {
+            use x509_parser::prelude::FromDer;
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+            let v = cert.validity();
+            let at = |d: i64| crate::dates::midnight_in_days(d).unix_timestamp();
+            assert_eq!(v.not_before.timestamp(), at(-1));
+            assert_eq!(v.not_after.timestamp(), at(days - 1));
+        }
         // A client that trusts only ca.pem accepts it, by name and by address, with ALPN.
         let https = https_config(&server_cfg(dir.path())).unwrap();
         for n in ["localhost", "127.0.0.1", "::1"] {

@@ -333,28 +333,15 @@ pub fn header_value(raw: &[u8], name: &str) -> Option<String> {
 
 /// `dd-Mon-yyyy hh:mm:ss +0000` for seconds since the epoch.
 pub fn imap_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mon = MONTHS[((m - 1).clamp(0, 11)) as usize];
-    format!(
-        "{d:02}-{mon}-{y:04} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[day]-[month repr:short]-[year] [hour]:[minute]:[second] +0000"
+    );
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::UtcDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::UtcDateTime::MAX)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

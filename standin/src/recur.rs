@@ -1,47 +1,23 @@
 //! Date-time arithmetic and recurrence-aware time-range matching for calendar-query.
 
-/// Days since 1970-01-01 for a proleptic Gregorian date.
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+use std::time::{Duration, UNIX_EPOCH};
+
+use time::{Date, Month, UtcDateTime};
+
+/// Seconds since 1970-01-01 of midnight UTC starting a proleptic Gregorian date; `None` for
+/// a date that does not exist (`20260230`).
+pub fn day_start(y: i64, m: i64, d: i64) -> Option<i64> {
+    let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?);
+    Some(UtcDateTime::new(date.ok()?, time::Time::MIDNIGHT).unix_timestamp())
 }
 
-/// (year, month, day) for days since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// An RFC 1123 date (`Tue, 06 Jan 2026 10:00:00 GMT`) for seconds since the epoch.
+/// An RFC 1123 date (`Tue, 06 Jan 2026 10:00:00 GMT`) for seconds since the epoch, within
+/// 1970..=9999 (what `httpdate` can show).
 pub fn http_date(secs: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    let wd = DAYS[days.rem_euclid(7) as usize];
-    let mon = MONTHS[((m - 1).clamp(0, 11)) as usize];
-    format!(
-        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} GMT",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let secs = u64::try_from(secs).unwrap_or(0).min(LAST);
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn digits(s: &str) -> Option<i64> {
@@ -63,7 +39,7 @@ pub fn parse_datetime(v: &str) -> Option<(i64, bool)> {
         digits(v.get(4..6)?)?,
         digits(v.get(6..8)?)?,
     );
-    let day = days_from_civil(y, m, d) * 86400;
+    let day = day_start(y, m, d)?;
     if v.len() == 8 {
         return Some((day, true));
     }
@@ -173,18 +149,21 @@ pub fn parse_rrule(v: &str) -> Option<Rule> {
     have_freq.then_some(rule)
 }
 
+/// `t` moved by whole months, keeping the day of the month and the time of day; `None` for
+/// an instance that does not exist (the 31st in a 30-day month), `i64::MAX` past the year
+/// 9999 (later than any range a query can name).
 fn add_months(t: i64, months: i64) -> Option<i64> {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    let total = y * 12 + (m - 1) + months;
-    let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
-    // Skip instances that do not exist (e.g. the 31st in a 30-day month).
-    let back = civil_from_days(days_from_civil(ny, nm, d));
-    if back != (ny, nm, d) {
-        return None;
-    }
-    Some(days_from_civil(ny, nm, d) * 86400 + secs)
+    let at = UtcDateTime::from_unix_timestamp(t).ok()?;
+    let total = i64::from(at.year()) * 12 + i64::from(u8::from(at.month())) - 1 + months;
+    let Some(year) = i32::try_from(total.div_euclid(12))
+        .ok()
+        .filter(|y| (Date::MIN.year()..=Date::MAX.year()).contains(y))
+    else {
+        return Some(i64::MAX);
+    };
+    let month = Month::try_from(u8::try_from(total.rem_euclid(12) + 1).ok()?).ok()?;
+    let date = Date::from_calendar_date(year, month, at.day()).ok()?;
+    Some(UtcDateTime::new(date, at.time()).unix_timestamp())
 }
 
 /// Does the span [start, end) overlap [range_start, range_end) per RFC 4791 §9.9?
@@ -270,17 +249,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_roundtrip_and_http_date() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(days_from_civil(2026, 3, 14)), (2026, 3, 14));
+    fn days_months_and_http_dates() {
+        assert_eq!(day_start(1970, 1, 1), Some(0));
+        assert_eq!(day_start(2026, 3, 14), Some(1_773_446_400));
+        assert_eq!(day_start(1969, 12, 31), Some(-86_400));
+        assert_eq!(day_start(2026, 2, 30), None);
+        assert_eq!(day_start(2026, 13, 1), None);
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_767_693_600), "Tue, 06 Jan 2026 10:00:00 GMT");
+        assert_eq!(http_date(i64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        let jan31 = parse_datetime("20260131T093000Z").unwrap().0;
+        assert_eq!(add_months(jan31, 1), None, "no 31 February");
+        assert_eq!(
+            add_months(jan31, 2),
+            parse_datetime("20260331T093000Z").map(|t| t.0)
+        );
+        assert_eq!(
+            add_months(jan31, -13),
+            parse_datetime("20241231T093000Z").map(|t| t.0)
+        );
+        assert_eq!(add_months(jan31, 12 * 8000), Some(i64::MAX));
     }
 
     #[test]
     fn parses_times_and_durations() {
         let (t, d) = parse_datetime("20260110T100000Z").unwrap();
         assert!(!d);
-        assert_eq!(t, days_from_civil(2026, 1, 10) * 86400 + 36000);
+        assert_eq!(t, day_start(2026, 1, 10).unwrap() + 36000);
         assert!(parse_datetime("20260110").unwrap().1);
         assert_eq!(parse_duration("PT1H30M"), Some(5400));
         assert_eq!(parse_duration("-P1W"), Some(-604800));
