@@ -1,220 +1,310 @@
-//! Prometheus text metrics: requests by method and status, request latency, account state,
-//! state changes and webhook deliveries.
+//! Prometheus text metrics (`prometheus-client`, text format 0.0.4): requests by method and
+//! status, request latency, state changes and webhook deliveries, recorded here; refused
+//! connections and bodies, account state, the cache and the upstream client, read at each
+//! scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Response, StatusCode};
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::app::App;
 use crate::body::{full, Body};
 use crate::upstream::service::ServiceState;
 
-const BUCKETS_MS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
+/// Every metric's name starts with `icloud_bridge_`.
+const PREFIX: &str = "icloud_bridge";
+const BUCKETS_SECS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const WEBHOOK_RESULTS: [&str; 3] = ["ok", "retry", "failed"];
+/// Methods counted by name; others are folded into `OTHER` so clients cannot grow the table.
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "PUT",
+    "DELETE",
+    "OPTIONS",
+    "PROPFIND",
+    "PROPPATCH",
+    "REPORT",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "COPY",
+    "POST",
+];
 
-#[derive(Default)]
-struct Inner {
-    requests: BTreeMap<(&'static str, u16), u64>,
-    latency_buckets: Vec<u64>,
-    latency_sum_ms: f64,
-    latency_count: u64,
-    /// (account, new state) -> changes of the account's state.
-    state_changes: BTreeMap<(String, &'static str), u64>,
-    /// ok, retry, failed.
-    webhooks: [u64; 3],
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    status: u16,
 }
 
-const WEBHOOK_RESULTS: [&str; 3] = ["ok", "retry", "failed"];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateChangeLabels {
+    account: String,
+    state: &'static str,
+}
 
-/// Counters kept in memory; rendered on `/metrics`.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountStateLabels {
+    account: String,
+    service: &'static str,
+    state: &'static str,
+}
+
+/// What this process counts; rendered on `/metrics` with what other parts keep.
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histogram,
+    /// (account, new state) -> changes of the account's state.
+    state_changes: Family<StateChangeLabels, Counter>,
+    webhooks: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let webhooks = Family::default();
+        // All three results show from the start, at 0.
+        for result in WEBHOOK_RESULTS {
+            webhooks.get_or_create_owned(&ResultLabels { result });
+        }
+        Metrics {
+            requests: Family::default(),
+            latency: Histogram::new(BUCKETS_SECS),
+            state_changes: Family::default(),
+            webhooks,
+        }
+    }
 }
 
 impl Metrics {
     pub fn record_request(&self, method: &str, status: u16, took: Duration) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // Unknown methods are folded together so clients cannot grow the table.
-        const KNOWN: &[&str] = &[
-            "GET",
-            "HEAD",
-            "PUT",
-            "DELETE",
-            "OPTIONS",
-            "PROPFIND",
-            "PROPPATCH",
-            "REPORT",
-            "MKCALENDAR",
-            "MKCOL",
-            "MOVE",
-            "COPY",
-            "POST",
-        ];
-        let m: &'static str = KNOWN
+        let method = KNOWN_METHODS
             .iter()
             .find(|k| **k == method)
             .copied()
             .unwrap_or("OTHER");
-        *g.requests.entry((m, status)).or_default() += 1;
-        if g.latency_buckets.is_empty() {
-            g.latency_buckets = vec![0; BUCKETS_MS.len()];
-        }
-        let ms = took.as_secs_f64() * 1000.0;
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *b {
-                g.latency_buckets[i] += 1;
-            }
-        }
-        g.latency_sum_ms += ms;
-        g.latency_count += 1;
+        self.requests
+            .get_or_create(&RequestLabels { method, status })
+            .inc();
+        self.latency.observe(took.as_secs_f64());
     }
 
     /// The account's state changed to `state`.
     pub fn record_state_change(&self, account: &str, state: &'static str) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *g.state_changes
-            .entry((account.to_string(), state))
-            .or_default() += 1;
+        self.state_changes
+            .get_or_create(&StateChangeLabels {
+                account: account.to_string(),
+                state,
+            })
+            .inc();
     }
 
     /// One webhook delivery attempt: `ok`, `retry` (failed, will retry) or `failed` (gave up).
     pub fn record_webhook(&self, result: &str) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = WEBHOOK_RESULTS.iter().position(|r| *r == result) {
-            g.webhooks[i] += 1;
+        if let Some(result) = WEBHOOK_RESULTS.iter().find(|r| **r == result) {
+            self.webhooks.get_or_create(&ResultLabels { result }).inc();
         }
     }
 
     #[cfg(test)]
     pub(crate) fn inner_webhooks(&self) -> [u64; 3] {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .webhooks
+        WEBHOOK_RESULTS.map(|result| self.webhooks.get_or_create(&ResultLabels { result }).get())
     }
 
-    pub fn render(&self, app: &App) -> Response<Body> {
-        let mut out = String::new();
-        {
-            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            out.push_str("# HELP icloud_bridge_requests_total Client requests by method and status.\n# TYPE icloud_bridge_requests_total counter\n");
-            for ((m, s), n) in &g.requests {
-                let _ = writeln!(
-                    out,
-                    "icloud_bridge_requests_total{{method=\"{m}\",status=\"{s}\"}} {n}"
-                );
-            }
-            out.push_str("# HELP icloud_bridge_request_duration_seconds Time to answer a client request (headers).\n# TYPE icloud_bridge_request_duration_seconds histogram\n");
-            for (i, b) in BUCKETS_MS.iter().enumerate() {
-                let n = g.latency_buckets.get(i).copied().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "icloud_bridge_request_duration_seconds_bucket{{le=\"{}\"}} {n}",
-                    b / 1000.0
-                );
-            }
-            let _ = writeln!(
-                out,
-                "icloud_bridge_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\nicloud_bridge_request_duration_seconds_sum {}\nicloud_bridge_request_duration_seconds_count {}",
-                g.latency_count,
-                g.latency_sum_ms / 1000.0,
-                g.latency_count
-            );
-            out.push_str("# HELP icloud_bridge_state_changes_total Changes of an account's state, by the new state.\n# TYPE icloud_bridge_state_changes_total counter\n");
-            for ((a, s), n) in &g.state_changes {
-                let _ = writeln!(
-                    out,
-                    "icloud_bridge_state_changes_total{{account=\"{a}\",state=\"{s}\"}} {n}"
-                );
-            }
-            out.push_str("# HELP icloud_bridge_webhook_deliveries_total Webhook delivery attempts: ok, retry (failed, retried later), failed (gave up).\n# TYPE icloud_bridge_webhook_deliveries_total counter\n");
-            for (r, n) in WEBHOOK_RESULTS.iter().zip(g.webhooks) {
-                let _ = writeln!(
-                    out,
-                    "icloud_bridge_webhook_deliveries_total{{result=\"{r}\"}} {n}"
-                );
-            }
-        }
-        out.push_str("# HELP icloud_bridge_refused_total Connections refused over a per-address or total limit, and request bodies refused over the body budget.\n# TYPE icloud_bridge_refused_total counter\n");
-        let _ = writeln!(
-            out,
-            "icloud_bridge_refused_total{{what=\"connection\"}} {}\nicloud_bridge_refused_total{{what=\"body\"}} {}",
-            app.conns.refused(),
-            app.dav.bodies.refused()
+    /// This process's counters, in the order they are shown.
+    fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "requests",
+            "Client requests by method and status",
+            self.requests.clone(),
         );
-        out.push_str("# HELP icloud_bridge_account_state 1 for the current state of each account and service.\n# TYPE icloud_bridge_account_state gauge\n");
-        for (name, acc) in app.accounts.snapshot().iter() {
-            for &svc in acc.served() {
-                let st = acc.status(svc).state;
-                for s in ServiceState::ALL {
-                    let _ = writeln!(
-                        out,
-                        "icloud_bridge_account_state{{account=\"{name}\",service=\"{}\",state=\"{}\"}} {}",
-                        svc.as_str(),
-                        s.as_str(),
-                        u8::from(s == st)
-                    );
-                }
+        reg.register_with_unit(
+            "request_duration",
+            "Time to answer a client request (headers)",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        reg.register(
+            "state_changes",
+            "Changes of an account's state, by the new state",
+            self.state_changes.clone(),
+        );
+        reg.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts: ok, retry (failed, retried later), failed (gave up)",
+            self.webhooks.clone(),
+        );
+    }
+
+    /// The `/metrics` answer: this process's counters, then the values read from `app`.
+    pub fn render(&self, app: &App) -> Response<Body> {
+        let mut reg = Registry::with_prefix(PREFIX);
+        self.register(&mut reg);
+        register_read(&mut reg, app);
+        app.upstream.stats.register(&mut reg);
+        let mut out = String::new();
+        let mut r = match prometheus_text::encode(&mut out, &reg) {
+            Ok(()) => Response::new(full(out)),
+            Err(_) => {
+                tracing::error!("cannot render /metrics");
+                let mut r = Response::new(full("cannot render the metrics\n"));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
             }
-        }
-        render_cache(&mut out, app);
-        app.upstream.stats.render(&mut out);
-        let mut r = Response::new(full(out));
+        };
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
         );
         r
     }
 }
 
-/// The cache's counters and size.
-fn render_cache(out: &mut String, app: &App) {
-    use std::sync::atomic::Ordering::Relaxed;
+/// The values other parts keep, as they are now: refusals, account state, the cache.
+fn register_read(reg: &mut Registry, app: &App) {
+    let refused = Family::<WhatLabels, Counter>::default();
+    for (what, n) in [
+        ("connection", app.conns.refused()),
+        ("body", app.dav.bodies.refused()),
+    ] {
+        refused.get_or_create(&WhatLabels { what }).inc_by(n);
+    }
+    reg.register(
+        "refused",
+        "Connections refused over a per-address or total limit, and request bodies refused over the body budget",
+        refused,
+    );
+    let state = Family::<AccountStateLabels, Gauge>::default();
+    for (name, acc) in app.accounts.snapshot().iter() {
+        for &svc in acc.served() {
+            let now = acc.status(svc).state;
+            for s in ServiceState::ALL {
+                let labels = AccountStateLabels {
+                    account: name.to_string(),
+                    service: svc.as_str(),
+                    state: s.as_str(),
+                };
+                state.get_or_create(&labels).set(i64::from(s == now));
+            }
+        }
+    }
+    reg.register(
+        "account_state",
+        "1 for the current state of each account and service",
+        state,
+    );
     let st = &app.dav.cache.stats;
-    let (entries, bytes) = app.dav.cache.size();
     for (name, help, v) in [
+        ("cache_hits", "Requests answered from the cache", &st.hits),
         (
-            "icloud_bridge_cache_hits_total",
-            "Requests answered from the cache.",
-            st.hits.load(Relaxed),
+            "cache_misses",
+            "Cacheable requests that went to upstream",
+            &st.misses,
         ),
         (
-            "icloud_bridge_cache_misses_total",
-            "Cacheable requests that went to upstream.",
-            st.misses.load(Relaxed),
+            "cache_stale_served",
+            "Stale answers served while iCloud failed",
+            &st.stale_served,
         ),
         (
-            "icloud_bridge_cache_stale_served_total",
-            "Stale answers served while iCloud failed.",
-            st.stale_served.load(Relaxed),
+            "cache_coalesced",
+            "Requests that waited for an identical one instead of asking upstream",
+            &st.coalesced,
         ),
         (
-            "icloud_bridge_cache_coalesced_total",
-            "Requests that waited for an identical one instead of asking upstream.",
-            st.coalesced.load(Relaxed),
+            "cache_evictions",
+            "Entries evicted to stay within cache.max_bytes",
+            &st.evictions,
         ),
         (
-            "icloud_bridge_cache_evictions_total",
-            "Entries evicted to stay within cache.max_bytes.",
-            st.evictions.load(Relaxed),
-        ),
-        (
-            "icloud_bridge_cache_invalidations_total",
-            "Writes that invalidated cached collections.",
-            st.invalidations.load(Relaxed),
+            "cache_invalidations",
+            "Writes that invalidated cached collections",
+            &st.invalidations,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
     }
-    let _ = writeln!(
-        out,
-        "# HELP icloud_bridge_cache_bytes Bytes held by the cache.\n# TYPE icloud_bridge_cache_bytes gauge\nicloud_bridge_cache_bytes {bytes}\n# HELP icloud_bridge_cache_entries Entries held by the cache.\n# TYPE icloud_bridge_cache_entries gauge\nicloud_bridge_cache_entries {entries}"
+    let (entries, bytes) = app.dav.cache.size();
+    reg.register(
+        "cache_bytes",
+        "Bytes held by the cache",
+        ConstGauge::new(bytes),
     );
+    reg.register(
+        "cache_entries",
+        "Entries held by the cache",
+        ConstGauge::new(entries),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(m: &Metrics) -> String {
+        let mut reg = Registry::with_prefix(PREFIX);
+        m.register(&mut reg);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &reg).unwrap();
+        out
+    }
+
+    #[test]
+    fn names_types_and_values_as_before() {
+        let m = Metrics::default();
+        m.record_request("PROPFIND", 207, Duration::from_millis(3));
+        m.record_request("PROPFIND", 207, Duration::from_millis(30));
+        m.record_request("BREW", 418, Duration::from_secs(7));
+        m.record_webhook("retry");
+        m.record_webhook("made-up");
+        m.record_state_change("alice", "auth_rejected");
+        let t = text(&m);
+        for line in [
+            "# HELP icloud_bridge_requests_total Client requests by method and status.",
+            "# TYPE icloud_bridge_requests_total counter",
+            "icloud_bridge_requests_total{method=\"PROPFIND\",status=\"207\"} 2",
+            "icloud_bridge_requests_total{method=\"OTHER\",status=\"418\"} 1",
+            "# TYPE icloud_bridge_request_duration_seconds histogram",
+            "icloud_bridge_request_duration_seconds_bucket{le=\"0.001\"} 0",
+            "icloud_bridge_request_duration_seconds_bucket{le=\"0.005\"} 1",
+            "icloud_bridge_request_duration_seconds_bucket{le=\"0.05\"} 2",
+            "icloud_bridge_request_duration_seconds_bucket{le=\"5\"} 2",
+            "icloud_bridge_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "icloud_bridge_request_duration_seconds_count 3",
+            "# HELP icloud_bridge_state_changes_total Changes of an account's state, by the new state.",
+            "icloud_bridge_state_changes_total{account=\"alice\",state=\"auth_rejected\"} 1",
+            "icloud_bridge_webhook_deliveries_total{result=\"ok\"} 0",
+            "icloud_bridge_webhook_deliveries_total{result=\"retry\"} 1",
+            "icloud_bridge_webhook_deliveries_total{result=\"failed\"} 0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} missing from\n{t}");
+        }
+        let sum: f64 = t
+            .lines()
+            .find_map(|l| l.strip_prefix("icloud_bridge_request_duration_seconds_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 7.033).abs() < 1e-9, "{sum}");
+        assert_eq!(m.inner_webhooks(), [0, 1, 0]);
+        assert!(!t.contains("# EOF"), "Prometheus text, not OpenMetrics");
+    }
 }

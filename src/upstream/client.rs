@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use url::Url;
 
 use crate::config::UpstreamConfig;
@@ -16,19 +21,8 @@ use crate::upstream::service::Service;
 /// How many redirects to trusted upstream hosts are followed for one request.
 const MAX_REDIRECTS: usize = 3;
 
-/// Latency buckets of upstream requests, in milliseconds.
-const UPSTREAM_BUCKETS_MS: &[f64] = &[5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
-
-#[derive(Debug, Default)]
-struct StatsInner {
-    /// (service, status; 0 = no answer) -> requests.
-    by_status: std::collections::BTreeMap<(&'static str, u16), u64>,
-    buckets: Vec<u64>,
-    sum_secs: f64,
-    count: u64,
-    /// (service, result) -> mail logins (IMAP, SMTP) at iCloud.
-    logins: std::collections::BTreeMap<(&'static str, &'static str), u64>,
-}
+/// Latency buckets of upstream requests, in seconds.
+const UPSTREAM_BUCKETS_SECS: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// How a login to iCloud's mail servers ended, for `/metrics`.
 #[derive(Debug, Clone, Copy)]
@@ -50,68 +44,76 @@ impl LoginResult {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    service: &'static str,
+    /// 0: no answer.
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    service: &'static str,
+    result: &'static str,
+}
+
 /// Upstream requests by service and status, and their latency, for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UpstreamStats {
-    inner: std::sync::Mutex<StatsInner>,
+    requests: Family<StatusLabels, Counter>,
+    /// Mail logins (IMAP, SMTP) at iCloud, by service and result.
+    logins: Family<LoginLabels, Counter>,
+    latency: Histogram,
+}
+
+impl Default for UpstreamStats {
+    fn default() -> Self {
+        UpstreamStats {
+            requests: Family::default(),
+            logins: Family::default(),
+            latency: Histogram::new(UPSTREAM_BUCKETS_SECS),
+        }
+    }
 }
 
 impl UpstreamStats {
     fn record(&self, service: Service, status: u16, took: Duration) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *g.by_status.entry((service.as_str(), status)).or_default() += 1;
-        if g.buckets.is_empty() {
-            g.buckets = vec![0; UPSTREAM_BUCKETS_MS.len()];
-        }
-        let ms = took.as_secs_f64() * 1000.0;
-        for (i, b) in UPSTREAM_BUCKETS_MS.iter().enumerate() {
-            if ms <= *b {
-                g.buckets[i] += 1;
-            }
-        }
-        g.sum_secs += took.as_secs_f64();
-        g.count += 1;
+        self.requests
+            .get_or_create(&StatusLabels {
+                service: service.as_str(),
+                status,
+            })
+            .inc();
+        self.latency.observe(took.as_secs_f64());
     }
 
     /// A login to iCloud's IMAP or SMTP server and how it ended.
     pub fn record_login(&self, service: Service, result: LoginResult) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *g.logins
-            .entry((service.as_str(), result.as_str()))
-            .or_default() += 1;
+        self.logins
+            .get_or_create(&LoginLabels {
+                service: service.as_str(),
+                result: result.as_str(),
+            })
+            .inc();
     }
 
-    /// Prometheus text of the counters and the histogram.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        out.push_str("# HELP icloud_bridge_upstream_requests_total Requests sent upstream, by service and status (0: no answer).\n# TYPE icloud_bridge_upstream_requests_total counter\n");
-        for ((service, status), n) in &g.by_status {
-            let _ = writeln!(
-                out,
-                "icloud_bridge_upstream_requests_total{{service=\"{service}\",status=\"{status}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP icloud_bridge_upstream_logins_total Logins to iCloud's mail servers, by service and result.\n# TYPE icloud_bridge_upstream_logins_total counter\n");
-        for ((service, result), n) in &g.logins {
-            let _ = writeln!(
-                out,
-                "icloud_bridge_upstream_logins_total{{service=\"{service}\",result=\"{result}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP icloud_bridge_upstream_duration_seconds Time to upstream response headers.\n# TYPE icloud_bridge_upstream_duration_seconds histogram\n");
-        for (i, b) in UPSTREAM_BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "icloud_bridge_upstream_duration_seconds_bucket{{le=\"{}\"}} {}",
-                b / 1000.0,
-                g.buckets.get(i).copied().unwrap_or(0)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "icloud_bridge_upstream_duration_seconds_bucket{{le=\"+Inf\"}} {}\nicloud_bridge_upstream_duration_seconds_sum {}\nicloud_bridge_upstream_duration_seconds_count {}",
-            g.count, g.sum_secs, g.count
+    /// Add the counters and the histogram to a `/metrics` registry.
+    pub fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "upstream_requests",
+            "Requests sent upstream, by service and status (0: no answer)",
+            self.requests.clone(),
+        );
+        reg.register(
+            "upstream_logins",
+            "Logins to iCloud's mail servers, by service and result",
+            self.logins.clone(),
+        );
+        reg.register_with_unit(
+            "upstream_duration",
+            "Time to upstream response headers",
+            Unit::Seconds,
+            self.latency.clone(),
         );
     }
 }
