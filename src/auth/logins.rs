@@ -2,9 +2,10 @@
 //!
 //! `data_dir/logins.json` (mode 0600, replaced atomically) holds one entry per device login:
 //! name, bound account, admin flag, creation time and an argon2id PHC hash. Plain passwords
-//! are never stored. A successful verification is remembered in memory for at most
-//! 10 minutes, keyed by an HMAC of (name, password) under a per-process random key, so
-//! clients that authenticate every request do not pay for argon2 each time; at most two
+//! are never stored. A successful verification is remembered in memory (a moka cache) for
+//! at most 10 minutes, keyed by an HMAC of (name, password) under a per-process random key,
+//! so clients that authenticate every request do not pay for argon2 each time; concurrent
+//! checks of one pair take turns on its memo entry, so they verify once; at most two
 //! argon2 runs happen at once. Changes made by another process (`client add/remove` while
 //! the server runs) are noticed within about a second.
 
@@ -20,6 +21,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::digest::Key;
 use hmac::{Hmac, Mac};
+use moka::ops::compute::{CompResult, Op};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -36,8 +38,8 @@ const ARGON2_T: u32 = 2;
 const ARGON2_P: u32 = 1;
 /// How long a verified (name, password) pair is remembered.
 pub const CACHE_TTL: Duration = Duration::from_secs(10 * 60);
-/// Most remembered successes.
-const CACHE_MAX: usize = 10_000;
+/// Most remembered successes (the least recently used are forgotten first).
+const CACHE_MAX: u64 = 10_000;
 /// How often, at most, logins.json is checked for changes by another process.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// argon2 runs in flight at once.
@@ -149,10 +151,16 @@ struct State {
     broken: bool,
 }
 
-struct CacheEntry {
+/// A remembered success: valid while the login of that name keeps that hash.
+struct Remembered {
     name: String,
     hash: String,
-    expires: Instant,
+}
+
+impl Remembered {
+    fn matches(&self, name: &str, hash: &str) -> bool {
+        self.name == name && self.hash == hash
+    }
 }
 
 /// The local logins of one data directory. `Send + Sync`; share it with an `Arc`.
@@ -162,10 +170,10 @@ pub struct LoginStore {
     state: Mutex<State>,
     /// Serialises this process's read-modify-write cycles of the file.
     write_lock: Mutex<()>,
-    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
-    /// One verification per (login, password) at a time: concurrent first requests of a
-    /// client wait for it instead of each running argon2.
-    verifying: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    /// Remembered successes, for [`CACHE_TTL`]. Checks of one (login, password) take turns
+    /// on its entry: concurrent first requests of a client wait for the first one's argon2
+    /// run instead of each running their own.
+    memo: moka::future::Cache<[u8; 32], Arc<Remembered>>,
     /// The HMAC for remembered verifications, keyed with a random key at start (cloned per
     /// use: the key's pads are hashed once, not per request).
     hmac: HmacSha256,
@@ -264,6 +272,11 @@ impl LoginStore {
     /// The logins of `data_dir`. A missing file means no logins yet; an unreadable or
     /// malformed one is an error.
     pub fn open(data_dir: &Path) -> Result<LoginStore, LoginError> {
+        Self::open_with_ttl(data_dir, CACHE_TTL)
+    }
+
+    /// [`open`](Self::open), remembering successes for `ttl`.
+    fn open_with_ttl(data_dir: &Path, ttl: Duration) -> Result<LoginStore, LoginError> {
         let path = data_dir.join(LOGINS_FILE);
         let fingerprint = file_fingerprint(&path);
         let logins = read_file(&path)?.logins;
@@ -280,8 +293,12 @@ impl LoginStore {
                 broken: false,
             }),
             write_lock: Mutex::new(()),
-            cache: Mutex::new(HashMap::new()),
-            verifying: Mutex::new(HashMap::new()),
+            memo: moka::future::Cache::builder()
+                .max_capacity(CACHE_MAX)
+                .time_to_live(ttl)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .support_invalidation_closures()
+                .build(),
             hmac,
             argon2_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_ARGON2)),
             argon2_runs: Arc::new(AtomicU64::new(0)),
@@ -374,20 +391,18 @@ impl LoginStore {
 
     /// The login of a (name, password) pair that succeeded within the last 10 minutes: no
     /// argon2, no waiting. `None` says nothing about the password.
-    pub fn remembered(&self, name: &str, password: &str) -> Option<Login> {
+    pub async fn remembered(&self, name: &str, password: &str) -> Option<Login> {
         if password.len() > MAX_PASSWORD_LEN {
             return None;
         }
-        // Checked under the lock, nothing copied but the login's names (lock order
-        // everywhere: state, then the memo).
-        let key = self.cache_key(name, password);
+        let memo = self.memo.get(&self.cache_key(name, password)).await?;
         let st = self.refresh();
         let l = st.logins.iter().find(|l| l.name == name)?;
-        if self.cache_hit(&key, name, &l.hash) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(l.login());
+        if !memo.matches(name, &l.hash) {
+            return None;
         }
-        None
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(l.login())
     }
 
     /// Check Basic credentials. Runs argon2 on the blocking pool (at most two at once)
@@ -406,7 +421,7 @@ impl LoginStore {
     /// [`MAX_PASSWORD_LEN`] bytes (which no login can have) are checked against a dummy
     /// hash, so neither can be told apart from a wrong password by timing.
     pub async fn verify_holding<H: Hold>(&self, name: &str, password: &str, hold: H) -> Verify {
-        if let Some(login) = self.remembered(name, password) {
+        if let Some(login) = self.remembered(name, password).await {
             return Verify::Ok(login);
         }
         let found = {
@@ -432,33 +447,34 @@ impl LoginStore {
                 .await;
             return Verify::UnknownUser;
         };
+        // In turn with other checks of this pair: one that succeeded meanwhile is used,
+        // a failure leaves the next its own argon2 run (and its own failure count).
         let key = self.cache_key(name, password);
-        let gate = lock(&self.verifying).entry(key).or_default().clone();
-        let guard = gate.lock().await;
-        let ok = if self.cache_hit(&key, name, &hash) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            true
-        } else {
-            let ok = self
-                .run_argon2(Some(hash.clone()), password.as_bytes().to_vec(), true, hold)
-                .await;
-            if ok {
-                self.remember(key, name, hash);
+        let outcome = self
+            .memo
+            .entry(key)
+            .and_compute_with(|current| async {
+                if current.is_some_and(|c| c.value().matches(name, &hash)) {
+                    return Op::Nop;
+                }
+                let pw = password.as_bytes().to_vec();
+                if self.run_argon2(Some(hash.clone()), pw, true, hold).await {
+                    Op::Put(Arc::new(Remembered {
+                        name: name.to_string(),
+                        hash,
+                    }))
+                } else {
+                    Op::Remove
+                }
+            })
+            .await;
+        match outcome {
+            CompResult::Unchanged(_) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Verify::Ok(login)
             }
-            ok
-        };
-        drop(guard);
-        {
-            let mut v = lock(&self.verifying);
-            if v.get(&key).is_some_and(|g| Arc::strong_count(g) <= 2) {
-                v.remove(&key);
-            }
-        }
-        drop(gate);
-        if ok {
-            Verify::Ok(login)
-        } else {
-            Verify::WrongPassword
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => Verify::Ok(login),
+            CompResult::Removed(_) | CompResult::StillNone(_) => Verify::WrongPassword,
         }
     }
 
@@ -536,18 +552,28 @@ impl LoginStore {
     }
 
     fn apply(&self, st: &mut State, logins: Vec<StoredLogin>) {
+        let changed = st.logins != logins;
         st.logins = logins;
         st.broken = false;
-        self.prune_cache(&st.logins);
+        if changed {
+            self.prune_cache(&st.logins);
+        }
     }
 
     /// Forget remembered successes of logins that no longer exist or whose hash changed.
     fn prune_cache(&self, logins: &[StoredLogin]) {
-        let current: HashMap<&str, &str> = logins
+        let current: HashMap<String, String> = logins
             .iter()
-            .map(|l| (l.name.as_str(), l.hash.as_str()))
+            .map(|l| (l.name.clone(), l.hash.clone()))
             .collect();
-        lock(&self.cache).retain(|_, e| current.get(e.name.as_str()) == Some(&e.hash.as_str()));
+        let stale = move |_: &[u8; 32], r: &Arc<Remembered>| {
+            current.get(&r.name).is_none_or(|h| *h != r.hash)
+        };
+        if let Err(e) = self.memo.invalidate_entries_if(stale) {
+            // Never expected (the cache is built to accept it); a hit is checked against
+            // the current hash anyway.
+            tracing::warn!("cannot forget remembered logins: {e}");
+        }
     }
 
     fn cache_key(&self, name: &str, password: &str) -> [u8; 32] {
@@ -556,40 +582,6 @@ impl LoginStore {
         mac.update(&[0]);
         mac.update(password.as_bytes());
         mac.finalize().into_bytes().into()
-    }
-
-    fn cache_hit(&self, key: &[u8; 32], name: &str, hash: &str) -> bool {
-        let mut cache = lock(&self.cache);
-        match cache.get(key) {
-            Some(e) if e.expires > Instant::now() && e.name == name && e.hash == hash => true,
-            Some(_) => {
-                cache.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember(&self, key: [u8; 32], name: &str, hash: String) {
-        let now = Instant::now();
-        let mut cache = lock(&self.cache);
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, e| e.expires > now);
-        }
-        if cache.len() >= CACHE_MAX {
-            let oldest = cache.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                cache.remove(&oldest);
-            }
-        }
-        cache.insert(
-            key,
-            CacheEntry {
-                name: name.to_string(),
-                hash,
-                expires: now + CACHE_TTL,
-            },
-        );
     }
 
     /// Verify `password` against the PHC string `hash` on the blocking pool, holding one of
@@ -796,7 +788,63 @@ mod tests {
             assert!(matches!(t.await.unwrap(), Verify::Ok(_)));
         }
         assert_eq!(s.argon2_runs(), 1);
-        assert!(lock(&s.verifying).is_empty());
+        assert_eq!(s.cache_hits(), 19);
+        s.memo.run_pending_tasks().await;
+        assert_eq!(s.memo.entry_count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_wrong_passwords_each_pay_their_own_run() {
+        let (_dir, s) = store();
+        s.add("phone", "alice", false, Some("password1")).unwrap();
+        let s = Arc::new(s);
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.verify("phone", "wrong pw").await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Verify::WrongPassword);
+        }
+        // A failure is never shared: each check ran argon2 (and told its own hold).
+        assert_eq!(s.argon2_runs(), 4);
+        s.memo.run_pending_tasks().await;
+        assert_eq!(s.memo.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn remembered_successes_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LoginStore::open_with_ttl(dir.path(), Duration::from_millis(300)).unwrap();
+        s.add("phone", "alice", false, Some("password1")).unwrap();
+        assert!(matches!(
+            s.verify("phone", "password1").await,
+            Verify::Ok(_)
+        ));
+        assert!(s.remembered("phone", "password1").await.is_some());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(s.remembered("phone", "password1").await.is_none());
+        assert!(matches!(
+            s.verify("phone", "password1").await,
+            Verify::Ok(_)
+        ));
+        assert_eq!(s.argon2_runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn removal_forgets_only_that_logins_successes() {
+        let (_dir, s) = store();
+        s.add("phone", "alice", false, Some("password1")).unwrap();
+        s.add("laptop", "alice", false, Some("password2")).unwrap();
+        for (n, p) in [("phone", "password1"), ("laptop", "password2")] {
+            assert!(matches!(s.verify(n, p).await, Verify::Ok(_)));
+        }
+        assert!(s.remove("phone").unwrap());
+        assert!(!s.memo.contains_key(&s.cache_key("phone", "password1")));
+        assert!(s.memo.contains_key(&s.cache_key("laptop", "password2")));
+        assert!(s.remembered("laptop", "password2").await.is_some());
+        assert_eq!(s.argon2_runs(), 2);
     }
 
     #[tokio::test]
@@ -925,14 +973,17 @@ mod tests {
                 pw.len()
             );
         }
-        assert!(s.remembered("phone", "password1").is_none());
+        assert!(s.remembered("phone", "password1").await.is_none());
         assert!(matches!(
             s.verify("phone", "password1").await,
             Verify::Ok(_)
         ));
         let runs = s.argon2_runs();
-        assert_eq!(s.remembered("phone", "password1").unwrap().name, "phone");
-        assert!(s.remembered("phone", &long).is_none());
+        assert_eq!(
+            s.remembered("phone", "password1").await.unwrap().name,
+            "phone"
+        );
+        assert!(s.remembered("phone", &long).await.is_none());
         assert_eq!(s.argon2_runs(), runs);
     }
 

@@ -94,7 +94,7 @@ impl LocalAuth {
         pass: &str,
         front: &'static str,
     ) -> Option<Login> {
-        if let Some(login) = self.logins.remembered(user, pass) {
+        if let Some(login) = self.logins.remembered(user, pass).await {
             return Some(login);
         }
         let attempt = Attempt {
