@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::app::App;
+use crate::accounts::AccountSnapshot;
 use crate::body::{full, Body};
 use crate::upstream::service::ServiceState;
 
@@ -154,12 +154,12 @@ impl Metrics {
         );
     }
 
-    /// The `/metrics` answer: this process's counters, then the values read from `app`.
-    pub fn render(&self, app: &App) -> Response<Body> {
+    /// The `/metrics` answer: this process's counters, then the values read at this scrape.
+    pub fn render(&self, now: &Scrape<'_>) -> Response<Body> {
         let mut reg = Registry::with_prefix(PREFIX);
         self.register(&mut reg);
-        register_read(&mut reg, app);
-        app.upstream.stats.register(&mut reg);
+        register_read(&mut reg, now);
+        now.upstream.register(&mut reg);
         let mut out = String::new();
         let mut r = match prometheus_text::encode(&mut out, &reg) {
             Ok(()) => Response::new(full(out)),
@@ -178,12 +178,21 @@ impl Metrics {
     }
 }
 
+/// What other parts keep, read at each scrape (the router gathers it).
+pub struct Scrape<'a> {
+    pub connections_refused: u64,
+    pub bodies_refused: u64,
+    pub accounts: AccountSnapshot,
+    pub cache: &'a crate::cache::Cache,
+    pub upstream: &'a crate::upstream::client::UpstreamStats,
+}
+
 /// The values other parts keep, as they are now: refusals, account state, the cache.
-fn register_read(reg: &mut Registry, app: &App) {
+fn register_read(reg: &mut Registry, now: &Scrape<'_>) {
     let refused = Family::<WhatLabels, Counter>::default();
     for (what, n) in [
-        ("connection", app.conns.refused()),
-        ("body", app.dav.bodies.refused()),
+        ("connection", now.connections_refused),
+        ("body", now.bodies_refused),
     ] {
         refused.get_or_create(&WhatLabels { what }).inc_by(n);
     }
@@ -193,7 +202,7 @@ fn register_read(reg: &mut Registry, app: &App) {
         refused,
     );
     let state = Family::<AccountStateLabels, Gauge>::default();
-    for (name, acc) in app.accounts.snapshot().iter() {
+    for (name, acc) in now.accounts.iter() {
         for &svc in acc.served() {
             let now = acc.status(svc).state;
             for s in ServiceState::ALL {
@@ -211,7 +220,7 @@ fn register_read(reg: &mut Registry, app: &App) {
         "1 for the current state of each account and service",
         state,
     );
-    let st = &app.dav.cache.stats;
+    let st = &now.cache.stats;
     for (name, help, v) in [
         ("cache_hits", "Requests answered from the cache", &st.hits),
         (
@@ -242,7 +251,7 @@ fn register_read(reg: &mut Registry, app: &App) {
     ] {
         reg.register(name, help, ConstCounter::new(v.load(Relaxed)));
     }
-    let (entries, bytes) = app.dav.cache.size();
+    let (entries, bytes) = now.cache.size();
     reg.register(
         "cache_bytes",
         "Bytes held by the cache",

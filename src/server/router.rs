@@ -184,7 +184,13 @@ async fn page(
             "/status.json" => status::json(app),
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/ca.pem" => ca_pem(app).await,
-            "/metrics" => app.metrics.render(app),
+            "/metrics" => app.metrics.render(&crate::metrics::Scrape {
+                connections_refused: app.conns.refused(),
+                bodies_refused: app.dav.bodies.refused(),
+                accounts: app.accounts.snapshot(),
+                cache: &app.dav.cache,
+                upstream: &app.upstream.stats,
+            }),
             _ => status_html(app, &req),
         });
     }
