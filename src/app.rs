@@ -19,9 +19,9 @@ pub struct App {
     /// The accounts served, their credentials and state.
     pub accounts: Arc<Accounts>,
     /// Local logins and the throttle of wrong ones.
-    pub auth: crate::auth::LocalAuth,
+    pub auth: Arc<crate::auth::LocalAuth>,
     /// Connections per address, every front end together.
-    pub conns: ConnLimit,
+    pub conns: Arc<ConnLimit>,
     pub upstream: Upstream,
     /// The DAV tree: cache, links, body budget.
     pub dav: crate::dav::Dav,
@@ -52,8 +52,8 @@ impl App {
         crate::accounts::stored::merge(&mut config);
         Ok(App {
             accounts: Accounts::open(&config),
-            auth: crate::auth::LocalAuth::new(logins),
-            conns: ConnLimit::new(config.limits.max_connections_per_ip),
+            auth: Arc::new(crate::auth::LocalAuth::new(logins)),
+            conns: Arc::new(ConnLimit::new(config.limits.max_connections_per_ip)),
             dav: crate::dav::Dav::new(
                 upstream.clone(),
                 crate::cache::Cache::new(&config.cache),

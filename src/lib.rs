@@ -34,6 +34,7 @@ pub mod config;
 pub mod dates;
 pub mod dav;
 pub mod files;
+pub mod frontend;
 pub mod init;
 pub mod limits;
 pub mod mail;

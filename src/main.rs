@@ -12,6 +12,8 @@ use icloud_bridge::config::{AccountConfig, Config, UpstreamKind};
 use icloud_bridge::secret::Secret;
 use icloud_bridge::server::listener;
 use icloud_bridge::standin::{Standin, StandinConfig, DEMO_APPLE_ID, DEMO_APP_PASSWORD};
+use icloud_bridge::upstream::imap::ImapClient;
+use icloud_bridge::upstream::smtp::SmtpClient;
 
 #[derive(Parser)]
 #[command(
@@ -459,15 +461,27 @@ fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
 }
 
 async fn check(cfg: Config) -> Result<(), String> {
+    use icloud_bridge::accounts::startup;
     use icloud_bridge::app::App;
     let app = std::sync::Arc::new(App::new(cfg)?);
+    let server = &app.config.server;
+    let imap = (server.imap_listen.is_some() || server.imaps_listen.is_some())
+        .then(|| {
+            ImapClient::new(&app.config.upstream).map(|c| c.with_stats(app.upstream.stats.clone()))
+        })
+        .transpose()?;
+    let smtp = server
+        .smtp_listen
+        .is_some()
+        .then(|| SmtpClient::new(&app.config.upstream))
+        .transpose()?;
     if app.accounts.snapshot().is_empty() {
         println!("config ok; no account is configured");
         return Ok(());
     }
     let mut bad = false;
     for acc in app.accounts.snapshot().values() {
-        match acc.ensure_learned(&app.upstream).await {
+        match startup::check_dav(&app.upstream, acc).await {
             Ok(_) => {
                 println!("{} caldav ok", acc.name());
                 println!("{} carddav ok", acc.name());
@@ -477,9 +491,8 @@ async fn check(cfg: Config) -> Result<(), String> {
                 println!("{} dav {}: {e}", acc.name(), e.state().as_str());
             }
         }
-        let server = &app.config.server;
-        if server.imap_listen.is_some() || server.imaps_listen.is_some() {
-            match icloud_bridge::mail::check_imap(&app, acc).await {
+        if let Some(imap) = &imap {
+            match startup::check_imap(imap, acc).await {
                 Ok(()) => println!("{} imap ok", acc.name()),
                 Err(e) => {
                     bad = true;
@@ -487,8 +500,8 @@ async fn check(cfg: Config) -> Result<(), String> {
                 }
             }
         }
-        if app.config.server.smtp_listen.is_some() {
-            match icloud_bridge::mail::smtp::check(&app.config, acc).await {
+        if let Some(smtp) = &smtp {
+            match startup::check_smtp(smtp, acc).await {
                 Ok(()) => println!("{} smtp ok", acc.name()),
                 Err(e) => {
                     bad = true;

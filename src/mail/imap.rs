@@ -6,22 +6,22 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::core::LiteralMode;
 use imap_codec::{AuthenticateDataCodec, CommandCodec};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::mail::{upstream, BoxIo, Front};
+use crate::mail::relay::{Relay, Side};
+use crate::mail::Mail;
+use crate::net::BoxIo;
 use crate::secret::Secret;
+use crate::upstream::imap as upstream;
 
 /// Largest command accepted before login (LOGIN with long names fits easily).
 const MAX_MESSAGE: u32 = 16 * 1024;
@@ -71,7 +71,7 @@ struct Client {
 
 /// Serve one connection until it ends.
 pub async fn serve(
-    front: Arc<Front>,
+    front: &Mail,
     stream: TcpStream,
     remote: SocketAddr,
     implicit_tls: bool,
@@ -79,8 +79,7 @@ pub async fn serve(
 ) {
     // One deadline for everything before login (`limits.login_timeout_secs`), TLS
     // included: it does not move with each line the client sends.
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(front.app.config.limits.login_timeout_secs);
+    let deadline = tokio::time::Instant::now() + front.login_timeout;
     let io: BoxIo = if implicit_tls {
         let until = deadline.min(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
         match tokio::time::timeout_at(until, front.acceptor.accept(stream)).await {
@@ -105,7 +104,7 @@ pub async fn serve(
             let _ = client.io.write_all(b"* BYE icloud-bridge is shutting down\r\n").await;
             let _ = client.io.shutdown().await;
         }
-        r = tokio::time::timeout_at(deadline, pre_auth(&front, &mut client)) => match r {
+        r = tokio::time::timeout_at(deadline, pre_auth(front, &mut client)) => match r {
             Ok(Ok(up)) => relay(client, up, &token).await,
             Ok(Err(End::Close)) => {
                 let _ = client.io.shutdown().await;
@@ -241,7 +240,7 @@ impl Client {
         Ok((tag, pre))
     }
 
-    async fn starttls(&mut self, front: &Front) -> Result<(), End> {
+    async fn starttls(&mut self, front: &Mail) -> Result<(), End> {
         // Anything the client sent after STARTTLS in plaintext is dropped (RFC 3501 6.2.1).
         self.pending.clear();
         self.frag = Fragmentizer::new(MAX_MESSAGE);
@@ -291,7 +290,7 @@ fn parse_plain(data: &[u8]) -> Option<(String, Secret)> {
 }
 
 /// The dialogue before login; returns the logged-in upstream session.
-async fn pre_auth(front: &Front, c: &mut Client) -> Result<upstream::Session, End> {
+async fn pre_auth(front: &Mail, c: &mut Client) -> Result<upstream::Session, End> {
     c.send(&format!(
         "* OK [CAPABILITY {}] icloud-bridge IMAP ready\r\n",
         c.capabilities()
@@ -386,22 +385,25 @@ async fn pre_auth(front: &Front, c: &mut Client) -> Result<upstream::Session, En
 
 /// Check the local login, then log in upstream. `None`: answered, stay before login.
 async fn local_login(
-    front: &Front,
+    front: &Mail,
     c: &mut Client,
     tag: &str,
     user: &str,
     pass: &Secret,
 ) -> Result<Option<upstream::Session>, End> {
-    let app = &front.app;
     let ip = c.remote.ip();
-    let Some(login) = app.auth.check_login(ip, user, pass.expose(), "imap").await else {
+    let Some(login) = front
+        .auth
+        .check_login(ip, user, pass.expose(), "imap")
+        .await
+    else {
         c.send(&format!(
             "{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
         ))
         .await?;
         return Ok(None);
     };
-    let Some(account) = app.accounts.get(&login.account) else {
+    let Some(account) = front.accounts.get(&login.account) else {
         c.send(&format!(
             "{tag} NO [UNAVAILABLE] Login {} belongs to account {}, which is not in the configuration\r\n",
             login.name, login.account
@@ -409,7 +411,7 @@ async fn local_login(
         .await?;
         return Ok(None);
     };
-    match upstream::open(&front.up, &account).await {
+    match upstream::open(&*front.imap, &account).await {
         Ok(up) => {
             tracing::info!(login = %login.name, account = account.name(), %ip, "IMAP session started");
             c.send(&format!(
@@ -426,110 +428,27 @@ async fn local_login(
     }
 }
 
-/// Milliseconds since `start` of the last byte read on either side.
-struct Activity {
-    start: Instant,
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
-    }
-}
-
-/// A stream that notes every successful read in [`Activity`].
-struct Watched {
-    io: BoxIo,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// Relay bytes both ways, untouched, after handing over what each side already sent.
-async fn relay(mut client: Client, mut up: upstream::Session, token: &CancellationToken) {
+/// Relay bytes both ways, untouched, after handing over what each side already sent; ends
+/// at once when the bridge shuts down.
+async fn relay(mut client: Client, up: upstream::Session, token: &CancellationToken) {
     let early: Vec<u8> = client.pending.drain(..).collect();
-    if !up.pending.is_empty() && client.io.write_all(&up.pending).await.is_err() {
-        return;
-    }
-    if !early.is_empty() && up.io.write_all(&early).await.is_err() {
-        return;
-    }
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last: AtomicU64::new(0),
-    });
-    let mut a = Watched {
+    let relay = Relay {
+        name: "IMAP",
+        idle: IDLE_TIMEOUT,
+        buffer: 64 * 1024,
+        stop: Some(token),
+    };
+    let client = Side {
         io: client.io,
-        activity: activity.clone(),
+        early,
     };
-    let mut b = Watched {
+    let upstream = Side {
         io: up.io,
-        activity: activity.clone(),
+        early: up.pending,
     };
-    let watchdog = async {
-        loop {
-            let idle = activity.idle();
-            if idle >= IDLE_TIMEOUT {
-                return;
-            }
-            tokio::time::sleep(IDLE_TIMEOUT - idle).await;
-        }
-    };
-    tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "IMAP relay ended with an error");
-            }
-        }
-        _ = watchdog => tracing::info!("IMAP session idle for 30 minutes; closing"),
-        _ = token.cancelled() => {}
+    if let Err(e) = relay.run(client, upstream).await {
+        tracing::debug!(error = %e, "IMAP relay ended with an error");
     }
-    let _ = a.shutdown().await;
-    let _ = b.shutdown().await;
 }
 
 #[cfg(test)]

@@ -99,8 +99,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     let token = CancellationToken::new();
     let https = bind_https(&app)?;
     let tls_addr = https.as_ref().map(|h| h.addr);
-    let smtp = crate::mail::smtp::spawn(&app, &token)?;
-    let mail = crate::mail::start(&app, &token).inspect_err(|_| token.cancel())?;
+    let mail = start_mail(&app, &token).inspect_err(|_| token.cancel())?;
     let notifier = spawn_background(&app, &token);
     let task = tokio::spawn(accept_loop(app.clone(), listener, https, token.clone()));
     tracing::info!(%addr, "icloud-bridge listening");
@@ -119,15 +118,33 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
     Ok(Running {
         addr,
         tls_addr,
-        smtp_addr: smtp.as_ref().map(|s| s.addr),
+        smtp_addr: mail.smtp,
         imap_addr: mail.imap,
         imaps_addr: mail.imaps,
         app,
         token,
         task,
         notifier,
-        mail: smtp.into_iter().map(|s| s.task).chain(mail.tasks).collect(),
+        mail: mail.tasks,
     })
+}
+
+/// Start the mail front ends (those configured) with what they need of `app`.
+fn start_mail(
+    app: &Arc<App>,
+    token: &CancellationToken,
+) -> Result<crate::mail::MailListeners, String> {
+    if !crate::mail::wanted(&app.config) {
+        return Ok(crate::mail::MailListeners::default());
+    }
+    let mail = crate::mail::Mail::new(
+        &app.config,
+        app.accounts.clone(),
+        app.auth.clone(),
+        app.conns.clone(),
+        app.upstream.stats.clone(),
+    )?;
+    crate::mail::start(Arc::new(mail), &app.config, token)
 }
 
 /// The bound `tls_listen` and its TLS configuration.
@@ -145,7 +162,7 @@ fn bind_https(app: &Arc<App>) -> Result<Option<Https>, String> {
     };
     let config = crate::tls::https_config(&app.config.server)
         .map_err(|e| format!("server.tls_listen: {e}"))?;
-    let (listener, addr) = crate::mail::bind(listen, "server.tls_listen")?;
+    let (listener, addr) = crate::frontend::bind(listen, "server.tls_listen")?;
     app.set_tls_addr(addr);
     Ok(Some(Https {
         listener,

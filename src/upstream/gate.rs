@@ -7,7 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
+
+use crate::secret::Secret;
 
 use crate::upstream::discover::Learned;
 use crate::upstream::error::UpstreamError;
@@ -26,6 +30,18 @@ impl Admitted {
             authorization,
             _probe: probe,
         }
+    }
+
+    /// The password in the `Authorization: Basic` header (`apple_id:password`), for the
+    /// protocols that send it themselves (IMAP LOGIN, SMTP AUTH): exactly the credential this
+    /// attempt was admitted with.
+    pub fn password(&self, apple_id: &str) -> Option<Secret> {
+        let v = self.authorization.to_str().ok()?;
+        let raw = B64.decode(v.strip_prefix("Basic ")?.trim()).ok()?;
+        let s = String::from_utf8(raw).ok()?;
+        s.strip_prefix(apple_id)?
+            .strip_prefix(':')
+            .map(|p| Secret::new(p.to_string()))
     }
 }
 
@@ -95,5 +111,19 @@ impl<G: Gate> Gate for Arc<G> {
     }
     fn clear_hold(&self) {
         (**self).clear_hold()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_comes_from_the_basic_header() {
+        let h = http::HeaderValue::from_str(&format!("Basic {}", B64.encode("a@icloud.com:pw:x")))
+            .unwrap();
+        let admitted = Admitted::new(h, None);
+        assert_eq!(admitted.password("a@icloud.com").unwrap().expose(), "pw:x");
+        assert!(admitted.password("b@icloud.com").is_none());
     }
 }

@@ -5,4 +5,6 @@ pub mod client;
 pub mod discover;
 pub mod error;
 pub mod gate;
+pub mod imap;
 pub mod service;
+pub mod smtp;

@@ -1,43 +1,59 @@
-//! The upstream side of an IMAP session: connect to iCloud (`imaps://` implicit TLS, or
-//! `imap://` plaintext for tests), read the greeting, LOGIN with the Apple ID and the stored
+//! The IMAP client that logs in to iCloud: connect (`imaps://` implicit TLS, or `imap://`
+//! plaintext for tests), read the greeting, LOGIN with the Apple ID and the stored
 //! app-specific password, learn the capabilities after login, and classify every failure
-//! through the account's state machine: `NO` (AUTHENTICATIONFAILED) is a rejected password,
+//! through the account's [`Gate`]: `NO` (AUTHENTICATIONFAILED) is a rejected password,
 //! everything else (`BAD [UNAVAILABLE]`, timeouts, dropped connections) is transient.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::response::{Data, Response, Status, StatusKind};
 use imap_codec::ResponseCodec;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use url::Url;
 
-use crate::accounts::Account;
-use crate::app::App;
-use crate::config::ImapUser;
-use crate::mail::BoxIo;
+use crate::config::{ImapUser, UpstreamConfig};
+use crate::net::{BoxIo, Conn};
 use crate::secret::Secret;
-use crate::upstream::client::LoginResult;
+use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
+use crate::upstream::gate::Gate;
 use crate::upstream::service::Service;
 
 /// Longest response line read while logging in.
-const MAX_LINE: u64 = 64 * 1024;
+const MAX_LINE: usize = 64 * 1024;
 
-/// What reaching iCloud's IMAP server takes: the configuration and the TLS client.
-pub struct Upstream {
-    pub app: std::sync::Arc<App>,
-    pub connector: tokio_rustls::TlsConnector,
+/// What reaching iCloud's IMAP server takes, built from `[upstream]`.
+pub struct ImapClient {
+    connector: tokio_rustls::TlsConnector,
+    url: Url,
+    user: ImapUser,
+    timeout: Duration,
+    /// Where logins are counted (`/metrics`).
+    stats: Option<Arc<UpstreamStats>>,
 }
 
-impl Upstream {
+impl ImapClient {
     /// The TLS client trusts the webpki roots plus `upstream.ca_file`.
-    pub fn new(app: &std::sync::Arc<App>) -> Result<Upstream, String> {
-        let client_tls = crate::tls::client_config(app.config.upstream.ca_file.as_deref())?;
-        Ok(Upstream {
-            app: app.clone(),
+    pub fn new(config: &UpstreamConfig) -> Result<ImapClient, String> {
+        let client_tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        Ok(ImapClient {
             connector: tokio_rustls::TlsConnector::from(client_tls),
+            url: config.imap.clone(),
+            user: config.imap_user,
+            timeout: Duration::from_secs(config.timeout_secs),
+            stats: None,
         })
+    }
+
+    /// Count every login in `stats`.
+    pub fn with_stats(self, stats: Arc<UpstreamStats>) -> ImapClient {
+        ImapClient {
+            stats: Some(stats),
+            ..self
+        }
     }
 }
 
@@ -67,18 +83,19 @@ fn unreachable(kind: Unreachable, detail: &str) -> Failure {
 
 /// Log in to iCloud's IMAP server for `account`, updating its state. Held and rejected
 /// accounts are answered at once without contacting Apple.
-pub async fn open(up: &Upstream, account: &Account) -> Result<Session, UpstreamError> {
+pub async fn open<G: Gate>(up: &ImapClient, account: &G) -> Result<Session, UpstreamError> {
     if let Some(e) = account.held() {
         return Err(e);
     }
     // The probe guard (if any) is held until iCloud has answered.
-    let _admitted = account.admit(Service::Imap).await?;
-    let secret = account
-        .secret()
-        .ok_or_else(|| UpstreamError::Unconfigured {
-            account: account.name().to_string(),
-        })?;
-    let user = match up.app.config.upstream.imap_user {
+    let admitted = account.admit(Service::Imap).await?;
+    let secret =
+        admitted
+            .password(account.apple_id())
+            .ok_or_else(|| UpstreamError::Unconfigured {
+                account: account.name().to_string(),
+            })?;
+    let user = match up.user {
         ImapUser::Address => account.apple_id(),
         ImapUser::LocalPart => account
             .apple_id()
@@ -86,20 +103,21 @@ pub async fn open(up: &Upstream, account: &Account) -> Result<Session, UpstreamE
             .next()
             .unwrap_or(account.apple_id()),
     };
-    let secs = up.app.config.upstream.timeout_secs;
-    let result = tokio::time::timeout(Duration::from_secs(secs), login(up, user, &secret))
+    let result = tokio::time::timeout(up.timeout, login(up, user, &secret))
         .await
         .unwrap_or_else(|_| Err(unreachable(Unreachable::Timeout, "no answer in time")));
-    let stats = &up.app.upstream.stats;
-    stats.record_login(
-        Service::Imap,
-        match &result {
-            Ok(_) => LoginResult::Ok,
-            Err(Failure::Rejected) => LoginResult::Rejected,
-            Err(Failure::Transient(_)) => LoginResult::Unavailable,
-        },
-    );
-    match result {
+    drop(secret);
+    if let Some(stats) = &up.stats {
+        stats.record_login(
+            Service::Imap,
+            match &result {
+                Ok(_) => LoginResult::Ok,
+                Err(Failure::Rejected) => LoginResult::Rejected,
+                Err(Failure::Transient(_)) => LoginResult::Unavailable,
+            },
+        );
+    }
+    let outcome = match result {
         Ok(s) => {
             account.record_success(Service::Imap, 200);
             tracing::info!(
@@ -121,20 +139,22 @@ pub async fn open(up: &Upstream, account: &Account) -> Result<Session, UpstreamE
             account.record_failure(Service::Imap, &e, None);
             Err(e)
         }
-    }
+    };
+    drop(admitted);
+    outcome
 }
 
 /// Log in once and out again: the test of the stored credential (at start-up and by
 /// `icloud-bridge check`); the outcome is recorded in the account's state.
-pub async fn check(up: &Upstream, account: &Account) -> Result<(), UpstreamError> {
+pub async fn check<G: Gate>(up: &ImapClient, account: &G) -> Result<(), UpstreamError> {
     let mut s = open(up, account).await?;
     let _ = s.io.write_all(b"ib3 LOGOUT\r\n").await;
     let _ = s.io.shutdown().await;
     Ok(())
 }
 
-async fn connect(up: &Upstream) -> Result<BoxIo, Failure> {
-    let url = &up.app.config.upstream.imap;
+async fn connect(up: &ImapClient) -> Result<BoxIo, Failure> {
+    let url = &up.url;
     let tls = url.scheme() == "imaps";
     let host = url
         .host_str()
@@ -161,20 +181,20 @@ async fn connect(up: &Upstream) -> Result<BoxIo, Failure> {
     Ok(Box::new(stream))
 }
 
-async fn read_line(r: &mut BufReader<BoxIo>) -> Result<Vec<u8>, Failure> {
+async fn read_line(r: &mut Conn) -> Result<Vec<u8>, Failure> {
     let mut buf = Vec::new();
-    let n = (&mut *r)
-        .take(MAX_LINE)
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|_| unreachable(Unreachable::Protocol, "the connection broke"))?;
-    if n == 0 || buf.last() != Some(&b'\n') {
-        return Err(unreachable(
+    match crate::net::read_line(r, MAX_LINE, &mut buf).await {
+        Ok(crate::net::Line::Full) => Ok(buf),
+        Ok(crate::net::Line::TooLong) => Err(unreachable(
+            Unreachable::Protocol,
+            "the IMAP server sent an over-long line",
+        )),
+        Ok(crate::net::Line::Eof) => Err(unreachable(
             Unreachable::Protocol,
             "the IMAP server closed the connection",
-        ));
+        )),
+        Err(_) => Err(unreachable(Unreachable::Protocol, "the connection broke")),
     }
-    Ok(buf)
 }
 
 /// `"..."` with `\` and `"` escaped; `None` when the value cannot be sent as a quoted string.
@@ -288,11 +308,7 @@ fn fallback(line: &[u8]) -> Line {
 }
 
 /// Read until the completion of `tag`, collecting CAPABILITY data.
-async fn until_tagged(
-    r: &mut BufReader<BoxIo>,
-    tag: &str,
-    caps: &mut Vec<String>,
-) -> Result<Tagged, Failure> {
+async fn until_tagged(r: &mut Conn, tag: &str, caps: &mut Vec<String>) -> Result<Tagged, Failure> {
     loop {
         let line = read_line(r).await?;
         match parse_line(&line) {
@@ -319,7 +335,7 @@ fn is_rejection(t: &Tagged) -> bool {
         )
 }
 
-async fn login(up: &Upstream, user: &str, secret: &Secret) -> Result<Session, Failure> {
+async fn login(up: &ImapClient, user: &str, secret: &Secret) -> Result<Session, Failure> {
     let io = connect(up).await?;
     let mut r = BufReader::new(io);
     let greeting = read_line(&mut r).await?;
