@@ -28,8 +28,6 @@ use crate::server::router;
 
 /// Most connections served at once (both listeners together); more are refused at once.
 const MAX_CONNECTIONS: usize = 1024;
-/// How long in-flight requests get to finish after a shutdown request.
-const DRAIN: Duration = Duration::from_secs(10);
 /// How long a client gets to finish the TLS handshake on `tls_listen`.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -54,7 +52,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Ask the server to stop and wait for it (in-flight requests get up to 10 s).
+    /// Ask the server to stop and wait for it (in-flight requests get up to [`crate::frontend::DRAIN`]).
     pub async fn stop(self) {
         self.token.cancel();
         self.wait().await;
@@ -171,16 +169,6 @@ fn bind_https(app: &Arc<App>) -> Result<Option<Https>, String> {
     }))
 }
 
-/// The next connection on `listener`; never, without one.
-async fn accept_on(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// A client that speaks plain HTTP to the TLS port (`http://host:8443/`) gets a readable
 /// 400 rather than TLS bytes; the caller then drops the connection.
 async fn refuse_plain_http(
@@ -228,17 +216,24 @@ struct Deadlines {
     idle: Duration,
 }
 
+/// HTTP and HTTPS on the shared skeleton ([`crate::frontend`]); the tag says which port.
+struct HttpFront {
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    /// The TLS side of `tls_listen`, when set.
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// Refusals answered with a readable 503 at once (see [`REFUSAL_LANE`]).
+    lane: Arc<tokio::sync::Semaphore>,
+    header_timeout: Duration,
+}
+
+/// Accept on `listener` (and `tls_listen`) until `token` is cancelled, then drain.
 async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
     https: Option<Https>,
     token: CancellationToken,
 ) {
-    let tracker = TaskTracker::new();
-    // Cancelled when the drain time is over: every connection still open is dropped.
-    let hard = CancellationToken::new();
-    let total = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let lane = Arc::new(tokio::sync::Semaphore::new(REFUSAL_LANE));
     let header_timeout = Duration::from_secs(app.config.limits.header_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -249,97 +244,81 @@ async fn accept_loop(
         // protocol sniffing and HTTP/2, which this timer does not see.
         .header_read_timeout(header_timeout)
         .max_buf_size(256 * 1024);
-    let builder = Arc::new(builder);
-    loop {
-        let (accepted, tls) = tokio::select! {
-            _ = token.cancelled() => break,
-            r = listener.accept() => (r, false),
-            r = accept_on(https.as_ref().map(|h| &h.listener)) => (r, true),
-        };
-        let (stream, remote) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, tls, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let deadlines = Deadlines {
-            first: tokio::time::Instant::now() + header_timeout,
-            idle: header_timeout,
-        };
-        // Over a limit: refused at once, never queued.
-        let front = if tls { "https" } else { "http" };
-        let Some(slot) = app.conns.try_open(remote.ip(), front) else {
-            refuse(stream, tls, &lane, &tracker);
-            continue;
-        };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "refusing a connection: {MAX_CONNECTIONS} are open");
-            refuse(stream, tls, &lane, &tracker);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
-        let (token, hard) = (token.clone(), hard.clone());
-        match https.as_ref().filter(|_| tls) {
-            None => {
-                tracker.spawn(async move {
-                    let _held = (slot, permit);
-                    serve_http(
-                        &builder, stream, app, remote, false, deadlines, &token, &hard,
-                    )
-                    .await;
-                });
-            }
-            Some(h) => {
-                // The handshake runs in the connection's own task: a slow or silent client
-                // never holds up the accept loop.
-                let acceptor = h.acceptor.clone();
-                tracker.spawn(async move {
-                    let _held = (slot, permit);
-                    let handshake = tokio::time::timeout_at(
-                        deadlines
-                            .first
-                            .min(tokio::time::Instant::now() + TLS_HANDSHAKE),
-                        async {
-                            let stream = refuse_plain_http(stream).await?;
-                            acceptor.accept(stream).await
-                        },
-                    );
-                    let stream = tokio::select! {
-                        _ = token.cancelled() => return,
-                        r = handshake => match r {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %remote, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%remote, "TLS handshake timed out");
-                                return;
-                            }
-                        },
-                    };
-                    serve_http(
-                        &builder, stream, app, remote, true, deadlines, &token, &hard,
-                    )
-                    .await;
-                });
-            }
+    let mut listeners = vec![(listener, false)];
+    let mut acceptor = None;
+    if let Some(h) = https {
+        listeners.push((h.listener, true));
+        acceptor = Some(h.acceptor);
+    }
+    let conns = app.conns.clone();
+    let front = HttpFront {
+        app,
+        builder,
+        acceptor,
+        lane: Arc::new(tokio::sync::Semaphore::new(REFUSAL_LANE)),
+        header_timeout,
+    };
+    crate::frontend::run(Arc::new(front), listeners, conns, MAX_CONNECTIONS, token).await;
+    tracing::info!("HTTP connections closed");
+}
+
+impl crate::frontend::Protocol for HttpFront {
+    type Tag = bool;
+
+    fn name(&self, tls: bool) -> &'static str {
+        if tls {
+            "https"
+        } else {
+            "http"
         }
     }
-    drop(listener);
-    drop(https);
-    tracker.close();
-    tokio::select! {
-        _ = tracker.wait() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(DRAIN) => {
-            tracing::warn!("shutdown deadline reached; dropping open connections");
-            hard.cancel();
-            tracker.wait().await;
-        }
+
+    fn refuse(&self, stream: tokio::net::TcpStream, tls: bool, tracker: &TaskTracker) {
+        refuse(stream, tls, &self.lane, tracker);
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+        tls: bool,
+        token: CancellationToken,
+    ) {
+        let deadlines = Deadlines {
+            first: tokio::time::Instant::now() + self.header_timeout,
+            idle: self.header_timeout,
+        };
+        let app = self.app.clone();
+        let Some(acceptor) = self.acceptor.as_ref().filter(|_| tls) else {
+            serve_http(&self.builder, stream, app, remote, false, deadlines, &token).await;
+            return;
+        };
+        // The handshake runs in the connection's own task: a slow or silent client never
+        // holds up the accept loop.
+        let handshake = tokio::time::timeout_at(
+            deadlines
+                .first
+                .min(tokio::time::Instant::now() + TLS_HANDSHAKE),
+            async {
+                let stream = refuse_plain_http(stream).await?;
+                acceptor.accept(stream).await
+            },
+        );
+        let stream = tokio::select! {
+            _ = token.cancelled() => return,
+            r = handshake => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %remote, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            },
+        };
+        serve_http(&self.builder, stream, app, remote, true, deadlines, &token).await;
     }
 }
 
@@ -403,8 +382,7 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
 }
 
 /// Serve one HTTP connection until it ends, the client misses a deadline, or the bridge
-/// shuts down (gracefully; at once when `hard` is cancelled).
-#[allow(clippy::too_many_arguments)]
+/// shuts down (gracefully; the skeleton drops what is left after its drain).
 async fn serve_http<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
@@ -413,7 +391,6 @@ async fn serve_http<I>(
     tls: bool,
     deadlines: Deadlines,
     token: &CancellationToken,
-    hard: &CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -470,7 +447,6 @@ async fn serve_http<I>(
                 }
             },
             _ = &mut grace, if graced => return,
-            _ = hard.cancelled() => return,
         }
     }
 }
