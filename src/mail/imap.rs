@@ -411,7 +411,7 @@ async fn local_login(
         .await?;
         return Ok(None);
     };
-    match upstream::open(&*front.imap, &account).await {
+    match upstream::open(&front.imap, &account).await {
         Ok(up) => {
             tracing::info!(login = %login.name, account = account.name(), %ip, "IMAP session started");
             c.send(&format!(

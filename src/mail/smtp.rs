@@ -262,7 +262,7 @@ async fn command(
                     login.name, login.account
                 )));
             };
-            match crate::upstream::smtp::login(&*ctx.smtp, &acc, &st.ehlo).await {
+            match crate::upstream::smtp::login(&ctx.smtp, &acc, &st.ehlo).await {
                 Ok(up) => {
                     tracing::info!(%remote, login = %login.name, account = acc.name(), "smtp: relaying to iCloud");
                     Next::Relay(Box::new(up))
