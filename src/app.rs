@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::accounts::Accounts;
+use crate::auth::csrf::AdminState;
 use crate::auth::logins::LoginStore;
 use crate::config::Config;
 use crate::limits::{BodyBudget, ConnLimit};
 use crate::metrics::Metrics;
-use crate::server::admin::AdminState;
 use crate::upstream::client::Upstream;
 
 /// Everything a request handler needs, shared by all connections.
@@ -26,8 +26,8 @@ pub struct App {
     /// The DAV tree: cache, links, body budget.
     pub dav: crate::dav::Dav,
     pub metrics: Arc<Metrics>,
-    /// The names the operator's pages answer to (see [`crate::server::host_check`]).
-    pub own_names: crate::server::host_check::OwnNames,
+    /// The names the operator's pages answer to (see [`crate::auth::host_check`]).
+    pub own_names: crate::auth::host_check::OwnNames,
     pub started: Instant,
     /// CSRF key and the one-time setup token of the operator's forms.
     pub admin: AdminState,
@@ -66,7 +66,7 @@ impl App {
             ),
             upstream,
             metrics: Arc::new(Metrics::default()),
-            own_names: crate::server::host_check::OwnNames::new(&config.server),
+            own_names: crate::auth::host_check::OwnNames::new(&config.server),
             started: Instant::now(),
             admin,
             config,

@@ -278,12 +278,6 @@ impl Account {
         g.credential = credential;
     }
 
-    /// The app-specific password itself, for protocols that send it in clear inside TLS
-    /// (IMAP LOGIN). Only after [`Account::admit`] allowed a request.
-    pub fn secret(&self) -> Option<crate::secret::Secret> {
-        self.lock().credential.as_ref().map(|c| c.secret.clone())
-    }
-
     pub fn credential_set_at(&self) -> Option<SystemTime> {
         self.lock().credential.as_ref().and_then(|c| c.set_at)
     }

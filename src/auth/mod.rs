@@ -10,6 +10,8 @@ use crate::auth::logins::{Hold, Login, LoginStore, Verify};
 use crate::auth::throttle::{FailureThrottle, Turn};
 use crate::body::{full, Body};
 
+pub mod csrf;
+pub mod host_check;
 pub mod logins;
 pub mod throttle;
 

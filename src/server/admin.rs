@@ -3,68 +3,27 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use subtle::ConstantTimeEq;
 
 use crate::accounts::reconnect::test_and_store;
 use crate::accounts::stored;
 use crate::accounts::Account;
 use crate::app::App;
+use crate::auth::csrf;
 use crate::auth::logins::Login;
 use crate::auth::{self, AuthOutcome};
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::config::{valid_account_name, AccountConfig};
-use crate::server::csrf::{self, Csrf};
 use crate::server::page::{self, SetupAccount};
 use crate::upstream::discover::Learned;
 use crate::upstream::service::Service;
 
 /// Largest form body accepted.
 const MAX_FORM_BYTES: usize = 4 * 1024;
-
-/// State of the operator's forms, one per process.
-pub struct AdminState {
-    pub csrf: Csrf,
-    /// The one-time setup token, while no login exists.
-    setup_token: Mutex<Option<String>>,
-    /// One setup attempt at a time.
-    setup_lock: tokio::sync::Mutex<()>,
-}
-
-impl AdminState {
-    /// `offer_setup`: no login exists, so a setup token is made.
-    pub fn new(offer_setup: bool) -> AdminState {
-        AdminState {
-            csrf: Csrf::new(),
-            setup_token: Mutex::new(offer_setup.then(csrf::random_token)),
-            setup_lock: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The setup token, if the setup page is still offered.
-    pub fn setup_token(&self) -> Option<String> {
-        self.setup_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn end_setup(&self) {
-        *self
-            .setup_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    fn setup_token_matches(&self, given: &str) -> bool {
-        self.setup_token()
-            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())))
-    }
-}
 
 fn query(req: &Request<RequestBody>) -> HashMap<String, String> {
     parse_pairs(req.uri().query().unwrap_or("").as_bytes())

@@ -1,8 +1,6 @@
 //! HTTP listener, local authentication and logins, and the operator's pages.
 
 pub mod admin;
-pub mod csrf;
-pub mod host_check;
 pub mod listener;
 pub mod notify;
 pub mod page;

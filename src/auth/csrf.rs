@@ -1,12 +1,14 @@
 //! Protection of the operator's forms: CSRF tokens (HMAC-SHA256 under a per-process random
 //! key over login, account and a 30-minute time bucket) and the same-origin check.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use rand::RngCore;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use url::Url;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -121,6 +123,46 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
     own.host_str().map(str::to_ascii_lowercase) == source.host_str().map(str::to_ascii_lowercase)
         && own.port_or_known_default() == source.port_or_known_default()
+}
+
+/// State of the operator's forms, one per process.
+pub struct AdminState {
+    pub csrf: Csrf,
+    /// The one-time setup token, while no login exists.
+    setup_token: Mutex<Option<String>>,
+    /// One setup attempt at a time.
+    pub(crate) setup_lock: tokio::sync::Mutex<()>,
+}
+
+impl AdminState {
+    /// `offer_setup`: no login exists, so a setup token is made.
+    pub fn new(offer_setup: bool) -> AdminState {
+        AdminState {
+            csrf: Csrf::new(),
+            setup_token: Mutex::new(offer_setup.then(random_token)),
+            setup_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The setup token, if the setup page is still offered.
+    pub fn setup_token(&self) -> Option<String> {
+        self.setup_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn end_setup(&self) {
+        *self
+            .setup_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    pub(crate) fn setup_token_matches(&self, given: &str) -> bool {
+        self.setup_token()
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())))
+    }
 }
 
 #[cfg(test)]
