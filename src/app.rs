@@ -11,6 +11,7 @@ use crate::auth::logins::LoginStore;
 use crate::config::Config;
 use crate::limits::{BodyBudget, ConnLimit};
 use crate::metrics::Metrics;
+use crate::start::StartError;
 use crate::upstream::client::Upstream;
 
 /// Everything a request handler needs, shared by all connections.
@@ -36,16 +37,19 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<App, String> {
-        crate::files::ensure_private_dir(&config.server.data_dir).map_err(|e| {
-            format!(
-                "cannot create data_dir {}: {e}",
-                config.server.data_dir.display()
-            )
+    pub fn new(config: Config) -> Result<App, StartError> {
+        crate::files::ensure_private_dir(&config.server.data_dir).map_err(|source| {
+            StartError::File {
+                action: "create data_dir",
+                path: config.server.data_dir.clone(),
+                source,
+            }
         })?;
         warn_if_open(&config.server.data_dir);
         let upstream = Upstream::new(&config.upstream)?;
-        let logins = LoginStore::open(&config.server.data_dir).map_err(|e| e.to_string())?;
+        let logins = LoginStore::open(&config.server.data_dir).map_err(|e| StartError::Logins {
+            detail: e.to_string(),
+        })?;
         let links = Arc::new(crate::dav::links::Links::open(&config.server.data_dir)?);
         let admin = AdminState::new(logins.is_empty());
         let mut config = config;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::ConnLimit;
+use crate::start::StartError;
 
 /// How long open sessions get to end after a shutdown request, on every front end.
 pub const DRAIN: Duration = Duration::from_secs(10);
@@ -46,17 +47,16 @@ pub trait Protocol: Send + Sync + 'static {
 }
 
 /// Bind `addr` (`key` names the config key in errors).
-pub fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String> {
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
-    let listener = TcpListener::from_std(std_listener)
-        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the {key} address: {e}"))?;
+pub fn bind(addr: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Listen {
+        key: key.to_string(),
+        addr,
+        source,
+    };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(failed)?;
+    std_listener.set_nonblocking(true).map_err(failed)?;
+    let listener = TcpListener::from_std(std_listener).map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
     Ok((listener, local))
 }
 

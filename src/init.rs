@@ -158,7 +158,7 @@ async fn finish(
             o.client, o.client
         ));
     }
-    let upstream = Upstream::new(&cfg.upstream)?;
+    let upstream = Upstream::new(&cfg.upstream).map_err(|e| e.to_string())?;
     let vault = Vault::open(&cfg.server.data_dir);
     test_and_store(cfg, &upstream, &vault, &acc, &o.app_password)
         .await

@@ -43,6 +43,7 @@ pub mod net;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+pub mod start;
 pub mod tls;
 pub mod upstream;
 pub mod xml;

@@ -275,7 +275,7 @@ fn load(path: &Option<PathBuf>) -> Result<Config, String> {
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
-    let running = listener::start(cfg).await?;
+    let running = listener::start(cfg).await.map_err(|e| e.to_string())?;
     let token = running.token();
     tokio::spawn(async move {
         icloud_bridge::shutdown::signal().await;
@@ -333,7 +333,7 @@ async fn demo(listen: &str) -> Result<(), String> {
     let password = logins
         .add("demo", "alice", true, None)
         .map_err(|e| e.to_string())?;
-    let running = listener::start(cfg).await?;
+    let running = listener::start(cfg).await.map_err(|e| e.to_string())?;
     if let (Some(imap), Some(smtp)) = (running.imap_addr, running.smtp_addr) {
         tracing::info!(
             %imap,
@@ -463,18 +463,20 @@ fn client(cfg: Config, action: ClientAction) -> Result<(), String> {
 async fn check(cfg: Config) -> Result<(), String> {
     use icloud_bridge::accounts::startup;
     use icloud_bridge::app::App;
-    let app = std::sync::Arc::new(App::new(cfg)?);
+    let app = std::sync::Arc::new(App::new(cfg).map_err(|e| e.to_string())?);
     let server = &app.config.server;
     let imap = (server.imap_listen.is_some() || server.imaps_listen.is_some())
         .then(|| {
             ImapClient::new(&app.config.upstream).map(|c| c.with_stats(app.upstream.stats.clone()))
         })
-        .transpose()?;
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let smtp = server
         .smtp_listen
         .is_some()
         .then(|| SmtpClient::new(&app.config.upstream))
-        .transpose()?;
+        .transpose()
+        .map_err(|e| e.to_string())?;
     if app.accounts.snapshot().is_empty() {
         println!("config ok; no account is configured");
         return Ok(());
@@ -531,7 +533,8 @@ async fn reconnect(
         eprint!("New app-specific password for {name}: ");
     }
     let raw = read_stdin_line()?;
-    let upstream = icloud_bridge::upstream::client::Upstream::new(&cfg.upstream)?;
+    let upstream =
+        icloud_bridge::upstream::client::Upstream::new(&cfg.upstream).map_err(|e| e.to_string())?;
     let vault = Vault::open(&cfg.server.data_dir);
     icloud_bridge::accounts::reconnect::test_and_store(&cfg, &upstream, &vault, &acc, &raw)
         .await

@@ -245,13 +245,18 @@ async fn tls_listen_errors_name_the_key_and_the_file() {
     let err = listener::start(cfg.clone())
         .await
         .err()
-        .expect("port taken");
+        .expect("port taken")
+        .to_string();
     assert!(err.contains("server.tls_listen"), "{err}");
     // A broken CA file: named, and nothing starts.
     cfg.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
     std::fs::create_dir_all(dir.path().join("certs")).unwrap();
     std::fs::write(dir.path().join("certs/ca.pem"), "not a certificate").unwrap();
-    let err = listener::start(cfg).await.err().expect("broken ca.pem");
+    let err = listener::start(cfg)
+        .await
+        .err()
+        .expect("broken ca.pem")
+        .to_string();
     assert!(
         err.contains("server.tls_listen") && err.contains("ca.pem"),
         "{err}"

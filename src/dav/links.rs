@@ -12,6 +12,7 @@ use sha2::Sha256;
 use url::Url;
 
 use crate::files::write_atomic;
+use crate::start::StartError;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -35,31 +36,42 @@ impl std::fmt::Debug for Links {
 impl Links {
     /// The signer of `data_dir`, its key made on first use. Links stay valid across
     /// restarts (cached answers and clients keep them), and die with the key file.
-    pub fn open(data_dir: &Path) -> Result<Links, String> {
+    pub fn open(data_dir: &Path) -> Result<Links, StartError> {
         let path = data_dir.join(KEY_FILE);
-        let read = || -> Result<Option<Vec<u8>>, String> {
+        let read = || -> Result<Option<Vec<u8>>, StartError> {
             match std::fs::read_to_string(&path) {
-                Ok(text) => decode_hex(text.trim()).map(Some).ok_or_else(|| {
-                    format!(
-                        "{} is not a link key (64 hex digits); remove it to make a new one",
-                        path.display()
-                    )
-                }),
+                Ok(text) => decode_hex(text.trim())
+                    .filter(|k| k.len() >= 16)
+                    .map(Some)
+                    .ok_or_else(|| StartError::LinkKey { path: path.clone() }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                Err(source) => Err(StartError::File {
+                    action: "read",
+                    path: path.clone(),
+                    source,
+                }),
             }
         };
         let key = match read()? {
             Some(k) => k,
             None => {
                 let fresh: [u8; 32] = rand::random();
-                write_atomic(&path, encode_hex(&fresh).as_bytes())
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                write_atomic(&path, encode_hex(&fresh).as_bytes()).map_err(|source| {
+                    StartError::File {
+                        action: "write",
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 // Whoever wrote last won a race; use what is on disk.
-                read()?.ok_or_else(|| format!("{} vanished after writing", path.display()))?
+                read()?.ok_or_else(|| StartError::File {
+                    action: "read back",
+                    path: path.clone(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                })?
             }
         };
-        Self::with_key(&key)
+        Self::with_key(&key).ok_or(StartError::LinkKey { path })
     }
 
     /// A signer with a random key that lives as long as the process (tests, tools).
@@ -71,13 +83,12 @@ impl Links {
         }
     }
 
-    fn with_key(key: &[u8]) -> Result<Links, String> {
+    fn with_key(key: &[u8]) -> Option<Links> {
         if key.len() < 16 {
-            return Err("the link key is too short".into());
+            return None;
         }
-        let mac = <HmacSha256 as Mac>::new_from_slice(key)
-            .map_err(|_| "the link key is unusable".to_string())?;
-        Ok(Links { mac })
+        let mac = <HmacSha256 as Mac>::new_from_slice(key).ok()?;
+        Some(Links { mac })
     }
 
     fn tag(&self, account: &str, url: &[u8]) -> [u8; TAG_LEN] {
@@ -188,6 +199,9 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(dir.path().join(KEY_FILE), "not hex").unwrap();
-        assert!(Links::open(dir.path()).unwrap_err().contains("link key"));
+        assert!(Links::open(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("link key"));
     }
 }

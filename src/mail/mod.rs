@@ -12,7 +12,8 @@ pub mod relay;
 pub mod smtp;
 
 /// TLS is shared with the HTTPS listener; kept under this name for the mail modules.
-pub use crate::tls;
+pub use crate::start::StartError;
+use crate::tls;
 
 pub use crate::net::{BoxIo, Io};
 
@@ -64,13 +65,15 @@ impl Mail {
         auth: Arc<LocalAuth>,
         conns: Arc<ConnLimit>,
         stats: Arc<UpstreamStats>,
-    ) -> Result<Mail, String> {
+    ) -> Result<Mail, StartError> {
         Ok(Mail {
             accounts,
             auth,
             conns,
             login_timeout: Duration::from_secs(config.limits.login_timeout_secs),
-            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(&config.server)?),
+            acceptor: tokio_rustls::TlsAcceptor::from(
+                tls::server_config(&config.server).map_err(StartError::Tls)?,
+            ),
             imap: Arc::new(ImapClient::new(&config.upstream)?.with_stats(stats.clone())),
             smtp: Arc::new(SmtpClient::new(&config.upstream)?.with_stats(stats)),
         })
@@ -103,7 +106,7 @@ pub fn start(
     mail: Arc<Mail>,
     config: &Config,
     token: &CancellationToken,
-) -> Result<MailListeners, String> {
+) -> Result<MailListeners, StartError> {
     let server = &config.server;
     let mut out = MailListeners::default();
     let mut imap = Vec::new();

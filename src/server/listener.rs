@@ -25,6 +25,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::limits::ClientAddr;
 use crate::server::router;
+use crate::start::StartError;
 
 /// Most connections served at once (both listeners together); more are refused at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -75,25 +76,29 @@ impl Running {
 }
 
 /// Bind `config.server.listen` and start serving.
-pub async fn start(config: Config) -> Result<Running, String> {
+pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some((key, addr)) = config.server.plaintext_on_lan() {
-        return Err(format!(
-            "{key} = \"{addr}\" would let every device's login cross the network in clear; serve other devices over TLS instead (server.tls_listen for HTTPS, server.imaps_listen for IMAP) and keep plain listeners on 127.0.0.1, or set [server] allow_plaintext_lan = true if that is really wanted"
-        ));
+        return Err(StartError::PlaintextOnLan { key, addr });
     }
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|source| StartError::Listen {
+            key: "server.listen".into(),
+            addr: listen,
+            source,
+        })?;
     let app = Arc::new(App::new(config)?);
     start_with(app, listener)
 }
 
 /// Serve `app` on an already bound listener.
-pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, String> {
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listen address: {e}"))?;
+pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, StartError> {
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        key: "server.listen".into(),
+        addr: app.config.server.listen,
+        source,
+    })?;
     let token = CancellationToken::new();
     let https = bind_https(&app)?;
     let tls_addr = https.as_ref().map(|h| h.addr);
@@ -131,7 +136,7 @@ pub fn start_with(app: Arc<App>, listener: TcpListener) -> Result<Running, Strin
 fn start_mail(
     app: &Arc<App>,
     token: &CancellationToken,
-) -> Result<crate::mail::MailListeners, String> {
+) -> Result<crate::mail::MailListeners, StartError> {
     if !crate::mail::wanted(&app.config) {
         return Ok(crate::mail::MailListeners::default());
     }
@@ -154,12 +159,12 @@ struct Https {
 
 /// Bind `server.tls_listen` (if set) with the certificate from `certs_dir`, made there first
 /// if none is there.
-fn bind_https(app: &Arc<App>) -> Result<Option<Https>, String> {
+fn bind_https(app: &Arc<App>) -> Result<Option<Https>, StartError> {
     let Some(listen) = app.config.server.tls_listen else {
         return Ok(None);
     };
     let config = crate::tls::https_config(&app.config.server)
-        .map_err(|e| format!("server.tls_listen: {e}"))?;
+        .map_err(|e| StartError::Tls(format!("server.tls_listen: {e}")))?;
     let (listener, addr) = crate::frontend::bind(listen, "server.tls_listen")?;
     app.set_tls_addr(addr);
     Ok(Some(Https {

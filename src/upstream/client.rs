@@ -14,6 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 use url::Url;
 
 use crate::config::UpstreamConfig;
+use crate::start::StartError;
 use crate::upstream::error::{parse_retry_after, retry_secs, Unreachable, UpstreamError};
 use crate::upstream::gate::Gate;
 use crate::upstream::service::Service;
@@ -176,7 +177,7 @@ pub enum Purpose {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, StartError> {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(config.timeout_secs.min(10)))
@@ -187,21 +188,24 @@ impl Upstream {
             .no_proxy()
             .user_agent(concat!("icloud-bridge/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("cannot read upstream.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!(
-                    "upstream.ca_file {} is not PEM certificates: {e}",
-                    ca.display()
-                )
+            let pem = std::fs::read(ca).map_err(|source| StartError::File {
+                action: "read upstream.ca_file",
+                path: ca.clone(),
+                source,
             })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| StartError::CaFile {
+                    path: ca.clone(),
+                    detail: e.to_string(),
+                })?;
             for c in certs {
                 b = b.add_root_certificate(c);
             }
         }
-        let http = b
-            .build()
-            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
+        let http = b.build().map_err(|e| StartError::Client {
+            what: "upstream HTTP",
+            detail: e.to_string(),
+        })?;
         Ok(Upstream {
             http,
             stats: Default::default(),

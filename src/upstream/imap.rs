@@ -17,6 +17,7 @@ use url::Url;
 use crate::config::{ImapUser, UpstreamConfig};
 use crate::net::{BoxIo, Conn};
 use crate::secret::Secret;
+use crate::start::StartError;
 use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::gate::Gate;
@@ -37,8 +38,14 @@ pub struct ImapClient {
 
 impl ImapClient {
     /// The TLS client trusts the webpki roots plus `upstream.ca_file`.
-    pub fn new(config: &UpstreamConfig) -> Result<ImapClient, String> {
-        let client_tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    pub fn new(config: &UpstreamConfig) -> Result<ImapClient, StartError> {
+        let client_tls =
+            crate::tls::client_config(config.ca_file.as_deref()).map_err(|detail| {
+                StartError::Client {
+                    what: "IMAP",
+                    detail,
+                }
+            })?;
         Ok(ImapClient {
             connector: tokio_rustls::TlsConnector::from(client_tls),
             url: config.imap.clone(),

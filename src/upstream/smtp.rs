@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::config::UpstreamConfig;
 use crate::net::{read_line, trim_eol, write_line as send, BoxIo, Conn, Line};
+use crate::start::StartError;
 use crate::upstream::client::{LoginResult, UpstreamStats};
 use crate::upstream::error::{Unreachable, UpstreamError};
 use crate::upstream::gate::Gate;
@@ -38,9 +39,16 @@ pub struct SmtpClient {
 
 impl SmtpClient {
     /// The TLS client trusts the webpki roots plus `upstream.ca_file`.
-    pub fn new(config: &UpstreamConfig) -> Result<SmtpClient, String> {
+    pub fn new(config: &UpstreamConfig) -> Result<SmtpClient, StartError> {
+        let client_tls =
+            crate::tls::client_config(config.ca_file.as_deref()).map_err(|detail| {
+                StartError::Client {
+                    what: "SMTP",
+                    detail,
+                }
+            })?;
         Ok(SmtpClient {
-            connector: TlsConnector::from(crate::tls::client_config(config.ca_file.as_deref())?),
+            connector: TlsConnector::from(client_tls),
             url: config.smtp.clone(),
             timeout: Duration::from_secs(config.timeout_secs),
             stats: None,
