@@ -6,7 +6,7 @@ mod support;
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use icloud_bridge::accounts::vault::Vault;
 use icloud_bridge::auth::logins::LoginStore;
@@ -554,16 +554,10 @@ async fn paste_form_recovers_a_revoked_account_without_restart() {
     );
     let body = r.text().await.unwrap();
     assert!(!body.contains(&fresh) && !body.contains(&pasted));
-    let posted = Instant::now();
-    let mut status = 0;
-    while posted.elapsed() < Duration::from_secs(2) {
-        status = write_status(&env).await;
-        if status == 201 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 201, "the bridge did not recover within 2 s");
+    wait_until(Duration::from_secs(2), "a write succeeds again", || async {
+        write_status(&env).await == 201
+    })
+    .await;
     assert_eq!(stored(&env).as_deref(), Some(fresh.as_str()));
     let (_, html) = get_text(&env, "/status?reconnected=alice").await;
     assert!(html.contains("is in use now"), "{html}");

@@ -655,8 +655,21 @@ async fn a_moved_partition_is_followed_without_leaking_it() {
         .port()
         .unwrap();
     assert!(!body.contains(&new_port.to_string()), "{body}");
-    // The bridge learns the new layout, so later requests go straight to the new host.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The bridge learns the new layout (and keeps it in state.json), so later requests go
+    // straight to the new host.
+    let new_home = format!("127.0.0.1:{new_port}/");
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "state.json names the new partition's calendar home",
+        || async {
+            env.state_json().is_some_and(|st| {
+                st["accounts"]["alice"]["learned"]["cal_home"]
+                    .as_str()
+                    .is_some_and(|h| h.contains(&new_home))
+            })
+        },
+    )
+    .await;
     env.control().clear_request_log();
     let (s, _) = env
         .propfind("/dav/alice/calendars/work/", "1", PROPFIND_LIST)
@@ -890,6 +903,8 @@ async fn after_a_rejection_200_client_requests_send_the_dead_credential_at_most_
         .propfind("/dav/alice/calendars/home/", "1", PROPFIND_LIST)
         .await;
     assert_eq!(s, 503);
+    // The calendar service's probe window runs from the rejection, before this moment.
+    let rejected = std::time::Instant::now();
     env.control().clear_request_log();
 
     // 200 requests in the next moment: 100 at once, then 100 one after another, of every kind.
@@ -936,7 +951,7 @@ async fn after_a_rejection_200_client_requests_send_the_dead_credential_at_most_
     );
 
     // After auth_probe_secs, 50 concurrent requests share one probe.
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    tokio::time::sleep_until((rejected + std::time::Duration::from_secs(3)).into()).await;
     env.control().clear_request_log();
     let burst = (0..50).map(|_| {
         env.req("PROPFIND", "/dav/alice/calendars/home/")

@@ -9,6 +9,8 @@ use support::*;
 const LIST: &str =
     r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
 
+const SECS: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Upstream requests (method, path) in the stand-in's log for paths containing `part`.
 fn upstream(env: &Env, method: &str, part: &str) -> usize {
     env.control()
@@ -88,15 +90,32 @@ async fn a_503_without_retry_after_backs_off_for_seconds_then_recovers() {
     c.set_switch("rate.limit_after", "0").unwrap();
     let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
     assert_eq!(s, 503);
+    let limited = std::time::Instant::now();
     c.set_switch("rate.limit_after", "none").unwrap();
     c.clear_request_log();
-    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
-    assert_eq!(s, 503, "held: the bridge waits before asking again");
-    assert!(c.request_log().is_empty());
-    // The first backoff is 5 s (+ up to 10 % jitter).
-    tokio::time::sleep(std::time::Duration::from_millis(5600)).await;
-    let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
-    assert_eq!(s, 207);
+    // The first backoff is 5 s (no jitter: the bridge is the account's only client): until
+    // then every request is answered by the bridge alone; right after it, iCloud is asked.
+    let asked = wait_for(
+        std::time::Duration::from_secs(7),
+        "the bridge asks iCloud again",
+        || async {
+            let sent = limited.elapsed();
+            let (s, _) = env.propfind("/dav/alice/calendars/home/", "1", LIST).await;
+            if s == 503 {
+                assert!(c.request_log().is_empty(), "asked iCloud while held");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return None;
+            }
+            assert_eq!(s, 207);
+            Some(sent)
+        },
+    )
+    .await;
+    assert!(
+        asked >= std::time::Duration::from_millis(4900)
+            && asked < std::time::Duration::from_millis(5500),
+        "the first request answered by iCloud was sent {asked:?} after the 503"
+    );
     env.stop().await;
 }
 
@@ -190,28 +209,36 @@ async fn garbage_xml_from_upstream_is_a_clean_502() {
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
     let env = learned(Options::default()).await;
-    env.control().set_switch("latency_ms", "600").unwrap();
+    let c = env.control();
+    // iCloud keeps the request until the test lets it go.
+    c.set_switch("hold.path", "/calendars/home/").unwrap();
     let slow = env
         .req("PROPFIND", "/dav/alice/calendars/home/")
         .header("Depth", "1")
         .body(LIST)
         .send();
     let slow = tokio::spawn(slow);
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    wait_until(SECS, "the PROPFIND is held upstream", || async {
+        c.held() == 1
+    })
+    .await;
     let started = std::time::Instant::now();
     env.bridge.token().cancel();
-    let r = slow.await.unwrap().unwrap();
-    assert_eq!(r.status(), 207, "the request in flight was cut off");
-    assert!(r.text().await.unwrap().contains("multistatus"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    // The listener is closed: a new connection is refused.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The listener closes while the request is still in flight: new connections are refused.
+    let addr = env.bridge.addr;
+    wait_until(SECS, "the bridge's listener is closed", || refuses(addr)).await;
     let fresh = reqwest::Client::new()
         .get(env.url("/healthz"))
         .timeout(std::time::Duration::from_secs(2))
         .send()
         .await;
     assert!(fresh.is_err(), "a new request was served after shutdown");
+    assert!(!slow.is_finished(), "the request in flight was cut off");
+    c.set_switch("hold.path", "none").unwrap();
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 207, "the request in flight was cut off");
+    assert!(r.text().await.unwrap().contains("multistatus"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     env.stop().await;
 }
 

@@ -92,14 +92,15 @@ fn imap_env() -> Options {
 
 /// Wait until `/status.json` shows `state` for services.imap (the start-up check ran).
 async fn wait_imap_state(env: &Env, state: &str) -> serde_json::Value {
-    for _ in 0..200 {
-        let st = env.status_json().await;
-        if st["accounts"][0]["services"]["imap"]["state"] == state {
-            return st;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("imap never reached {state}: {}", env.status_json().await);
+    wait_for(
+        Duration::from_secs(5),
+        &format!("status.json shows imap {state}"),
+        || async {
+            let st = env.status_json().await;
+            (st["accounts"][0]["services"]["imap"]["state"] == state).then_some(st)
+        },
+    )
+    .await
 }
 
 /// LOGIN attempts the stand-in saw.

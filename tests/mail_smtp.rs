@@ -62,14 +62,15 @@ async fn start_smtp() -> (Env, String) {
 
 /// Wait until `/status.json` shows `services.smtp.state == want`.
 async fn wait_smtp_state(env: &Env, want: &str) -> serde_json::Value {
-    for _ in 0..200 {
-        let s = env.status_json().await;
-        if s["accounts"][0]["services"]["smtp"]["state"] == want {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("smtp never became {want}: {}", env.status_json().await);
+    wait_for(
+        Duration::from_secs(5),
+        &format!("status.json shows smtp {want}"),
+        || async {
+            let s = env.status_json().await;
+            (s["accounts"][0]["services"]["smtp"]["state"] == want).then_some(s)
+        },
+    )
+    .await
 }
 
 struct Client {
@@ -480,19 +481,12 @@ async fn ten_megabytes_stream_through() {
     }
     c.raw(&stuffed).await;
     // Before the final dot, iCloud already has (nearly) all of it: the bridge streams.
-    let mut streamed = 0;
-    for _ in 0..400 {
-        streamed = env.control().smtp_data_bytes() - before;
-        if streamed >= body.len() as u64 - 64 * 1024 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        streamed >= body.len() as u64 - 64 * 1024,
-        "only {streamed} of {} bytes reached iCloud before the end of DATA",
-        body.len()
-    );
+    wait_until(
+        Duration::from_secs(10),
+        "all but the last 64 KiB reach iCloud before the end of DATA",
+        || async { env.control().smtp_data_bytes() - before >= body.len() as u64 - 64 * 1024 },
+    )
+    .await;
     c.raw(b".\r\n").await;
     let r = c.reply().await;
     assert!(r.starts_with("250"), "{r}");

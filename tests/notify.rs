@@ -73,7 +73,9 @@ async fn a_revoked_password_is_told_once_by_webhook_and_log_line() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let got_later = sink.received();
     assert_eq!(got_later.len(), 1, "{got_later:?}");
+    assert_eq!(got[0].method, "POST");
     assert_eq!(got[0].path, "/hook");
+    assert_eq!(got[0].headers["content-type"], "application/json");
     let j = got[0].json();
     assert_eq!(j["event"], "state");
     assert_eq!(j["account"], "alice");
@@ -149,6 +151,7 @@ async fn unreachable_icloud_is_told_and_a_failing_webhook_is_retried_with_a_sign
     let j = got[0].json();
     assert_eq!(j["state"], "unreachable");
     assert!(j["fix_url"].as_str().unwrap().ends_with("/status"), "{j}");
+    assert_eq!(got[0].method, "POST");
     assert_eq!(got[0].path, "/hook?topic=t");
     // The signature verifies against the exact body.
     let sig = got[0].headers["x-icloud-bridge-signature"].clone();
@@ -181,15 +184,16 @@ async fn unreachable_icloud_is_told_and_a_failing_webhook_is_retried_with_a_sign
 }
 
 async fn wait_for_file(path: &std::path::Path, needle: &str) -> String {
-    for _ in 0..200 {
-        if let Ok(t) = std::fs::read_to_string(path) {
-            if t.contains(needle) {
-                return t;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} never contained {needle}", path.display());
+    wait_for(
+        Duration::from_secs(5),
+        &format!("{} contains {needle}", path.display()),
+        || async {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|t| t.contains(needle))
+        },
+    )
+    .await
 }
 
 #[tokio::test]

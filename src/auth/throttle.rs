@@ -191,6 +191,13 @@ impl FailureThrottle {
         turn
     }
 
+    /// How many password checks from `ip`'s address wait for their turn or are in it now.
+    pub fn queued(&self, ip: IpAddr) -> usize {
+        lock(&self.inner.gates)
+            .get(&address_key(ip))
+            .map_or(0, |g| Arc::strong_count(g).saturating_sub(1))
+    }
+
     /// How long the next turn of `ip` would wait now (zero for a good record).
     pub fn delay_for(&self, ip: IpAddr) -> Duration {
         self.delay_at(ip, Instant::now())

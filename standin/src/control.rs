@@ -324,6 +324,12 @@ impl Control {
             .unwrap_or_default()
     }
 
+    /// Requests held by the `hold.path` switch now (they have arrived and wait for the
+    /// switch to change).
+    pub fn held(&self) -> usize {
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         lock(&self.shared.log).iter().cloned().collect()
     }

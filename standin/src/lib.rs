@@ -114,6 +114,8 @@ impl Standin {
                 count: 0,
             }),
             listeners: RwLock::new(Listeners::default()),
+            switch_changes: watch::channel(0u64).0,
+            held: std::sync::atomic::AtomicUsize::new(0),
             unreachable,
             mail_changes,
             shutdown,

@@ -201,6 +201,49 @@ fn log(shared: &Shared, role: Role, req: &Req, status: u16) {
     });
 }
 
+/// Counts a request as held while it lives.
+struct Held<'a>(&'a Shared);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Hold a request for `path` while the `hold.path` switch matches it; false when the
+/// stand-in stopped meanwhile.
+async fn hold(shared: &Shared, path: &str) -> bool {
+    let matches = |sw: &crate::switches::Switches| {
+        sw.hold_path
+            .as_deref()
+            .is_some_and(|p| !p.is_empty() && path.contains(p))
+    };
+    // Subscribed before looking, so a change between the look and the wait is not missed.
+    let mut changes = shared.switch_changes.subscribe();
+    let mut shutdown = shared.shutdown.subscribe();
+    if !matches(&shared.switches()) {
+        return true;
+    }
+    shared
+        .held
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _held = Held(shared);
+    loop {
+        if *shutdown.borrow_and_update() {
+            return false;
+        }
+        if !matches(&shared.switches()) {
+            return true;
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return false },
+            r = shutdown.changed() => if r.is_err() { return false },
+        }
+    }
+}
+
 /// Turn a response into one whose body stops half-way (or drop it when there is no body).
 fn break_response(r: Response<Body>) -> Option<Response<Body>> {
     let (mut parts, body) = r.into_parts();
@@ -241,6 +284,11 @@ async fn handle(
     if role.partition().is_some() && sw.partition_unreachable {
         return Err(closed());
     }
+    let sw = match &sw.hold_path {
+        Some(_) if !hold(&shared, &req.path).await => return Err(closed()),
+        Some(_) => shared.switches(),
+        None => sw,
+    };
     let user_partition = auth::named_account(&shared, &req.headers).map(|a| a.partition());
     let ctx = Ctx {
         shared: &shared,

@@ -98,6 +98,10 @@ pub struct Shared {
     pub log: Mutex<VecDeque<LoggedRequest>>,
     pub rate: Mutex<RateWindow>,
     pub listeners: RwLock<Listeners>,
+    /// Bumped on every change of the switches (requests held by `hold.path` look again).
+    pub switch_changes: watch::Sender<u64>,
+    /// Requests held by `hold.path` now.
+    pub held: std::sync::atomic::AtomicUsize,
     /// Mirrors `partition.unreachable` for the accept loops.
     pub unreachable: watch::Sender<bool>,
     /// Bumped on every change of any mailbox (IDLE sessions look again).
@@ -127,6 +131,7 @@ impl Shared {
             f(&mut s);
             s.partition_unreachable
         };
+        self.switch_changes.send_modify(|n| *n = n.wrapping_add(1));
         self.unreachable.send_if_modified(|v| {
             let changed = *v != unreachable;
             *v = unreachable;

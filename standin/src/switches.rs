@@ -209,6 +209,11 @@ pub struct Switches {
     pub hostile_bomb_attributes: u64,
     /// `log.enabled` (true): record requests for `Control::request_log`.
     pub log_enabled: bool,
+    /// `hold.path` (none): a request whose path contains this text is held unanswered (after
+    /// the partition check, before faults and routing) until the switch no longer matches
+    /// it or the stand-in stops; `Control::held` counts the requests held now. Tests use it
+    /// to keep a request in flight for exactly as long as they need.
+    pub hold_path: Option<String>,
     // --- C10 (SMTP) ----------------------------------------------------------------------
     /// `smtp.auth_fail_reply` (`535 5.7.8 Authentication credentials invalid`): the reply to
     /// a refused AUTH.
@@ -291,6 +296,7 @@ impl Default for Switches {
             hostile_bomb_path: None,
             hostile_bomb_attributes: 100_000,
             log_enabled: true,
+            hold_path: None,
             smtp_auth_fail_reply: "535 5.7.8 Authentication credentials invalid".to_string(),
             smtp_transient: None,
             smtp_drop: false,

@@ -308,8 +308,9 @@ async fn partition_unreachable_while_front_keeps_working() {
     s.control()
         .set_switch("partition.unreachable", "true")
         .unwrap();
-    // give the accept loop a moment to close its socket
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The accept loop closes its socket.
+    let secs = std::time::Duration::from_secs(5);
+    wait_until(secs, "the partition refuses connections", || refuses(&part)).await;
     let dav = Dav::alice();
     let err = dav
         .req("PROPFIND", &url(&part, &path))
@@ -322,7 +323,10 @@ async fn partition_unreachable_while_front_keeps_working() {
     s.control()
         .set_switch("partition.unreachable", "false")
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    wait_until(secs, "the partition accepts connections again", || async {
+        !refuses(&part).await
+    })
+    .await;
     let dav = Dav::alice();
     let r = dav.propfind(&url(&part, &path), "0", "").await;
     assert_eq!(r.status(), 207);

@@ -46,15 +46,12 @@ async fn read_until_closed(s: &mut TcpStream, within: Duration) -> (String, bool
 
 async fn wait_held(env: &Env, src: &str, n: usize) {
     let ip: IpAddr = src.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while env.bridge.app.conns.held(ip) != n {
-        assert!(
-            Instant::now() < deadline,
-            "the bridge holds {} connections from {src}, not {n}",
-            env.bridge.app.conns.held(ip)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!("the bridge holds {n} connections from {src}"),
+        || async { env.bridge.app.conns.held(ip) == n },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -256,6 +253,10 @@ async fn imap_and_smtp_sessions_must_log_in_within_a_total_deadline() {
         ..Default::default()
     })
     .await;
+    // A client that logs in in time keeps its session past the deadline: it connects first,
+    // so its deadline has passed by the time the attackers' sessions are closed.
+    let victim_connected = Instant::now();
+    let mut c = imap_login_as_victim(&env).await;
     let mut imap = BufReader::new(connect_from(ATTACKER, env.imap_addr()).await);
     assert!(line(&mut imap).await.starts_with("* OK"));
     let mut smtp = BufReader::new(connect_from(ATTACKER, env.smtp_addr()).await);
@@ -282,9 +283,7 @@ async fn imap_and_smtp_sessions_must_log_in_within_a_total_deadline() {
         smtp.last().is_some_and(|l| l.starts_with("421 4.4.2 ")),
         "{smtp:?}"
     );
-    // A client that logs in in time keeps its session past the deadline.
-    let mut c = imap_login_as_victim(&env).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep_until((victim_connected + Duration::from_millis(2100)).into()).await;
     c.get_mut().write_all(b"b NOOP\r\n").await.unwrap();
     loop {
         let l = line(&mut c).await;

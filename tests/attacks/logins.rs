@@ -4,7 +4,7 @@
 //! same argon2 run as known ones, long passwords included. The attacker plays from
 //! 127.0.0.2; the victim device is 127.0.0.1.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 
@@ -66,13 +66,19 @@ async fn a_wrong_password_flood_does_not_queue_a_new_device_behind_it() {
     let flood: Vec<_> = (0..120)
         .map(|i| spawn_login(&env, &attacker, "phone", &format!("guess-{i}")))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while logins.argon2_runs() == 0 {
-        assert!(Instant::now() < deadline, "the flood did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Let every attempt arrive and queue.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every attempt has arrived: it waits for its turn, is in it, or has been answered.
+    let throttle = &env.bridge.app.auth.throttle;
+    let attacker_ip = ATTACKER.parse().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "all 120 wrong attempts reach the throttle",
+        || async {
+            let answered = flood.iter().filter(|t| t.is_finished()).count();
+            throttle.queued(attacker_ip) + answered >= 120
+        },
+    )
+    .await;
+    assert!(logins.argon2_runs() > 0, "the flood did not start");
     // A new device's first login from another address.
     let before = logins.argon2_runs();
     let status = login_from(&env, &env.http, "tablet", &tablet).await;
@@ -131,7 +137,16 @@ async fn a_remembered_login_never_waits_behind_failures_or_argon2() {
     // address (one argon2 run, no delay), then the remembered login.
     let same = spawn_login(&env, &device, "phone", "old-again");
     let clean = spawn_login(&env, &client_from("127.0.0.3"), "phone", "a-guess");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let throttle = &env.bridge.app.auth.throttle;
+    wait_until(
+        Duration::from_secs(5),
+        "both failures wait for or hold their address's turn",
+        || async {
+            throttle.queued("127.0.0.1".parse().unwrap()) == 1
+                && (throttle.queued("127.0.0.3".parse().unwrap()) == 1 || clean.is_finished())
+        },
+    )
+    .await;
     let runs = env.bridge.app.auth.logins.argon2_runs();
     assert_eq!(login_from(&env, &device, "phone", &env.pass).await, 207);
     assert!(

@@ -4,7 +4,7 @@
 //! bodies within the budget are served. (How much memory a burst costs, and that it is given
 //! back, is measured by `bench/attack/bodies.py`.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,15 +65,12 @@ async fn bodies_past_the_budget_get_503_before_they_are_read_while_the_others_ar
         s.write_all(&full[..MIB / 2]).await.unwrap();
         held.push(s);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bodies.used() < 4 * MIB {
-        assert!(
-            Instant::now() < deadline,
-            "{} bytes reserved",
-            bodies.used()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the four half-sent bodies reserve the whole budget",
+        || async { bodies.used() >= 4 * MIB },
+    )
+    .await;
     // More bodies, from a fifth device and from one of the four: refused at once, by
     // their declared length, before a byte of them is sent.
     for src in ["127.0.0.6", "127.0.0.2"] {
@@ -118,15 +115,12 @@ async fn bodies_past_the_budget_get_503_before_they_are_read_while_the_others_ar
         let head = response_head(s).await.expect("an answer to a held body");
         assert!(head.starts_with("HTTP/1.1 207 "), "{head}");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while bodies.used() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} bytes still reserved",
-            bodies.used()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "the served bodies give their budget back",
+        || async { bodies.used() == 0 },
+    )
+    .await;
     let (status, text) = env
         .propfind("/", "0", std::str::from_utf8(&full).unwrap())
         .await;

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -53,25 +53,25 @@ fn serve(server_toml: &str) -> Result<(), String> {
         }
         out
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(text) = rx.try_recv() {
+    // Either it says it listens, or its stderr ends because it exited.
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(text) => {
             let _ = child.kill();
             let _ = child.wait();
             let _ = reader.join();
             assert!(text.contains("listening"), "{text}");
-            return Ok(());
+            Ok(())
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child.wait().unwrap();
             let text = reader.join().unwrap();
             assert!(!status.success(), "serve exited 0: {text}");
-            return Err(text);
+            Err(text)
         }
-        assert!(
-            Instant::now() < deadline,
-            "serve neither started nor exited"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            panic!("serve neither started nor exited within 20 s");
+        }
     }
 }
 

@@ -173,6 +173,12 @@ impl Env {
             .unwrap()
     }
 
+    /// The bridge's `state.json` in its data directory, parsed (`None` before it is written).
+    pub fn state_json(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// `/status.json`, parsed.
     pub async fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.page("/status.json").await).unwrap()
@@ -265,9 +271,11 @@ impl Env {
     }
 }
 
-/// What the webhook sink received in one POST.
+/// What the webhook sink received in one request.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
+    /// Path and query.
     pub path: String,
     /// Header names in lower case.
     pub headers: std::collections::HashMap<String, String>,
@@ -280,80 +288,75 @@ impl Received {
     }
 }
 
-/// A webhook receiver on 127.0.0.1: records POSTs, answers 500 to the first `fail_first`.
+/// A webhook receiver on 127.0.0.1 (a real HTTP/1.1 server, hyper): records requests,
+/// answers 500 to the first `fail_first`.
 pub struct Sink {
     pub addr: std::net::SocketAddr,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     pub attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// How many requests were recorded (waiters look again on every change).
+    recorded: tokio::sync::watch::Sender<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sink {
     pub async fn start(fail_first: usize) -> Sink {
+        use http_body_util::{BodyExt, Empty};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::{Arc, Mutex};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(AtomicUsize::new(0));
-        let (rec, att) = (received.clone(), attempts.clone());
+        let recorded = tokio::sync::watch::Sender::new(0usize);
+        let (rec, att, count) = (received.clone(), attempts.clone(), recorded.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
+                let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (rec, att) = (rec.clone(), att.clone());
+                let (rec, att, count) = (rec.clone(), att.clone(), count.clone());
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (rec, att, count) = (rec.clone(), att.clone(), count.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let status = if att.fetch_add(1, Ordering::SeqCst) < fail_first {
+                                http::StatusCode::INTERNAL_SERVER_ERROR
+                            } else {
+                                let headers = parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect();
+                                rec.lock().unwrap().push(Received {
+                                    method: parts.method.to_string(),
+                                    path: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.to_string())
+                                        .unwrap_or_default(),
+                                    headers,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                count.send_modify(|n| *n += 1);
+                                http::StatusCode::OK
+                            };
+                            let mut resp = http::Response::new(Empty::<bytes::Bytes>::new());
+                            *resp.status_mut() = status;
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i;
-                        }
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let mut lines = head.split("\r\n");
-                    let path = lines
-                        .next()
-                        .and_then(|l| l.split(' ').nth(1))
-                        .unwrap_or("")
-                        .to_string();
-                    let headers: std::collections::HashMap<String, String> = lines
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                        .collect();
-                    let len: usize = headers
-                        .get("content-length")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    let mut body = buf[head_end + 4..].to_vec();
-                    while body.len() < len {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => body.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let n = att.fetch_add(1, Ordering::SeqCst);
-                    let status = if n < fail_first {
-                        "500 Internal Server Error"
-                    } else {
-                        rec.lock().unwrap().push(Received {
-                            path,
-                            headers,
-                            body: String::from_utf8_lossy(&body).to_string(),
-                        });
-                        "200 OK"
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -361,6 +364,7 @@ impl Sink {
             addr,
             received,
             attempts,
+            recorded,
             task,
         }
     }
@@ -373,16 +377,15 @@ impl Sink {
         self.received.lock().unwrap().clone()
     }
 
-    /// Wait (up to `secs`) until at least `n` POSTs were received; return all.
+    /// Wait (up to `secs`) until at least `n` requests were recorded; return all.
     pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
-            let r = self.received();
-            if r.len() >= n || std::time::Instant::now() > deadline {
-                return r;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let mut rx = self.recorded.subscribe();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(secs),
+            rx.wait_for(|count| *count >= n),
+        )
+        .await;
+        self.received()
     }
 }
 
@@ -390,6 +393,49 @@ impl Drop for Sink {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// How often [`wait_until`] and [`wait_for`] look.
+const POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Wait until `check` gives a value, looking every few milliseconds; panics naming `what`
+/// (what did not happen) when `within` has passed. For conditions the test can observe:
+/// the stand-in's request log and switches, the bridge's `/status.json` or `/metrics`, a
+/// file, a port.
+pub async fn wait_for<T, F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_for`] a condition.
+pub async fn wait_until<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(within, what, || {
+        let f = check();
+        async move { f.await.then_some(()) }
+    })
+    .await
+}
+
+/// Whether nothing listens on `addr` any more (a connection is refused).
+pub async fn refuses(addr: std::net::SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_err()
 }
 
 /// Log lines written on this thread while the guard lives (the bridge's tasks run here too

@@ -13,6 +13,31 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Wait until `check` holds, looking every few milliseconds; panics naming `what` after
+/// `within`.
+pub async fn wait_until<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether a TCP connection to the host and port of `url` (`http://host:port/...`) is
+/// refused.
+pub async fn refuses(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let addr = rest.split('/').next().unwrap_or(rest);
+    tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
 pub async fn start_demo() -> Standin {
     Standin::start(StandinConfig::demo()).await.unwrap()
 }
