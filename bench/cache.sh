@@ -51,14 +51,16 @@ trap 'exit 143' TERM
 blog() { echo "bench-cache: $*" >&2; }
 bdie() { echo "bench-cache: ERROR: $*" >&2; exit 1; }
 
-# vdirsyncer in a throwaway venv (the interop one when it is there)
+# vdirsyncer and python-caldav in a throwaway venv (the interop one when it is there)
+has_clients() { [ -x "$1/bin/vdirsyncer" ] && "$1/bin/python" -c 'import caldav' 2>/dev/null; }
 VENV="$ROOT/target/interop/venv"
-if ! [ -x "$VENV/bin/vdirsyncer" ]; then
+if ! has_clients "$VENV"; then
   VENV="$BENCH_DIR/venv"
-  if ! [ -x "$VENV/bin/vdirsyncer" ]; then
-    blog "setting up $VENV (vdirsyncer==0.21.0)"
+  if ! has_clients "$VENV"; then
+    blog "setting up $VENV (vdirsyncer==0.21.0, caldav==3.6.0)"
     python3 -m venv "$VENV" || bdie "python3 -m venv failed (Debian: apt-get install python3-venv)"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check vdirsyncer==0.21.0 >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check vdirsyncer==0.21.0 caldav==3.6.0 >&2 \
+      || bdie "pip install vdirsyncer caldav failed"
   fi
 fi
 PY="$VENV/bin/python"

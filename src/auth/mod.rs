@@ -99,6 +99,20 @@ impl LocalAuth {
         if let Some(login) = self.logins.remembered(user, pass).await {
             return Some(login);
         }
+        // Boxed: the slow path's state (a turn, argon2 on the blocking pool) is large, and
+        // every remembered login would otherwise carry it.
+        Box::pin(self.verify_in_turn(ip, user, pass, front)).await
+    }
+
+    /// A check that is not answered from memory: wait for the address's turn, then one
+    /// argon2 run; a failure is counted before the turn ends.
+    async fn verify_in_turn(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        pass: &str,
+        front: &'static str,
+    ) -> Option<Login> {
         let attempt = Attempt {
             turn: self.throttle.turn(ip).await,
             name: user.to_string(),

@@ -138,7 +138,7 @@ async fn route(
         _ => None,
     };
     if let Some(resource) = resource {
-        return local_resource(dav, account, resource, path, req).await;
+        return Box::pin(local_resource(dav, account, resource, path, req)).await;
     }
     match local {
         Local::Home {
@@ -154,7 +154,7 @@ async fn route(
         }
         Local::Upstream { account: a, key } => {
             check_account(account, a)?;
-            fetch_upstream_url(dav, account, key, req).await
+            Box::pin(fetch_upstream_url(dav, account, key, req)).await
         }
         _ => Err(DavError::NotFound(format!(
             "{path} is not part of the bridge; calendars are under /dav/{0}/calendars/ and contacts under /dav/{0}/contacts/",

@@ -245,11 +245,11 @@ pub async fn forward(
             // What a write touches is outdated before and after it reaches upstream.
             let dest = write_targets(account.name(), &f.parts.headers);
             invalidate(dav, account.name(), f.home, rest, &dest);
-            let r = f.upstream().await;
+            let r = Box::pin(f.upstream()).await;
             invalidate(dav, account.name(), f.home, rest, &dest);
             r
         }
-        Policy::Bypass => f.upstream().await,
+        Policy::Bypass => Box::pin(f.upstream()).await,
         Policy::Revalidate => f.revalidate().await,
         Policy::Lookup => f.lookup().await,
     }
@@ -271,38 +271,36 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The cache keys of this request: shared by every origin, and this client's own (for
-    /// answers that carry an absolute bridge URL).
-    fn keys(&self) -> (Key, Key) {
+    /// The cache key of this request for `origin`: answers are shared by every origin
+    /// clients use ([`SHARED_ORIGIN`]); those that carry an absolute bridge URL are kept per
+    /// origin (`public_origin`).
+    fn key(&self, origin: &str) -> Key {
         let path_and_query = match self.parts.uri.query() {
             Some(q) => std::borrow::Cow::Owned(format!("{}?{q}", self.rest)),
             None => std::borrow::Cow::Borrowed(self.rest),
         };
-        let key_for = |origin: &str| {
-            self.dav.cache.key(
-                self.account.name(),
-                self.home,
-                self.parts.method.as_str(),
-                &path_and_query,
-                origin,
-                &self.parts.headers,
-                &self.body,
-            )
-        };
-        (key_for(SHARED_ORIGIN), key_for(self.public_origin))
+        self.dav.cache.key(
+            self.account.name(),
+            self.home,
+            self.parts.method.as_str(),
+            &path_and_query,
+            origin,
+            &self.parts.headers,
+            &self.body,
+        )
     }
 
     /// A client checking its copy: 304 from a fresh entry with the same ETag, else upstream.
     async fn revalidate(self) -> Result<Response<Body>, DavError> {
         let cache = &self.dav.cache;
-        let (shared, own) = self.keys();
+        let (shared, own) = (self.key(SHARED_ORIGIN), self.key(self.public_origin));
         if let Some(e) = cache.fresh(&shared).or_else(|| cache.fresh(&own)) {
             if let Some(r) = not_modified(&e, &self.parts.headers) {
                 cache.record_hit();
                 return Ok(r);
             }
         }
-        self.upstream().await
+        Box::pin(self.upstream()).await
     }
 
     /// Answer from the cache, or fetch once for every identical request and store.
@@ -313,11 +311,13 @@ impl Forward<'_> {
         let method = self.parts.method.as_str();
         let (service, parts, body) = (self.service, &self.parts, &self.body);
         let cache = &dav.cache;
-        let (shared, own) = self.keys();
+        // The shared key first: most hits are there, and the own key costs a second hash.
+        let shared = self.key(SHARED_ORIGIN);
         if let Some(e) = cache.fresh(&shared) {
             cache.record_hit();
             return Ok(e.response(None));
         }
+        let own = self.key(public_origin);
         let fresh = || cache.fresh(&shared).or_else(|| cache.fresh(&own));
         if let Some(e) = cache.fresh(&own) {
             cache.record_hit();
@@ -369,7 +369,9 @@ impl Forward<'_> {
             Some(e) => Err(DavError::Upstream(e)),
             None => {
                 cache.record_miss();
-                let r = self.upstream().await;
+                // Boxed, like every trip upstream: the state of a request to iCloud is
+                // large, and a cache hit should not carry (and copy) it.
+                let r = Box::pin(self.upstream()).await;
                 match &r {
                     Err(DavError::Upstream(e)) => flight.failed(e),
                     _ => flight.succeeded(),
@@ -377,8 +379,7 @@ impl Forward<'_> {
                 r
             }
         };
-        self.finish(result, (shared, own), multiget.as_ref(), home_listing)
-            .await
+        Box::pin(self.finish(result, (shared, own), multiget.as_ref(), home_listing)).await
     }
 
     /// After the upstream phase: store a whole 200/207 answer (and what it vouches for), or

@@ -295,7 +295,12 @@ impl crate::frontend::Protocol for HttpFront {
         };
         let app = self.app.clone();
         let Some(acceptor) = self.acceptor.as_ref().filter(|_| tls) else {
-            serve_http(&self.builder, stream, app, remote, false, deadlines, &token).await;
+            // Every request's span and log line sits inside its connection's (HTTP/1: the
+            // requests run inside the connection's future).
+            let span = tracing::debug_span!("conn", peer = %remote, tls = false);
+            serve_http(&self.builder, stream, app, remote, false, deadlines, &token)
+                .instrument(span)
+                .await;
             return;
         };
         // The handshake runs in the connection's own task: a slow or silent client never
@@ -323,7 +328,10 @@ impl crate::frontend::Protocol for HttpFront {
                 }
             },
         };
-        serve_http(&self.builder, stream, app, remote, true, deadlines, &token).await;
+        let span = tracing::debug_span!("conn", peer = %remote, tls = true);
+        serve_http(&self.builder, stream, app, remote, true, deadlines, &token)
+            .instrument(span)
+            .await;
     }
 }
 
@@ -400,8 +408,6 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
-    // Every request's span and log line sits inside its connection's.
-    let conn = tracing::debug_span!("conn", peer = %remote, tls);
     let svc = {
         let activity = activity.clone();
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -415,7 +421,6 @@ async fn serve_http<I>(
                 let resp = router::service(app, remote, req).await?;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked { inner: b, busy }.boxed()))
             }
-            .instrument(conn.clone())
         })
     };
     let conn = builder.serve_connection(TokioIo::new(io), svc);

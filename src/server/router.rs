@@ -134,8 +134,14 @@ async fn serve(
     let method = req.method().clone();
     let started = Instant::now();
     // The path only: a query may carry the setup token.
-    let span = tracing::debug_span!("request", method = %method, path = %req.uri().path());
-    let resp = dispatch(&app, remote, req).instrument(span).await;
+    // A span per request when debug logging is on. Only then: instrumenting moves the
+    // request's whole future, and a cache hit should not pay for a span nobody reads.
+    let resp = if tracing::enabled!(tracing::Level::DEBUG) {
+        let span = tracing::debug_span!("request", method = %method, path = %req.uri().path());
+        Box::pin(dispatch(&app, remote, req)).instrument(span).await
+    } else {
+        dispatch(&app, remote, req).await
+    };
     app.metrics
         .record_request(method.as_str(), resp.status().as_u16(), started.elapsed());
     Ok(resp)
@@ -196,10 +202,10 @@ async fn page(
     }
     // The operator's forms check their own logins, tokens and origins.
     Ok(match path {
-        "/admin/reconnect" => admin::reconnect(app, remote, req).await,
+        "/admin/reconnect" => Box::pin(admin::reconnect(app, remote, req)).await,
         "/setup" => {
             let base = page_base(app, &req);
-            admin::setup(app, req, &base).await
+            Box::pin(admin::setup(app, req, &base)).await
         }
         _ => return Err(req),
     })
