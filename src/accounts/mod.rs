@@ -157,8 +157,8 @@ impl Accounts {
     }
 
     /// Save `state.json` now.
-    pub fn save(self: &Arc<Self>) {
-        (self.saver())()
+    pub fn save(&self) {
+        self.state_file.save(&self.snapshot());
     }
 
     /// A callable that saves `state.json`, for accounts and background tasks. It holds the
@@ -167,7 +167,7 @@ impl Accounts {
         let weak = Arc::downgrade(self);
         Arc::new(move || {
             if let Some(accounts) = weak.upgrade() {
-                accounts.state_file.save(&accounts.snapshot());
+                accounts.save();
             }
         })
     }

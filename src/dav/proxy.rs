@@ -245,11 +245,11 @@ pub async fn forward(
             // What a write touches is outdated before and after it reaches upstream.
             let dest = write_targets(account.name(), &f.parts.headers);
             invalidate(dav, account.name(), f.home, rest, &dest);
-            let r = Box::pin(f.upstream()).await;
+            let r = f.upstream().await;
             invalidate(dav, account.name(), f.home, rest, &dest);
             r
         }
-        Policy::Bypass => Box::pin(f.upstream()).await,
+        Policy::Bypass => f.upstream().await,
         Policy::Revalidate => f.revalidate().await,
         Policy::Lookup => f.lookup().await,
     }
@@ -300,7 +300,7 @@ impl Forward<'_> {
                 return Ok(r);
             }
         }
-        Box::pin(self.upstream()).await
+        self.upstream().await
     }
 
     /// Answer from the cache, or fetch once for every identical request and store.
@@ -369,9 +369,7 @@ impl Forward<'_> {
             Some(e) => Err(DavError::Upstream(e)),
             None => {
                 cache.record_miss();
-                // Boxed, like every trip upstream: the state of a request to iCloud is
-                // large, and a cache hit should not carry (and copy) it.
-                let r = Box::pin(self.upstream()).await;
+                let r = self.upstream().await;
                 match &r {
                     Err(DavError::Upstream(e)) => flight.failed(e),
                     _ => flight.succeeded(),
@@ -547,14 +545,15 @@ impl Forward<'_> {
     /// answer. When upstream moves the account to a host discovery has not learned (a
     /// partition move), the credential does not follow the redirect: the layout is learned
     /// again from the configured upstream, and the request is sent once more to the new home.
+    ///
+    /// The tries are boxed: the state of a request to iCloud is large, and every future that
+    /// may go upstream (a cache hit's too) would otherwise carry and copy it.
     async fn upstream(&self) -> Result<Response<Body>, DavError> {
-        match self.attempt().await? {
+        match Box::pin(self.attempt()).await? {
             Attempt::Done(r) => Ok(r),
             Attempt::Moved(before) => {
-                self.account
-                    .relearn_now(&self.dav.upstream, &before)
-                    .await?;
-                match self.attempt().await? {
+                Box::pin(self.account.relearn_now(&self.dav.upstream, &before)).await?;
+                match Box::pin(self.attempt()).await? {
                     Attempt::Done(r) => Ok(r),
                     Attempt::Moved(_) => Err(DavError::Upstream(UpstreamError::BadResponse {
                         detail: "it moves this account to a host that discovery does not name"
