@@ -13,6 +13,17 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// connection (or a test) delivers, boxed once at the router.
 pub type RequestBody = BoxBody<Bytes, BoxError>;
 
+/// Response extension: whether a rewritten body names the client's origin (known once the
+/// body has been read through), so that the cache keeps it per origin instead of shared.
+#[derive(Clone, Default)]
+pub struct OriginUsed(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl OriginUsed {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A body of one buffer.
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 pub mod multiget;
 pub mod policy;
+pub mod serve;
 
 use crate::body::{full, Body, BoxError};
 use crate::config::CacheConfig;

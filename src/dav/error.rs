@@ -94,3 +94,12 @@ impl DavError {
         resp
     }
 }
+
+impl crate::cache::serve::FetchError for DavError {
+    fn upstream(&self) -> Option<&UpstreamError> {
+        match self {
+            DavError::Upstream(e) => Some(e),
+            _ => None,
+        }
+    }
+}

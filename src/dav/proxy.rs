@@ -13,9 +13,8 @@ use url::Url;
 
 use crate::accounts::Account;
 use crate::body::RequestBody;
-use crate::body::{empty, full, stream_body, Body, BoxError};
-use crate::cache::policy::{not_modified, Policy};
-use crate::cache::{Entry, Key, SHARED_ORIGIN};
+use crate::body::{empty, full, stream_body, Body, BoxError, OriginUsed};
+use crate::cache::serve::{Ask, OnListing};
 use crate::dav::error::DavError;
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{
@@ -184,23 +183,15 @@ fn discard_rest(mut body: RequestBody, limit: usize) {
     });
 }
 
-/// Request bodies larger than this are parsed on the blocking pool, so that a big (or
-/// hostile) one never holds a worker thread that every other client's requests need.
-const PARSE_INLINE_UP_TO: usize = 64 * 1024;
-
-/// Run `f` (parsing a request body) where it cannot hold up other clients: inline for a small
-/// body, on the blocking pool for a large one.
+/// Run `f` (parsing a request body) where it cannot hold up other clients (see
+/// [`crate::xml::off_thread`]).
 pub async fn parse_body<T: Send + 'static>(
     body: &Bytes,
     f: impl FnOnce(&[u8]) -> T + Send + 'static,
 ) -> Result<T, DavError> {
-    if body.len() <= PARSE_INLINE_UP_TO {
-        return Ok(f(body));
-    }
-    let body = body.clone();
-    tokio::task::spawn_blocking(move || f(&body))
+    crate::xml::off_thread(body, f)
         .await
-        .map_err(|_| DavError::Internal("read the request body"))
+        .ok_or(DavError::Internal("read the request body"))
 }
 
 fn is_blank(b: &[u8]) -> bool {
@@ -236,23 +227,29 @@ pub async fn forward(
         body,
         public_origin,
     };
-    match Policy::of(
-        dav.cache.enabled(),
-        f.parts.method.as_str(),
-        &f.parts.headers,
-    ) {
-        Policy::Write => {
-            // What a write touches is outdated before and after it reaches upstream.
-            let dest = write_targets(account.name(), &f.parts.headers);
-            invalidate(dav, account.name(), f.home, rest, &dest);
-            let r = f.upstream().await;
-            invalidate(dav, account.name(), f.home, rest, &dest);
-            r
+    let ask = Ask {
+        account: account.name(),
+        home: f.home,
+        rest,
+        query: f.parts.uri.query(),
+        method: f.parts.method.as_str(),
+        headers: &f.parts.headers,
+        body: &f.body,
+        public_origin,
+        destination: write_targets(account.name(), &f.parts.headers),
+    };
+    // A listing of the calendar home says which calendars only hold tasks (see task_lists).
+    let home_listing = f.parts.method.as_str() == "PROPFIND"
+        && service == Service::Caldav
+        && rest.is_empty()
+        && f.parts.headers.get("depth").map(|d| d.as_bytes()) == Some(b"1");
+    let note = |listing: &[u8]| {
+        if let Some(lists) = crate::dav::task_lists::find(listing) {
+            dav.note_task_lists(account.name(), lists);
         }
-        Policy::Bypass => f.upstream().await,
-        Policy::Revalidate => f.revalidate().await,
-        Policy::Lookup => f.lookup().await,
-    }
+    };
+    let on_listing: OnListing = if home_listing { Some(&note) } else { None };
+    dav.cache.serve(ask, on_listing, || f.upstream()).await
 }
 
 /// One request on its way through the DAV pipeline: who asks, for what, with which body.
@@ -270,204 +267,6 @@ struct Forward<'a> {
     public_origin: &'a str,
 }
 
-impl Forward<'_> {
-    /// The cache key of this request for `origin`: answers are shared by every origin
-    /// clients use ([`SHARED_ORIGIN`]); those that carry an absolute bridge URL are kept per
-    /// origin (`public_origin`).
-    fn key(&self, origin: &str) -> Key {
-        let path_and_query = match self.parts.uri.query() {
-            Some(q) => std::borrow::Cow::Owned(format!("{}?{q}", self.rest)),
-            None => std::borrow::Cow::Borrowed(self.rest),
-        };
-        self.dav.cache.key(
-            self.account.name(),
-            self.home,
-            self.parts.method.as_str(),
-            &path_and_query,
-            origin,
-            &self.parts.headers,
-            &self.body,
-        )
-    }
-
-    /// A client checking its copy: 304 from a fresh entry with the same ETag, else upstream.
-    async fn revalidate(self) -> Result<Response<Body>, DavError> {
-        let cache = &self.dav.cache;
-        let (shared, own) = (self.key(SHARED_ORIGIN), self.key(self.public_origin));
-        if let Some(e) = cache.fresh(&shared).or_else(|| cache.fresh(&own)) {
-            if let Some(r) = not_modified(&e, &self.parts.headers) {
-                cache.record_hit();
-                return Ok(r);
-            }
-        }
-        self.upstream().await
-    }
-
-    /// Answer from the cache, or fetch once for every identical request and store.
-    async fn lookup(self) -> Result<Response<Body>, DavError> {
-        let dav = self.dav;
-        let account = self.account;
-        let (home, rest, public_origin) = (self.home, self.rest, self.public_origin);
-        let method = self.parts.method.as_str();
-        let (service, parts, body) = (self.service, &self.parts, &self.body);
-        let cache = &dav.cache;
-        // The shared key first: most hits are there, and the own key costs a second hash.
-        let shared = self.key(SHARED_ORIGIN);
-        if let Some(e) = cache.fresh(&shared) {
-            cache.record_hit();
-            return Ok(e.response(None));
-        }
-        let own = self.key(public_origin);
-        let fresh = || cache.fresh(&shared).or_else(|| cache.fresh(&own));
-        if let Some(e) = cache.fresh(&own) {
-            cache.record_hit();
-            return Ok(e.response(None));
-        }
-        // An object fetched before `fresh_secs` ago that a fresh listing shows unchanged.
-        if method == "GET" && parts.uri.query().is_none() {
-            let validated = |k| cache.validated_object(k, account.name(), home, rest);
-            if let Some(r) = validated(&shared).or_else(|| validated(&own)) {
-                cache.record_hit();
-                return Ok(r);
-            }
-        }
-        // A multiget of objects the cache knows (from earlier multigets, in any grouping).
-        let multiget = if method == "REPORT" {
-            parse_body(body, crate::cache::multiget::parse_request).await?
-        } else {
-            None
-        };
-        if let Some(mg) = &multiget {
-            if let Some(pieces) = cache.pieces(account.name(), public_origin, mg) {
-                cache.record_hit();
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/xml; charset=utf-8"),
-                );
-                let entry = Entry {
-                    status: http::StatusCode::MULTI_STATUS,
-                    headers,
-                    body: crate::cache::multiget::assemble(&pieces),
-                    stored: std::time::Instant::now(),
-                };
-                return Ok(entry.response(None));
-            }
-        }
-        // A listing of the calendar home says which calendars only hold tasks (see task_lists).
-        let home_listing = method == "PROPFIND"
-            && service == Service::Caldav
-            && rest.is_empty()
-            && parts.headers.get("depth").map(|d| d.as_bytes()) == Some(b"1");
-        let mut flight = cache.single_flight(&shared).await;
-        if let Some(e) = fresh() {
-            cache.record_hit();
-            return Ok(e.response(None));
-        }
-        // The identical request we waited for just failed: same answer, no second attempt.
-        let result = match flight.recent_failure() {
-            Some(e) => Err(DavError::Upstream(e)),
-            None => {
-                cache.record_miss();
-                let r = self.upstream().await;
-                match &r {
-                    Err(DavError::Upstream(e)) => flight.failed(e),
-                    _ => flight.succeeded(),
-                }
-                r
-            }
-        };
-        Box::pin(self.finish(result, (shared, own), multiget.as_ref(), home_listing)).await
-    }
-
-    /// After the upstream phase: store a whole 200/207 answer (and what it vouches for), or
-    /// serve a stale one while iCloud fails.
-    async fn finish(
-        &self,
-        result: Result<Response<Body>, DavError>,
-        (shared, own): (Key, Key),
-        multiget: Option<&crate::cache::multiget::Multiget>,
-        home_listing: bool,
-    ) -> Result<Response<Body>, DavError> {
-        let (dav, account, public_origin) = (self.dav, self.account, self.public_origin);
-        let cache = &dav.cache;
-        match result {
-            Ok(resp) if matches!(resp.status().as_u16(), 200 | 207) => {
-                let (head, body) = resp.into_parts();
-                let buffered = buffer_up_to(body, cache.max_entry()).await;
-                // Read once the body is through the rewriter; unknown counts as used.
-                let origin_used = head
-                    .extensions
-                    .get::<OriginUsed>()
-                    .is_none_or(|u| u.0.load(std::sync::atomic::Ordering::Relaxed));
-                let (key, origin) = if origin_used {
-                    (own, public_origin)
-                } else {
-                    (shared, SHARED_ORIGIN)
-                };
-                match buffered {
-                    Ok(Buffered::Whole(chunks)) => {
-                        let stored = std::time::Instant::now();
-                        // Kept in one piece: a hit is then one buffer handed to the socket, not a
-                        // stream of the rewriter's chunks (one copy per miss, none per hit).
-                        let whole = match chunks.as_slice() {
-                            [one] => one.clone(),
-                            _ => Bytes::from(chunks.concat()),
-                        };
-                        if head.status == http::StatusCode::MULTI_STATUS {
-                            // What iCloud just listed vouches for stored bodies at those ETags.
-                            cache.store_listed(account.name(), &whole, stored);
-                            if home_listing {
-                                if let Some(lists) = crate::dav::task_lists::find(&whole) {
-                                    dav.note_task_lists(account.name(), lists);
-                                }
-                            }
-                            if let Some(mg) = &multiget {
-                                if let Some(pieces) = crate::cache::multiget::split_response(&whole)
-                                {
-                                    cache.store_pieces(
-                                        account.name(),
-                                        origin,
-                                        mg.signature,
-                                        pieces,
-                                    );
-                                }
-                            }
-                        }
-                        let entry = Entry {
-                            status: head.status,
-                            headers: head.headers,
-                            body: vec![whole],
-                            stored,
-                        };
-                        let resp = entry.response(None);
-                        cache.insert(key, entry);
-                        Ok(resp)
-                    }
-                    Ok(Buffered::TooBig(body)) => Ok(Response::from_parts(head, body)),
-                    Err(e) => Err(DavError::Upstream(UpstreamError::BadResponse {
-                        detail: format!("its answer was cut off ({e})"),
-                    })),
-                }
-            }
-            Ok(resp) => Ok(resp),
-            Err(DavError::Upstream(e)) if e.serve_stale() => {
-                match cache.any(&shared).or_else(|| cache.any(&own)) {
-                    Some(stale) => {
-                        cache
-                            .stats
-                            .stale_served
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        Ok(stale.response(Some(e.state().as_str())))
-                    }
-                    None => Err(DavError::Upstream(e)),
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
 /// (home, rest) of the local Destination of a MOVE or COPY, if it is this account's.
 fn write_targets(account: &str, headers: &HeaderMap) -> Option<(&'static str, String)> {
     let d = headers.get("destination")?.to_str().ok()?;
@@ -481,48 +280,6 @@ fn write_targets(account: &str, headers: &HeaderMap) -> Option<(&'static str, St
         _ => return None,
     };
     Some((home, rest.to_string()))
-}
-
-fn invalidate(dav: &Dav, account: &str, home: &str, rest: &str, dest: &Option<(&str, String)>) {
-    dav.cache.invalidate(account, home, rest);
-    if let Some((h, r)) = dest {
-        dav.cache.invalidate(account, h, r);
-    }
-}
-
-enum Buffered {
-    Whole(Vec<Bytes>),
-    /// Longer than the limit: the part read so far followed by the rest, as a stream.
-    TooBig(Body),
-}
-
-/// Read `body` whole (as its chunks) if it is at most `limit` bytes; otherwise hand it back
-/// as a stream that starts with what was read.
-async fn buffer_up_to(mut body: Body, limit: usize) -> Result<Buffered, BoxError> {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        if let Ok(data) = frame.into_data() {
-            if data.is_empty() {
-                continue;
-            }
-            len += data.len();
-            chunks.push(data);
-            if len > limit {
-                let head = futures_util::stream::iter(
-                    chunks
-                        .into_iter()
-                        .map(|c| Ok::<_, BoxError>(Frame::data(c))),
-                );
-                let rest = http_body_util::BodyStream::new(body);
-                return Ok(Buffered::TooBig(BodyExt::boxed(StreamBody::new(
-                    head.chain(rest),
-                ))));
-            }
-        }
-    }
-    Ok(Buffered::Whole(chunks))
 }
 
 /// How one try of the upstream phase ended.
@@ -839,11 +596,6 @@ fn response_head(resp: &reqwest::Response, to_local: &ToLocal) -> (http::respons
     }
     (out, etag_seen)
 }
-
-/// Response extension: whether the rewritten body names the client's origin (known once the
-/// body has been read through).
-#[derive(Clone)]
-struct OriginUsed(Arc<std::sync::atomic::AtomicBool>);
 
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()

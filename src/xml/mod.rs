@@ -37,4 +37,21 @@ pub use inspect::{inspect, PropRequest, RequestInfo};
 pub use rewrite::{rewrite_stream, rewrite_to_vec, HrefMap, Identity};
 
 /// Deepest element nesting accepted in any document.
+/// Request bodies larger than this are parsed on the blocking pool, so that a big (or
+/// hostile) one never holds a worker thread that every other client's requests need.
+const PARSE_INLINE_UP_TO: usize = 64 * 1024;
+
+/// Run `f` (parsing a request body) where it cannot hold up other clients: inline for a small
+/// body, on the blocking pool for a large one. `None` if the blocking task did not finish.
+pub async fn off_thread<T: Send + 'static>(
+    body: &bytes::Bytes,
+    f: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Option<T> {
+    if body.len() <= PARSE_INLINE_UP_TO {
+        return Some(f(body));
+    }
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || f(&body)).await.ok()
+}
+
 pub const MAX_DEPTH: usize = 256;
