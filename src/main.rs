@@ -201,7 +201,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             };
             if !password_stdin {
-                eprint!("App-specific password for {apple_id} (appleid.apple.com, Sign-In and Security): ");
+                eprint!("App-specific password for {apple_id} (account.apple.com, Sign-In and Security): ");
             }
             let app_password = read_stdin_line()?;
             let out = icloud_bridge::init::run(icloud_bridge::init::InitOptions {

@@ -296,7 +296,7 @@ async fn status_page_after_a_revocation_says_why_and_offers_fix_now() {
     );
     assert!(html.contains("Fix now"), "{html}");
     assert!(
-        html.contains("href=\"https://appleid.apple.com/account/manage\" target=\"_blank\""),
+        html.contains("href=\"https://account.apple.com/account/manage\" target=\"_blank\""),
         "{html}"
     );
     assert!(

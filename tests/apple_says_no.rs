@@ -140,7 +140,7 @@ async fn expect(env: &Env, sink: &Sink, path: &str, row: Row<'_>) {
     );
     if row.state == "auth_rejected" {
         assert_eq!(
-            told["fix_url"], "https://appleid.apple.com/account/manage",
+            told["fix_url"], "https://account.apple.com/account/manage",
             "{told}"
         );
     }

@@ -251,7 +251,7 @@ async fn revoked_app_password_gets_the_alert_and_unavailable() {
     let (u, t) = c
         .cmd("a", &format!("LOGIN {} \"{}\"", env.user, env.pass))
         .await;
-    let sentence = "iCloud no longer accepts the app-specific password for alice@icloud.com, usually because the Apple ID password was changed; make a new app-specific password at appleid.apple.com, then run `icloud-bridge reconnect` or use the status page.";
+    let sentence = "iCloud no longer accepts the app-specific password for alice@icloud.com, usually because the Apple ID password was changed; make a new app-specific password at account.apple.com, then run `icloud-bridge reconnect` or use the status page.";
     assert_eq!(u, vec![format!("* OK [ALERT] {sentence}")]);
     assert_eq!(t, format!("a NO [UNAVAILABLE] {sentence}"));
     let st = wait_imap_state(&env, "auth_rejected").await;

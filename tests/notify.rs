@@ -10,7 +10,7 @@ use icloud_bridge::config::Config;
 use icloud_bridge::standin::DEMO_APPLE_ID;
 use support::*;
 
-const APPLE_ID_URL: &str = "https://appleid.apple.com/account/manage";
+const APPLE_ID_URL: &str = "https://account.apple.com/account/manage";
 
 fn with_notify(
     webhook: String,

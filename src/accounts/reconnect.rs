@@ -17,7 +17,7 @@ use crate::upstream::error::{auth_sentence, AuthReason, UpstreamError};
 /// Why a new password was not stored; each a sentence for a person. Never holds the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconnectError {
-    #[error("no password was given; paste the app-specific password made at appleid.apple.com")]
+    #[error("no password was given; paste the app-specific password made at account.apple.com")]
     Empty,
     #[error("{}", auth_sentence(AuthReason::NotAppPassword, .apple_id))]
     NotAppPassword { apple_id: String },

@@ -36,7 +36,7 @@ use crate::secret::Secret;
 use crate::upstream::service::ServiceState;
 
 /// Where to fix an auth problem.
-pub const APPLE_ID_URL: &str = "https://appleid.apple.com/account/manage";
+pub const APPLE_ID_URL: &str = "https://account.apple.com/account/manage";
 /// The signature header sent when `notify.secret` is set.
 pub const SIGNATURE_HEADER: &str = "X-Icloud-Bridge-Signature";
 /// Changes are written to `state.json` at most this long after they happen.
@@ -519,7 +519,7 @@ impl Notifier {
             acc.set_age_reminded(set_at);
             any = true;
             let reason = format!(
-                "The app-specific password for {} was stored {age_days} days ago (notify.warn_after_days = {days}). Apple documents no expiry; this is only the reminder you asked for. To replace it, make a new app-specific password at appleid.apple.com, then run `icloud-bridge reconnect` or use the status page.",
+                "The app-specific password for {} was stored {age_days} days ago (notify.warn_after_days = {days}). Apple documents no expiry; this is only the reminder you asked for. To replace it, make a new app-specific password at account.apple.com, then run `icloud-bridge reconnect` or use the status page.",
                 acc.apple_id()
             );
             tracing::warn!(account = %name, age_days, "the app-specific password is older than notify.warn_after_days");

@@ -46,13 +46,13 @@ pub enum UpstreamError {
 pub fn auth_sentence(reason: AuthReason, apple_id: &str) -> String {
     match reason {
         AuthReason::NotAppPassword => format!(
-            "The stored password for {apple_id} looks like the Apple ID password, not an app-specific password; make one at appleid.apple.com (Sign-In and Security, App-Specific Passwords), then run `icloud-bridge reconnect` or use the status page."
+            "The stored password for {apple_id} looks like the Apple ID password, not an app-specific password; make one at account.apple.com (Sign-In and Security, App-Specific Passwords), then run `icloud-bridge reconnect` or use the status page."
         ),
         AuthReason::NeverAccepted => format!(
-            "iCloud refused the app-specific password for {apple_id}: wrong Apple ID or password, or two-factor authentication is off; check the Apple ID, make a new app-specific password at appleid.apple.com, then run `icloud-bridge reconnect` or use the status page."
+            "iCloud refused the app-specific password for {apple_id}: wrong Apple ID or password, or two-factor authentication is off; check the Apple ID, make a new app-specific password at account.apple.com, then run `icloud-bridge reconnect` or use the status page."
         ),
         AuthReason::Revoked => format!(
-            "iCloud no longer accepts the app-specific password for {apple_id}, usually because the Apple ID password was changed; make a new app-specific password at appleid.apple.com, then run `icloud-bridge reconnect` or use the status page."
+            "iCloud no longer accepts the app-specific password for {apple_id}, usually because the Apple ID password was changed; make a new app-specific password at account.apple.com, then run `icloud-bridge reconnect` or use the status page."
         ),
     }
 }
@@ -222,7 +222,7 @@ mod tests {
         ] {
             let s = auth_sentence(r, "a@icloud.com");
             assert!(s.contains("app-specific password"), "{s}");
-            assert!(s.contains("appleid.apple.com"), "{s}");
+            assert!(s.contains("account.apple.com"), "{s}");
             assert!(s.contains("a@icloud.com"), "{s}");
         }
     }
