@@ -536,11 +536,25 @@ async fn reconnect(
     let upstream =
         icloud_bridge::upstream::client::Upstream::new(&cfg.upstream).map_err(|e| e.to_string())?;
     let vault = Vault::open(&cfg.server.data_dir);
-    icloud_bridge::accounts::reconnect::test_and_store(&cfg, &upstream, &vault, &acc, &raw)
+    use icloud_bridge::accounts::reconnect::{test_and_store, wait_for_pickup, Pickup};
+    test_and_store(&cfg, &upstream, &vault, &acc, &raw)
         .await
         .map_err(|e| e.to_string())?;
-    println!("stored; the running bridge uses it within a second");
-    Ok(())
+    // Return only once the running server uses it, so the next sync works.
+    match wait_for_pickup(&cfg, &acc, &raw, std::time::Duration::from_secs(5)).await {
+        Pickup::InUse => {
+            println!("stored; the running bridge uses the new password now");
+            Ok(())
+        }
+        Pickup::NoServer { url } => {
+            println!("stored; no bridge answers at {url}, so the new password is used when `icloud-bridge serve` starts");
+            Ok(())
+        }
+        Pickup::NotPickedUp { url } => Err(format!(
+            "the new password was stored, but the bridge at {url} did not take it up within 5 s; is it running with data_dir {}? Restart it to use the new password",
+            cfg.server.data_dir.display()
+        )),
+    }
 }
 
 async fn status(cfg: Config) -> Result<(), String> {

@@ -263,6 +263,39 @@ async fn row_3_a_password_accepted_before_and_revoked_now() {
     env.stop().await;
 }
 
+/// `reconnect` (its library half, as the CLI runs it) returns only once the running bridge
+/// uses the new password: the very next request succeeds, with no retry in between.
+#[tokio::test]
+async fn after_reconnect_returns_the_next_request_succeeds() {
+    use icloud_bridge::accounts::reconnect::{test_and_store, wait_for_pickup, Pickup};
+    use icloud_bridge::accounts::vault::Vault;
+    let (env, _sink) = boot(Options::default()).await;
+    assert_eq!(seen(&env, "/dav/alice/calendars/").await.status, 207);
+    env.control().revoke_all_asps(DEMO_APPLE_ID);
+    let path = "/dav/alice/calendars/home/";
+    assert_eq!(seen(&env, path).await.status, 503);
+    let new = env.control().generate_asp(DEMO_APPLE_ID, "new").unwrap();
+    // The CLI's view: the config file's listen address is where the server answers.
+    let mut cfg = env.cfg.clone();
+    cfg.server.listen = env.bridge.addr;
+    let upstream = icloud_bridge::upstream::client::Upstream::new(&cfg.upstream).unwrap();
+    let account = cfg.accounts[0].clone();
+    let vault = Vault::open(&cfg.server.data_dir);
+    test_and_store(&cfg, &upstream, &vault, &account, &new)
+        .await
+        .unwrap();
+    let within = std::time::Duration::from_secs(5);
+    let got = wait_for_pickup(&cfg, &account, &new, within).await;
+    assert_eq!(got, Pickup::InUse);
+    assert_eq!(seen(&env, path).await.status, 207);
+    // With no bridge at the configured address, reconnect says so rather than wait.
+    let mut elsewhere = cfg.clone();
+    elsewhere.server.listen = "127.0.0.1:9".parse().unwrap();
+    let got = wait_for_pickup(&elsewhere, &account, &new, within).await;
+    assert!(matches!(got, Pickup::NoServer { .. }), "{got:?}");
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn row_3_b_one_service_switched_off_leaves_the_other_working() {
     let (env, sink) = boot(Options::default()).await;

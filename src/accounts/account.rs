@@ -522,7 +522,7 @@ impl Account {
 
 /// 64 bits of SHA-256 over a domain tag, the Apple ID and the password: enough to tell
 /// credentials apart, far too little to recover a password from.
-fn credential_id(apple_id: &str, secret: &str) -> String {
+pub(crate) fn credential_id(apple_id: &str, secret: &str) -> String {
     let mut h = sha2::Sha256::new();
     h.update(b"icloud-bridge credential id\0");
     h.update(apple_id.as_bytes());

@@ -154,6 +154,8 @@ impl Accounts {
                 }
             }
         }
+        // `reconnect` waits for the new credential's id to appear here.
+        self.save();
     }
 
     /// Save `state.json` now.

@@ -49,6 +49,15 @@ impl StateFile {
         }
     }
 
+    /// The `credential_id` a running bridge last saved for `account` (how `reconnect` sees
+    /// that the server took up a new password).
+    pub(crate) fn credential_id(&self, account: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let v = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+        let id = v.get("accounts")?.get(account)?.get("credential_id")?;
+        id.as_str().map(str::to_string)
+    }
+
     /// Take back what a previous run saved (an unreadable file: start fresh).
     pub(crate) fn load(&self, accounts: &AccountSnapshot) {
         let Ok(text) = std::fs::read_to_string(&self.path) else {

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use crate::accounts::account::credential_id;
 use crate::accounts::credential::{
     looks_like_app_password, normalise, Credential, CredentialSource, Secret,
 };
+use crate::accounts::persist::StateFile;
 use crate::accounts::vault::{Vault, VaultError};
 use crate::accounts::Account;
 use crate::config::{AccountConfig, Config, UpstreamKind};
@@ -66,4 +68,50 @@ pub async fn test_and_store(
         .map_err(ReconnectError::Store)?;
     tracing::info!(account = %account.name, "a new app-specific password was tested and stored");
     Ok(learned)
+}
+
+/// Whether a running bridge took up a newly stored password.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pickup {
+    /// The server uses it: the next request goes to iCloud with it.
+    InUse,
+    /// No bridge answers at the configured listen address; one started later reads the vault.
+    NoServer { url: String },
+    /// A bridge answers but did not take the password up in time (another `data_dir`?).
+    NotPickedUp { url: String },
+}
+
+/// After `reconnect` stored `raw` for `account`: wait (at most `within`) until the running
+/// bridge has loaded it, as `state.json` in the data directory shows.
+pub async fn wait_for_pickup(
+    config: &Config,
+    account: &AccountConfig,
+    raw: &str,
+    within: Duration,
+) -> Pickup {
+    let url = format!("http://{}/healthz", config.server.listen);
+    let alive = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .ok()?;
+        client.get(&url).send().await.ok()
+    };
+    let base = url.trim_end_matches("healthz").to_string();
+    if alive.await.is_none() {
+        return Pickup::NoServer { url: base };
+    }
+    let want = credential_id(&account.apple_id, normalise(raw).as_str());
+    let state = StateFile::new(config.server.data_dir.join("state.json"));
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if state.credential_id(&account.name).as_deref() == Some(want.as_str()) {
+            return Pickup::InUse;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Pickup::NotPickedUp { url: base };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -12,7 +12,7 @@
 #       two-way sync of 200 events (`work`) and 200 vCards (`card`);
 #   (b) `icloud-bridge serve` against the stand-in (`icloud-bridge standin`, driven
 #       through its control port): revocation, then `reconnect --password-stdin`,
-#       and python-caldav syncing again within 2 s (reconnect.py);
+#       and python-caldav syncing again at the first try after it returns (reconnect.py);
 #   (c) Radicale as a generic upstream behind `icloud-bridge serve`:
 #       the same two clients through the bridge;
 #   (d) mail against the stand-in's IMAP and SMTP roles: mbsync pulls every folder
@@ -257,7 +257,7 @@ CONTEXT_LOGS=()
 
 # (b) revocation and reconnect: `serve` against the stand-in, driven from outside ------
 RC_DIR="$RUN_DIR/reconnect"
-RC_NAME="reconnect: revoke -> 503 with the sentence -> 'reconnect --password-stdin' -> python-caldav syncs within 2 s"
+RC_NAME="reconnect: revoke -> 503 with the sentence -> 'reconnect --password-stdin' -> python-caldav syncs at the first try"
 if standin_bridge "$RC_DIR" "" "" laptop; then
   CONTEXT_LOGS=("$RC_DIR/bridge.log")
   check "$RC_NAME" 120 "$PY" "$HERE/reconnect.py" --bridge "http://$HOST:$SB_PORT/" \
