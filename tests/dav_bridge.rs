@@ -377,32 +377,107 @@ async fn sync_collection_reports_changes_deletions_and_invalid_tokens() {
     env.stop().await;
 }
 
+/// Apple's group cards reach clients as standard groups (`KIND:group` + `MEMBER`), in GET and
+/// multiget answers; written back (as Thunderbird or DAVx5 would after an edit) iCloud gets
+/// Apple's form again, byte for byte when nothing else changed.
 #[tokio::test]
-async fn group_vcards_pass_byte_for_byte_and_multiget_works() {
+async fn apple_groups_are_standard_groups_for_clients_and_apples_again_upstream() {
     let env = start().await;
     let c = env.control();
     let group = "BEGIN:VCARD\r\nVERSION:3.0\r\nPRODID:-//Apple Inc.//iOS 17.0//EN\r\nN:Family\r\nFN:Family\r\nX-ADDRESSBOOKSERVER-KIND:group\r\nX-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-a\r\nX-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-b\r\nUID:group-1\r\nEND:VCARD\r\n";
     c.put_object(DEMO_APPLE_ID, "carddavhome/card", "group-1.vcf", group);
-    let r = env
-        .req("GET", "/dav/alice/contacts/card/group-1.vcf")
-        .send()
-        .await
-        .unwrap();
+    let path = "/dav/alice/contacts/card/group-1.vcf";
+    let r = env.req("GET", path).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), group.as_bytes());
+    let served = r.text().await.unwrap();
+    let standard = group
+        .replace("X-ADDRESSBOOKSERVER-KIND", "KIND")
+        .replace("X-ADDRESSBOOKSERVER-MEMBER", "MEMBER");
+    assert_eq!(served, standard);
 
     let mg = r#"<?xml version="1.0" encoding="utf-8"?><a:addressbook-multiget xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><a:address-data/></d:prop><d:href>/dav/alice/contacts/card/group-1.vcf</d:href><d:href>/dav/alice/contacts/card/missing.vcf</d:href></a:addressbook-multiget>"#;
     let (s, body) = env.report("/dav/alice/contacts/card/", "1", mg).await;
     assert_eq!(s, 207, "{body}");
-    assert!(
-        body.contains("X-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-b"),
-        "{body}"
-    );
+    assert!(body.contains("MEMBER:urn:uuid:card-b"), "{body}");
+    assert!(!body.contains("X-ADDRESSBOOKSERVER"), "{body}");
     assert!(
         body.contains("/dav/alice/contacts/card/missing.vcf"),
         "{body}"
     );
     env.assert_no_leak("multiget", &body);
+
+    // Written back unchanged: iCloud's copy is what it was.
+    let put = env
+        .req("PUT", path)
+        .header("content-type", "text/vcard; charset=utf-8")
+        .body(served.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let stored = c
+        .get_object(DEMO_APPLE_ID, "carddavhome/card", "group-1.vcf")
+        .unwrap();
+    assert_eq!(stored.1, group);
+    // A member added in the client is an Apple member line upstream.
+    let edited = served.replace("UID:", "MEMBER:urn:uuid:card-c\r\nUID:");
+    let put = env
+        .req("PUT", path)
+        .header("content-type", "text/vcard; charset=utf-8")
+        .body(edited)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let stored = c
+        .get_object(DEMO_APPLE_ID, "carddavhome/card", "group-1.vcf")
+        .unwrap();
+    assert!(
+        stored
+            .1
+            .contains("\r\nX-ADDRESSBOOKSERVER-MEMBER:urn:uuid:card-c\r\n"),
+        "{}",
+        stored.1
+    );
+    assert!(
+        !stored.1.contains("\nMEMBER") && !stored.1.contains("\nKIND"),
+        "{}",
+        stored.1
+    );
+    env.stop().await;
+}
+
+/// A birthday without a year (Apple's `X-APPLE-OMIT-YEAR=1604`) reaches clients as `--MM-DD`
+/// and goes back to iCloud in Apple's form.
+#[tokio::test]
+async fn birthdays_without_a_year_never_show_1604() {
+    let env = start().await;
+    let c = env.control();
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Doe;Jane;;;\r\nFN:Jane Doe\r\nBDAY;X-APPLE-OMIT-YEAR=1604:1604-03-14\r\nUID:jane-1\r\nEND:VCARD\r\n";
+    c.put_object(DEMO_APPLE_ID, "carddavhome/card", "jane-1.vcf", card);
+    let path = "/dav/alice/contacts/card/jane-1.vcf";
+    let served = env
+        .req("GET", path)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(served.contains("\r\nBDAY:--03-14\r\n"), "{served}");
+    assert!(!served.contains("1604"), "{served}");
+    let put = env
+        .req("PUT", path)
+        .header("content-type", "text/vcard; charset=utf-8")
+        .body(served)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let stored = c
+        .get_object(DEMO_APPLE_ID, "carddavhome/card", "jane-1.vcf")
+        .unwrap();
+    assert_eq!(stored.1, card);
     env.stop().await;
 }
 

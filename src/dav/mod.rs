@@ -8,6 +8,7 @@ pub mod links;
 pub mod paths;
 pub mod proxy;
 pub mod task_lists;
+pub mod vcard;
 
 /// What the DAV tree needs, built once by the composition root ([`crate::app::App`]).
 pub struct Dav {

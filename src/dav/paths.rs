@@ -193,6 +193,8 @@ pub struct ToLocal {
     pub origin_used: Arc<std::sync::atomic::AtomicBool>,
     /// Signs the `_up` links minted for upstream URLs of other kinds.
     pub links: Arc<Links>,
+    /// Translate Apple's vCard dialect (iCloud's contacts; see [`crate::dav::vcard`]).
+    pub apple_cards: bool,
 }
 
 impl ToLocal {
@@ -300,7 +302,12 @@ impl HrefMap for ToLocal {
     }
 
     fn body_text(&self, text: &str) -> Option<String> {
-        rewrite_urls_in_text(text, |url| {
+        let cards = self
+            .apple_cards
+            .then(|| crate::dav::vcard::to_client(text))
+            .flatten();
+        let text = cards.as_deref().unwrap_or(text);
+        let urls = rewrite_urls_in_text(text, |url| {
             let u = Url::parse(url).ok()?;
             if !self.hosts.is_upstream(&u) {
                 return None;
@@ -313,7 +320,8 @@ impl HrefMap for ToLocal {
                 self.account,
                 self.links.mint(&self.account, url)
             ))
-        })
+        });
+        urls.or(cards)
     }
 }
 
@@ -326,6 +334,8 @@ pub struct ToUpstream {
     pub target: Url,
     /// Opens the `_up` links this bridge minted.
     pub links: Arc<Links>,
+    /// Write vCards in Apple's dialect (iCloud's contacts; see [`crate::dav::vcard`]).
+    pub apple_cards: bool,
 }
 
 impl ToUpstream {
@@ -383,7 +393,26 @@ impl HrefMap for ToUpstream {
     }
 
     fn body_text(&self, text: &str) -> Option<String> {
-        unmap_bridge_urls(text, &self.account, &self.links)
+        to_upstream_text(text, &self.account, &self.links, self.apple_cards)
+    }
+}
+
+/// An object body (or calendar/address data) as upstream gets it: bridge URLs back to the
+/// upstream URLs they stand for, and vCards in Apple's dialect when `apple_cards`.
+pub fn to_upstream_text(
+    text: &str,
+    account: &str,
+    links: &Links,
+    apple_cards: bool,
+) -> Option<String> {
+    let urls = unmap_bridge_urls(text, account, links);
+    let t = urls.as_deref().unwrap_or(text);
+    match apple_cards
+        .then(|| crate::dav::vcard::to_upstream(t))
+        .flatten()
+    {
+        Some(cards) => Some(cards),
+        None => urls,
     }
 }
 
@@ -532,6 +561,7 @@ mod tests {
             report_collection: None,
             origin_used: Default::default(),
             links: links(),
+            apple_cards: service == Service::Carddav,
         }
     }
 
@@ -650,6 +680,7 @@ mod tests {
             learned: learned(),
             target: Url::parse("https://p42-caldav.icloud.com/1234567890/calendars/home/").unwrap(),
             links: links(),
+            apple_cards: false,
         };
         assert_eq!(
             m.href("/dav/alice/calendars/home/abc%40example.com.ics")
@@ -719,6 +750,7 @@ mod tests {
             report_collection: None,
             origin_used: Default::default(),
             links: links(),
+            apple_cards: false,
         };
         assert_eq!(
             m.href_in("d:current-user-principal", "/test/").as_deref(),

@@ -18,7 +18,7 @@ use crate::cache::serve::{Ask, OnListing};
 use crate::dav::error::DavError;
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{
-    home_url, raw_path, refuse_rest, unmap_bridge_urls, ToLocal, ToUpstream, UpstreamHosts,
+    home_url, raw_path, refuse_rest, to_upstream_text, ToLocal, ToUpstream, UpstreamHosts,
 };
 use crate::dav::Dav;
 use crate::limits::{BodyReservation, ClientAddr};
@@ -387,6 +387,7 @@ impl Forward<'_> {
             learned: learned.clone(),
             target: target.clone(),
             links: self.dav.links.clone(),
+            apple_cards: self.apple_cards(),
         };
         let xml_method = matches!(
             method.as_str(),
@@ -406,10 +407,9 @@ impl Forward<'_> {
             info = Some(i);
             Bytes::from(rewritten)
         } else if method == Method::PUT {
-            match std::str::from_utf8(body)
-                .ok()
-                .and_then(|t| unmap_bridge_urls(t, self.account.name(), &self.dav.links))
-            {
+            match std::str::from_utf8(body).ok().and_then(|t| {
+                to_upstream_text(t, self.account.name(), &self.dav.links, self.apple_cards())
+            }) {
                 Some(t) => Bytes::from(t),
                 None => body.clone(),
             }
@@ -458,6 +458,12 @@ impl Forward<'_> {
         })
     }
 
+    /// Whether vCards here are in Apple's dialect: iCloud's contacts (see `dav::vcard`).
+    fn apple_cards(&self) -> bool {
+        self.service == Service::Carddav
+            && self.dav.upstream.config.kind == crate::config::UpstreamKind::Icloud
+    }
+
     /// Did upstream redirect to an origin the credential may not go to (a partition move)?
     fn moved_away(&self, resp: &reqwest::Response) -> bool {
         if !resp.status().is_redirection() {
@@ -498,6 +504,7 @@ impl Forward<'_> {
                 account: account.clone(),
             }),
             links: self.dav.links.clone(),
+            apple_cards: self.apple_cards(),
             report_collection: (self.parts.method.as_str() == "REPORT")
                 .then(|| format!("/dav/{}/{}/{}", account.name(), self.home, self.rest)),
             origin_used,
