@@ -62,6 +62,7 @@ impl App {
                 upstream.clone(),
                 crate::cache::Cache::new(&config.cache),
                 links,
+                crate::dav::photos::PhotoStore::new(&config.carddav, config.cache.max_bytes),
                 BodyBudget::new(
                     config.limits.max_body_bytes_in_flight,
                     config.limits.max_body_bytes,

@@ -38,6 +38,8 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
+    /// How contacts reach clients (`[carddav]`).
+    pub carddav: CardDavConfig,
     pub notify: NotifyConfig,
     /// Limits on what clients may send.
     pub limits: LimitsConfig,
@@ -153,6 +155,25 @@ pub struct CacheConfig {
     pub fresh_secs: u64,
 }
 
+/// `[carddav]`: how contacts reach clients.
+#[derive(Debug, Clone)]
+pub struct CardDavConfig {
+    /// `inline` (the default): contact photos iCloud keeps by URL are fetched with the stored
+    /// password and put into the vCards clients get, so that no client meets a second login
+    /// for an image; `link`: they stay bridge URLs behind the device login.
+    pub photos: Photos,
+    /// Photos larger than this stay links (`carddav.max_photo_bytes`, default 1 MiB).
+    pub max_photo_bytes: usize,
+}
+
+/// `carddav.photos`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Photos {
+    Inline,
+    Link,
+}
+
 /// `[notify]`: telling the operator about changes of an account's state.
 #[derive(Clone)]
 pub struct NotifyConfig {
@@ -233,6 +254,8 @@ struct RawConfig {
     #[serde(default)]
     cache: RawCache,
     #[serde(default)]
+    carddav: RawCardDav,
+    #[serde(default)]
     notify: RawNotify,
     #[serde(default)]
     limits: RawLimits,
@@ -282,6 +305,13 @@ struct RawUpstream {
 struct RawCache {
     max_bytes: Option<u64>,
     fresh_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCardDav {
+    photos: Option<Photos>,
+    max_photo_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -528,6 +558,14 @@ impl Config {
             max_bytes: raw.cache.max_bytes.unwrap_or(64 * 1024 * 1024),
             fresh_secs: raw.cache.fresh_secs.unwrap_or(30),
         };
+        let carddav = CardDavConfig {
+            photos: raw.carddav.photos.unwrap_or(Photos::Inline),
+            max_photo_bytes: usize::try_from(positive(
+                "carddav.max_photo_bytes",
+                raw.carddav.max_photo_bytes.unwrap_or(1 << 20),
+            )?)
+            .unwrap_or(usize::MAX),
+        };
         let notify = NotifyConfig {
             webhook: raw
                 .notify
@@ -592,6 +630,7 @@ impl Config {
             accounts,
             upstream,
             cache,
+            carddav,
             notify,
             limits,
             source: path.map(Path::to_path_buf),

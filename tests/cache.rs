@@ -480,7 +480,12 @@ async fn objects_a_fresh_listing_shows_unchanged_are_served_from_the_cache_after
 
 #[tokio::test]
 async fn devices_using_other_names_for_the_bridge_share_answers_but_not_bridge_urls() {
-    let env = start().await;
+    // Photos as links: a bridge URL in an answer names the origin the client used.
+    let env = start_with(Options {
+        tweak: Box::new(|c| c.carddav.photos = icloud_bridge::config::Photos::Link),
+        ..Default::default()
+    })
+    .await;
     let c = env.control();
     let port = env.bridge.addr.port();
     let (here, there) = (format!("127.0.0.1:{port}"), format!("nas.local:{port}"));

@@ -481,6 +481,149 @@ async fn birthdays_without_a_year_never_show_1604() {
     env.stop().await;
 }
 
+/// The PHOTO line of a card (unfolded), if any.
+fn photo_line(card: &str) -> Option<String> {
+    let unfolded = card.replace("\r\n ", "").replace("\n ", "");
+    unfolded
+        .lines()
+        .find(|l| l.starts_with("PHOTO"))
+        .map(str::to_string)
+}
+
+/// Contact photos iCloud keeps by URL reach clients inside the vCard (no second login for
+/// an image), in GET and multiget answers; a card written back unchanged keeps iCloud's
+/// reference (no second copy of the photo), and a new photo goes up as the client wrote it.
+#[tokio::test]
+async fn photos_are_inlined_and_written_back_as_icloud_kept_them() {
+    use base64::Engine;
+    let env = start().await;
+    let c = env.control();
+    let upstream_photo = |c: &icloud_bridge::standin::Control| {
+        let card = c
+            .get_object(DEMO_APPLE_ID, "carddavhome/card", "bob.vcf")
+            .unwrap()
+            .1;
+        photo_line(&card).expect("bob has a photo")
+    };
+    let before = upstream_photo(&c);
+    assert!(before.contains("VALUE=uri"), "{before}");
+    let path = "/dav/alice/contacts/card/bob.vcf";
+    let card = env
+        .req("GET", path)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = photo_line(&card).unwrap();
+    assert!(line.starts_with("PHOTO;ENCODING=b;TYPE=JPEG"), "{line}");
+    let b64 = &line[line.rfind(':').unwrap() + 1..];
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(&bytes[..3], &[0xff, 0xd8, 0xff], "a JPEG");
+    assert!(card.contains("X-ICLOUD-BRIDGE-PHOTO:"), "{card}");
+    assert!(!card.contains("/_up/") && !card.contains("/wcs/"), "{card}");
+    env.assert_no_leak("inlined card", &card);
+
+    let mg = r#"<?xml version="1.0" encoding="utf-8"?><a:addressbook-multiget xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><a:address-data/></d:prop><d:href>/dav/alice/contacts/card/bob.vcf</d:href></a:addressbook-multiget>"#;
+    let (s, body) = env.report("/dav/alice/contacts/card/", "1", mg).await;
+    assert_eq!(s, 207, "{body}");
+    assert!(body.contains(&b64[..40]), "{body}");
+    assert!(!body.contains("/_up/"), "{body}");
+
+    // Written back unchanged (a client editing the phone number): iCloud keeps its reference.
+    c.clear_request_log();
+    let edited = card.replace("+1 555 0100", "+1 555 0199");
+    let put = env
+        .req("PUT", path)
+        .header("content-type", "text/vcard; charset=utf-8")
+        .body(edited)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let stored = c
+        .get_object(DEMO_APPLE_ID, "carddavhome/card", "bob.vcf")
+        .unwrap()
+        .1;
+    assert!(stored.contains("+1 555 0199"), "{stored}");
+    assert_eq!(upstream_photo(&c), before);
+    assert!(!stored.contains("X-ICLOUD-BRIDGE-PHOTO"), "{stored}");
+    // What went up named the photo by its URL, not as a second copy of the image.
+    let sent: Vec<String> = c
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let sent_photo = photo_line(&sent[0]).unwrap();
+    assert!(
+        sent_photo.contains("VALUE=uri") && sent_photo.contains("/wcs/"),
+        "{sent_photo}"
+    );
+    assert!(!sent[0].contains("ENCODING=b"), "{}", sent[0]);
+
+    // A new photo goes up as the client wrote it (iCloud makes it a new reference).
+    let mut other = bytes.clone();
+    other.extend_from_slice(b"another photo");
+    let new_b64 = base64::engine::general_purpose::STANDARD.encode(&other);
+    let card = env
+        .req("GET", path)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unfolded = card.replace("\r\n ", "");
+    let changed = unfolded.replace(b64, &new_b64);
+    let put = env
+        .req("PUT", path)
+        .header("content-type", "text/vcard; charset=utf-8")
+        .body(changed)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let after = upstream_photo(&c);
+    assert_ne!(after, before);
+    let card = env
+        .req("GET", path)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(card.replace("\r\n ", "").contains(&new_b64), "{card}");
+    env.stop().await;
+}
+
+/// `carddav.photos = "link"` keeps photos as bridge links behind the device login.
+#[tokio::test]
+async fn photos_can_stay_links() {
+    let env = start_with(Options {
+        tweak: Box::new(|c| c.carddav.photos = icloud_bridge::config::Photos::Link),
+        ..Default::default()
+    })
+    .await;
+    let card = env
+        .req("GET", "/dav/alice/contacts/card/bob.vcf")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = photo_line(&card).unwrap();
+    assert!(line.contains("/dav/alice/_up/"), "{line}");
+    assert!(!card.contains("X-ICLOUD-BRIDGE-PHOTO"), "{card}");
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn no_upstream_host_port_or_apple_header_reaches_a_client() {
     let env = start().await;
@@ -510,7 +653,8 @@ async fn no_upstream_host_port_or_apple_header_reaches_a_client() {
     assert!(body.contains("BEGIN:VCALENDAR"), "{body}");
     env.assert_no_leak("calendar-query", &body);
 
-    // Contact photos become bridge URLs that fetch with the stored credential.
+    // Contact photos are inlined (the default); any left as links are bridge URLs that fetch
+    // with the stored credential.
     let r = env
         .req("PROPFIND", "/dav/alice/contacts/card/")
         .header("Depth", "1")
@@ -530,7 +674,11 @@ async fn no_upstream_host_port_or_apple_header_reaches_a_client() {
             .unwrap();
         env.assert_no_leak("vCard", &card);
         if let Some(line) = card.lines().find(|l| l.starts_with("PHOTO")) {
-            let url = &line[line.find("http").expect("photo URL")..];
+            let Some(at) = line.find("http") else {
+                assert!(line.starts_with("PHOTO;ENCODING=b"), "{line}");
+                continue;
+            };
+            let url = &line[at..];
             let photo = env
                 .http
                 .get(url)

@@ -154,8 +154,6 @@ impl Accounts {
                 }
             }
         }
-        // `reconnect` waits for the new credential's id to appear here.
-        self.save();
     }
 
     /// Save `state.json` now.
@@ -191,7 +189,12 @@ impl Accounts {
                     last = now;
                     tracing::info!("the stored app-specific password changed; using the new one");
                     let a = accounts.clone();
-                    let _ = tokio::task::spawn_blocking(move || a.reload_credentials()).await;
+                    // Saved at once: `reconnect` waits for the new credential's id in state.json.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        a.reload_credentials();
+                        a.save();
+                    })
+                    .await;
                 }
             }
         });

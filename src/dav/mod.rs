@@ -6,6 +6,7 @@ pub mod error;
 pub mod explain;
 pub mod links;
 pub mod paths;
+pub mod photos;
 pub mod proxy;
 pub mod task_lists;
 pub mod vcard;
@@ -16,6 +17,8 @@ pub struct Dav {
     pub cache: crate::cache::Cache,
     /// Signs and opens the `_up` links for photos and attachments.
     pub links: Arc<links::Links>,
+    /// Contact photos inlined into vCards (`[carddav] photos`).
+    pub photos: Arc<photos::PhotoStore>,
     /// Request bodies held in memory at once.
     pub bodies: crate::limits::BodyBudget,
     pub limits: crate::config::LimitsConfig,
@@ -28,6 +31,7 @@ impl Dav {
         upstream: crate::upstream::client::Upstream,
         cache: crate::cache::Cache,
         links: Arc<links::Links>,
+        photos: photos::PhotoStore,
         bodies: crate::limits::BodyBudget,
         limits: crate::config::LimitsConfig,
     ) -> Dav {
@@ -35,6 +39,7 @@ impl Dav {
             upstream,
             cache,
             links,
+            photos: Arc::new(photos),
             bodies,
             limits,
             task_lists: Default::default(),
@@ -268,7 +273,7 @@ async fn fetch_upstream_url(
 /// (a link can name something this Apple ID may not see), so at most once per
 /// `auth_probe_secs` the principal is asked, and that DAV answer decides; the client never
 /// sees a 401 (it would prompt for a password that is not theirs).
-async fn asset_refused(dav: &Dav, account: &Arc<Account>, service: Service) -> DavError {
+pub(crate) async fn asset_refused(dav: &Dav, account: &Arc<Account>, service: Service) -> DavError {
     if account.take_asset_probe() {
         match crate::upstream::discover::probe(&dav.upstream, account, service).await {
             Err(e @ (UpstreamError::AuthRejected { .. } | UpstreamError::Unconfigured { .. })) => {

@@ -195,6 +195,8 @@ pub struct ToLocal {
     pub links: Arc<Links>,
     /// Translate Apple's vCard dialect (iCloud's contacts; see [`crate::dav::vcard`]).
     pub apple_cards: bool,
+    /// Contact photos fetched for this answer, to inline (set before the body is rewritten).
+    pub photos: std::sync::OnceLock<crate::dav::photos::Found>,
 }
 
 impl ToLocal {
@@ -302,12 +304,19 @@ impl HrefMap for ToLocal {
     }
 
     fn body_text(&self, text: &str) -> Option<String> {
-        let cards = self
-            .apple_cards
-            .then(|| crate::dav::vcard::to_client(text))
-            .flatten();
-        let text = cards.as_deref().unwrap_or(text);
-        let urls = rewrite_urls_in_text(text, |url| {
+        // Each step works on the previous one's text; the last change made is the answer.
+        let mut changed: Option<String> = None;
+        if self.apple_cards {
+            changed = crate::dav::vcard::to_client(text);
+        }
+        if let Some(found) = self.photos.get() {
+            let t = changed.as_deref().unwrap_or(text);
+            if let Some(inlined) = found.inline(&self.links, &self.account, t) {
+                changed = Some(inlined);
+            }
+        }
+        let t = changed.as_deref().unwrap_or(text);
+        let urls = rewrite_urls_in_text(t, |url| {
             let u = Url::parse(url).ok()?;
             if !self.hosts.is_upstream(&u) {
                 return None;
@@ -321,7 +330,7 @@ impl HrefMap for ToLocal {
                 self.links.mint(&self.account, url)
             ))
         });
-        urls.or(cards)
+        urls.or(changed)
     }
 }
 
@@ -336,6 +345,8 @@ pub struct ToUpstream {
     pub links: Arc<Links>,
     /// Write vCards in Apple's dialect (iCloud's contacts; see [`crate::dav::vcard`]).
     pub apple_cards: bool,
+    /// Gives inlined photos their iCloud reference back (see [`crate::dav::photos`]).
+    pub photos: Option<Arc<crate::dav::photos::PhotoStore>>,
 }
 
 impl ToUpstream {
@@ -393,7 +404,13 @@ impl HrefMap for ToUpstream {
     }
 
     fn body_text(&self, text: &str) -> Option<String> {
-        to_upstream_text(text, &self.account, &self.links, self.apple_cards)
+        to_upstream_text(
+            text,
+            &self.account,
+            &self.links,
+            self.photos.as_deref(),
+            self.apple_cards,
+        )
     }
 }
 
@@ -403,17 +420,26 @@ pub fn to_upstream_text(
     text: &str,
     account: &str,
     links: &Links,
+    photos: Option<&crate::dav::photos::PhotoStore>,
     apple_cards: bool,
 ) -> Option<String> {
-    let urls = unmap_bridge_urls(text, account, links);
-    let t = urls.as_deref().unwrap_or(text);
-    match apple_cards
-        .then(|| crate::dav::vcard::to_upstream(t))
-        .flatten()
-    {
-        Some(cards) => Some(cards),
-        None => urls,
+    let mut changed = unmap_bridge_urls(text, account, links);
+    if let Some(p) = photos {
+        let t = changed.as_deref().unwrap_or(text);
+        let restored = crate::dav::vcard::restore_photos(t, |mark, bytes| {
+            p.original(links, account, mark, bytes)
+        });
+        if restored.is_some() {
+            changed = restored;
+        }
     }
+    if apple_cards {
+        let t = changed.as_deref().unwrap_or(text);
+        if let Some(cards) = crate::dav::vcard::to_upstream(t) {
+            changed = Some(cards);
+        }
+    }
+    changed
 }
 
 /// Replace bridge `_up` URLs in an object body (vCard PHOTO, ATTACH) with the upstream
@@ -562,6 +588,7 @@ mod tests {
             origin_used: Default::default(),
             links: links(),
             apple_cards: service == Service::Carddav,
+            photos: Default::default(),
         }
     }
 
@@ -681,6 +708,7 @@ mod tests {
             target: Url::parse("https://p42-caldav.icloud.com/1234567890/calendars/home/").unwrap(),
             links: links(),
             apple_cards: false,
+            photos: None,
         };
         assert_eq!(
             m.href("/dav/alice/calendars/home/abc%40example.com.ics")
@@ -751,6 +779,7 @@ mod tests {
             origin_used: Default::default(),
             links: links(),
             apple_cards: false,
+            photos: Default::default(),
         };
         assert_eq!(
             m.href_in("d:current-user-principal", "/test/").as_deref(),

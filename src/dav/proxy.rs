@@ -282,6 +282,10 @@ fn write_targets(account: &str, headers: &HeaderMap) -> Option<(&'static str, St
     Some((home, rest.to_string()))
 }
 
+/// An upstream answer's bytes on their way to the rewriter.
+type UpstreamBytes =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
+
 /// How one try of the upstream phase ended.
 enum Attempt {
     Done(Response<Body>),
@@ -388,6 +392,7 @@ impl Forward<'_> {
             target: target.clone(),
             links: self.dav.links.clone(),
             apple_cards: self.apple_cards(),
+            photos: Some(self.dav.photos.clone()),
         };
         let xml_method = matches!(
             method.as_str(),
@@ -408,7 +413,13 @@ impl Forward<'_> {
             Bytes::from(rewritten)
         } else if method == Method::PUT {
             match std::str::from_utf8(body).ok().and_then(|t| {
-                to_upstream_text(t, self.account.name(), &self.dav.links, self.apple_cards())
+                to_upstream_text(
+                    t,
+                    self.account.name(),
+                    &self.dav.links,
+                    Some(&self.dav.photos),
+                    self.apple_cards(),
+                )
             }) {
                 Some(t) => Bytes::from(t),
                 None => body.clone(),
@@ -464,6 +475,60 @@ impl Forward<'_> {
             && self.dav.upstream.config.kind == crate::config::UpstreamKind::Icloud
     }
 
+    /// Whether contact photos in this answer are put into its vCards (`carddav.photos`).
+    fn inlines_photos(&self) -> bool {
+        self.service == Service::Carddav
+            && self.dav.photos.inline()
+            && matches!(self.parts.method.as_str(), "GET" | "REPORT")
+    }
+
+    /// Fetch the photos `raw` (an upstream answer) names, for `to_local` to inline.
+    async fn fetch_photos(&self, raw: &[u8], to_local: &ToLocal) {
+        let text = String::from_utf8_lossy(raw);
+        if !text.to_ascii_uppercase().contains("PHOTO") {
+            return;
+        }
+        let photos = crate::dav::photos::fetch_all(self.dav, self.account, &text).await;
+        let _ = to_local.photos.set(crate::dav::photos::Found {
+            photos,
+            store: self.dav.photos.clone(),
+        });
+    }
+
+    /// The upstream answer as a stream for the rewriter; when photos are inlined, an answer
+    /// up to `limits.max_body_bytes` is read first and its photos fetched (a larger one
+    /// streams on with links).
+    async fn with_photos(
+        &self,
+        mut resp: reqwest::Response,
+        to_local: &ToLocal,
+    ) -> Result<UpstreamBytes, DavError> {
+        if !self.inlines_photos() {
+            return Ok(Box::pin(resp.bytes_stream().map_err(std::io::Error::other)));
+        }
+        let cut = |e: reqwest::Error| {
+            DavError::Upstream(UpstreamError::BadResponse {
+                detail: format!("its answer was cut off ({e})"),
+            })
+        };
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        while let Some(c) = resp.chunk().await.map_err(cut)? {
+            len += c.len();
+            chunks.push(c);
+            if len > self.dav.limits.max_body_bytes {
+                let head = futures_util::stream::iter(chunks.into_iter().map(Ok));
+                let rest = resp.bytes_stream().map_err(std::io::Error::other);
+                return Ok(Box::pin(head.chain(rest)));
+            }
+        }
+        let whole = Bytes::from(chunks.concat());
+        self.fetch_photos(&whole, to_local).await;
+        Ok(Box::pin(futures_util::stream::once(
+            async move { Ok(whole) },
+        )))
+    }
+
     /// Did upstream redirect to an origin the credential may not go to (a partition move)?
     fn moved_away(&self, resp: &reqwest::Response) -> bool {
         if !resp.status().is_redirection() {
@@ -505,6 +570,7 @@ impl Forward<'_> {
             }),
             links: self.dav.links.clone(),
             apple_cards: self.apple_cards(),
+            photos: Default::default(),
             report_collection: (self.parts.method.as_str() == "REPORT")
                 .then(|| format!("/dav/{}/{}/{}", account.name(), self.home, self.rest)),
             origin_used,
@@ -530,8 +596,8 @@ impl Forward<'_> {
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/xml; charset=utf-8"),
             );
+            let upstream_stream = self.with_photos(resp, &to_local).await?;
             let to_local: Arc<dyn HrefMap> = to_local;
-            let upstream_stream = resp.bytes_stream().map_err(std::io::Error::other);
             let mut stream = Box::pin(rewrite_stream(upstream_stream, to_local));
             let first = match stream.next().await {
                 Some(Ok(b)) => b,
@@ -555,6 +621,9 @@ impl Forward<'_> {
                     detail: "the object body was cut off".into(),
                 })
             })?;
+            if self.inlines_photos() {
+                self.fetch_photos(&bytes, &to_local).await;
+            }
             let bytes = match std::str::from_utf8(&bytes)
                 .ok()
                 .and_then(|t| to_local.body_text(t))

@@ -284,6 +284,140 @@ fn line_to_upstream(l: &Line<'_>) -> Option<String> {
     ))
 }
 
+/// The property that tells the bridge, on write-back, which iCloud photo an inlined photo
+/// came from (an opaque, signed token; see `dav::photos`).
+pub const PHOTO_MARK: &str = "X-ICLOUD-BRIDGE-PHOTO";
+
+/// An inlined photo: its bytes as base64, its media type, and the mark for write-back.
+pub struct Inlined {
+    pub base64: String,
+    pub mime: String,
+    pub mark: String,
+}
+
+/// The URL of each PHOTO given by URI in `text` (for fetching before [`inline_photos`]).
+pub fn photo_urls(text: &str) -> Vec<String> {
+    if !is_vcard(text) {
+        return Vec::new();
+    }
+    lines(text)
+        .into_iter()
+        .filter_map(parse)
+        .filter(|l| l.name == "PHOTO")
+        .filter_map(|l| photo_uri(&l).map(str::to_string))
+        .collect()
+}
+
+/// The URL of a PHOTO line given by URI (vCard 3 `VALUE=uri`, or a plain http(s) value).
+fn photo_uri<'l>(l: &'l Line<'_>) -> Option<&'l str> {
+    let v = l.value.trim();
+    (v.starts_with("https://") || v.starts_with("http://")).then_some(v)
+}
+
+/// Put photos given by URI into the card itself: `f(url, params)` gives the photo (or
+/// `None` to keep the URI). vCard 4 cards get a `data:` URI, others `ENCODING=b`; a mark
+/// line follows each so that a card written back gets its reference again.
+pub fn inline_photos(text: &str, f: impl Fn(&str, &str) -> Option<Inlined>) -> Option<String> {
+    if !is_vcard(text) || !text.to_ascii_uppercase().contains("PHOTO") {
+        return None;
+    }
+    let v4 = lines(text)
+        .into_iter()
+        .filter_map(parse)
+        .any(|l| l.name == "VERSION" && l.value.trim() == "4.0");
+    let mut out = String::with_capacity(text.len() + 4096);
+    let mut changed = false;
+    for raw in lines(text) {
+        let inlined = parse(raw).and_then(|l| {
+            let url = photo_uri(&l).filter(|_| l.name == "PHOTO")?;
+            let photo = f(url, &l.params)?;
+            // What the original line said besides where the photo is (crop, type).
+            let keep = l.params_without(&["VALUE", "ENCODING", "TYPE", "MEDIATYPE"]);
+            let line = if v4 {
+                l.write(
+                    "PHOTO",
+                    &keep,
+                    &format!("data:{};base64,{}", photo.mime, photo.base64),
+                )
+            } else {
+                let ty = photo.mime.trim_start_matches("image/").to_ascii_uppercase();
+                l.write(
+                    "PHOTO",
+                    &format!(";ENCODING=b;TYPE={ty}{keep}"),
+                    &photo.base64,
+                )
+            };
+            Some(line + &l.write(PHOTO_MARK, "", &photo.mark))
+        });
+        match inlined {
+            Some(new) => {
+                out.push_str(&new);
+                changed = true;
+            }
+            None => out.push_str(raw),
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The reverse of [`inline_photos`] for a card a client writes: a PHOTO given inline is
+/// replaced by `f(mark, bytes)` (the original PHOTO line, if the photo is still the one
+/// inlined; `mark` is empty when the client dropped it), and mark lines are removed.
+pub fn restore_photos(text: &str, f: impl Fn(&str, &[u8]) -> Option<String>) -> Option<String> {
+    let upper = text.to_ascii_uppercase();
+    if !is_vcard(text) || !upper.contains("PHOTO") {
+        return None;
+    }
+    let parsed: Vec<(&str, Option<Line<'_>>)> =
+        lines(text).into_iter().map(|r| (r, parse(r))).collect();
+    let mark = parsed
+        .iter()
+        .filter_map(|(_, l)| l.as_ref())
+        .find(|l| l.name == PHOTO_MARK)
+        .map(|l| l.value.trim().to_string())
+        .unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    for (raw, l) in &parsed {
+        let Some(l) = l else {
+            out.push_str(raw);
+            continue;
+        };
+        if l.name == PHOTO_MARK {
+            changed = true;
+            continue;
+        }
+        let restored = (l.name == "PHOTO")
+            .then(|| inline_bytes(l))
+            .flatten()
+            .and_then(|bytes| f(&mark, &bytes));
+        match restored {
+            Some(line) => {
+                out.push_str(&fold(&line, l.eol()));
+                changed = true;
+            }
+            None => out.push_str(raw),
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The bytes of a PHOTO given inline (`ENCODING=b` / `VALUE=binary`, or a `data:` URI).
+fn inline_bytes(l: &Line<'_>) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let params = l.params.to_ascii_uppercase();
+    let v = l.value.trim();
+    let b64 = if let Some(data) = v.strip_prefix("data:") {
+        data.split_once("base64,")?.1
+    } else if params.contains("ENCODING=B") || params.contains("VALUE=BINARY") {
+        v
+    } else {
+        return None;
+    };
+    let clean: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(clean).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,5 +550,64 @@ mod tests {
             assert!(l.len() <= 75, "{l}");
         }
         assert_eq!(unfold(&f), format!("MEMBER:urn:uuid:{}", "é".repeat(60)));
+    }
+
+    const WITH_PHOTO: &str = "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Doe;Jane;;;\r\nPHOTO;VALUE=uri;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&10&10&h:https://p42-contacts.icloud.com:443/1/wcs/h\r\nUID:jane\r\nEND:VCARD\r\n";
+
+    fn inlined(url: &str, params: &str) -> Option<Inlined> {
+        assert!(params.contains("X-ABCROP-RECTANGLE"), "{params}");
+        (url == "https://p42-contacts.icloud.com:443/1/wcs/h").then(|| Inlined {
+            base64: "/9j/4AAQ".into(),
+            mime: "image/jpeg".into(),
+            mark: "mark-1".into(),
+        })
+    }
+
+    #[test]
+    fn photos_given_by_url_are_inlined_with_a_mark() {
+        assert_eq!(
+            photo_urls(WITH_PHOTO),
+            vec!["https://p42-contacts.icloud.com:443/1/wcs/h".to_string()]
+        );
+        let out = inline_photos(WITH_PHOTO, inlined)
+            .unwrap()
+            .replace("\r\n ", "");
+        assert!(
+            out.contains("\r\nPHOTO;ENCODING=b;TYPE=JPEG;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&10&10&h:/9j/4AAQ\r\nX-ICLOUD-BRIDGE-PHOTO:mark-1\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("icloud.com"), "{out}");
+        let v4 = WITH_PHOTO.replace("VERSION:3.0", "VERSION:4.0");
+        let out = inline_photos(&v4, inlined).unwrap().replace("\r\n ", "");
+        assert!(out.contains("PHOTO;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&10&10&h:data:image/jpeg;base64,/9j/4AAQ\r\n"), "{out}");
+        // A photo the callback does not give stays as it was.
+        assert_eq!(inline_photos(WITH_PHOTO, |_, _| None), None);
+    }
+
+    #[test]
+    fn a_card_written_back_gets_its_photo_reference_again() {
+        let original = "PHOTO;VALUE=uri:https://p42-contacts.icloud.com:443/1/wcs/h";
+        let restore = |mark: &str, bytes: &[u8]| {
+            (mark == "mark-1" && bytes == [0xff, 0xd8, 0xff, 0xe0, 0, 0x10])
+                .then(|| original.to_string())
+        };
+        for form in [
+            inline_photos(WITH_PHOTO, inlined).unwrap(),
+            inline_photos(&WITH_PHOTO.replace("VERSION:3.0", "VERSION:4.0"), inlined).unwrap(),
+        ] {
+            let back = restore_photos(&form, restore).unwrap();
+            assert!(back.contains(&format!("\r\n{original}\r\n")), "{back}");
+            assert!(!back.contains(PHOTO_MARK), "{back}");
+        }
+        // A changed photo is sent as the client wrote it; the mark still goes.
+        let changed = inline_photos(WITH_PHOTO, inlined)
+            .unwrap()
+            .replace("\r\n ", "")
+            .replace("/9j/4AAQ", "iVBORw0K");
+        let back = restore_photos(&changed, restore).unwrap();
+        assert!(back.contains("PHOTO;ENCODING=b;TYPE=JPEG"), "{back}");
+        assert!(!back.contains(PHOTO_MARK), "{back}");
+        // A card without inline photos or marks is left alone.
+        assert_eq!(restore_photos(WITH_PHOTO, restore), None);
     }
 }

@@ -13,6 +13,16 @@ use crate::support::*;
 const LIST: &str =
     r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
 
+/// The bridge with `carddav.photos = "link"`: photos stay `_up` links, which these attacks
+/// forge and follow.
+async fn start_linked() -> Env {
+    start_with(Options {
+        tweak: Box::new(|c| c.carddav.photos = icloud_bridge::config::Photos::Link),
+        ..Default::default()
+    })
+    .await
+}
+
 /// The `_up` photo link in the first contact that has one.
 async fn a_photo_link(env: &Env) -> String {
     let (s, listing) = env.propfind("/dav/alice/contacts/card/", "1", LIST).await;
@@ -58,7 +68,7 @@ fn nothing_reached(spy: &Sink) {
 
 #[tokio::test]
 async fn a_forged_up_key_for_another_port_of_the_upstream_host_gets_nothing() {
-    let env = start().await;
+    let env = start_linked().await;
     let spy = Sink::start(0).await;
     let target = spy.url("/steal");
     // The old key format (the URL, base64url), a signed key with its URL swapped, and one
@@ -125,7 +135,7 @@ async fn a_planted_attach_or_url_to_another_port_is_left_as_it_is() {
 
 #[tokio::test]
 async fn a_redirect_to_another_port_is_not_followed_with_the_password() {
-    let env = start().await;
+    let env = start_linked().await;
     let spy = Sink::start(0).await;
     let photo = a_photo_link(&env).await;
     // Upstream answers photo and object fetches with a 302 to the spy.
@@ -165,7 +175,7 @@ async fn a_redirect_to_another_port_is_not_followed_with_the_password() {
 
 #[tokio::test]
 async fn a_photo_that_answers_401_does_not_mark_the_password_revoked() {
-    let env = start().await;
+    let env = start_linked().await;
     let photo = a_photo_link(&env).await;
     env.control()
         .set_switch("hostile.unauthorized_path", "/wcs/")
@@ -201,7 +211,7 @@ async fn a_photo_that_answers_401_does_not_mark_the_password_revoked() {
 
 #[tokio::test]
 async fn a_refused_photo_after_a_real_revocation_tells_the_truth() {
-    let env = start().await;
+    let env = start_linked().await;
     let photo = a_photo_link(&env).await;
     env.control()
         .revoke_asp(DEMO_APPLE_ID, icloud_bridge::standin::DEMO_APP_PASSWORD);
