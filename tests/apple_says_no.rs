@@ -296,6 +296,55 @@ async fn after_reconnect_returns_the_next_request_succeeds() {
     env.stop().await;
 }
 
+/// While Apple refuses, a client's sync does not fail where the bridge can answer: a
+/// sync-collection with a token hears "nothing changed" (its copy stays, nothing is made up),
+/// OPTIONS is answered locally, both marked stale; a write still gets the explanation.
+#[tokio::test]
+async fn a_sync_while_refused_keeps_the_calendar_usable() {
+    let (env, _sink) = boot(Options::default()).await;
+    let cal = "/dav/alice/calendars/home/";
+    let (s, first) = env
+        .report(cal, "1", r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token/><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"#)
+        .await;
+    assert_eq!(s, 207, "{first}");
+    let token = first
+        .split("sync-token>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .expect("a sync token")
+        .to_string();
+    env.control().revoke_all_asps(DEMO_APPLE_ID);
+    // A token the cache has never seen (the client synced elsewhere meanwhile).
+    let later = format!(
+        r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/><d:getcontenttype/></d:prop></d:sync-collection>"#
+    );
+    let r = env
+        .req("REPORT", cal)
+        .header("Depth", "1")
+        .body(later)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    assert_eq!(r.headers()["x-icloud-bridge-stale"], "auth_rejected");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(&format!("<d:sync-token>{token}</d:sync-token>")),
+        "{body}"
+    );
+    assert!(!body.contains("<d:response>"), "{body}");
+    let r = env.req("OPTIONS", cal).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["dav"]
+        .to_str()
+        .unwrap()
+        .contains("calendar-access"));
+    // A write needs iCloud: the row's answer.
+    let put = env.put_event(&format!("{cal}new.ics"), "new-1", "x").await;
+    assert_eq!(put, 503);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn row_3_b_one_service_switched_off_leaves_the_other_working() {
     let (env, sink) = boot(Options::default()).await;

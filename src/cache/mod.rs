@@ -116,17 +116,23 @@ impl Entry {
             HeaderValue::from(self.stored.elapsed().as_secs()),
         );
         if let Some(why) = stale {
-            h.insert(
-                "x-icloud-bridge-stale",
-                HeaderValue::from_str(why).unwrap_or(HeaderValue::from_static("stale")),
-            );
-            h.insert(
-                http::header::WARNING,
-                HeaderValue::from_static("110 icloud-bridge \"Response is Stale\""),
-            );
+            mark_stale(h, why);
         }
         r
     }
+}
+
+/// Mark an answer given while iCloud is failing (`why`: the account state, e.g.
+/// `auth_rejected`): `X-Icloud-Bridge-Stale` and a `Warning: 110`.
+pub fn mark_stale(h: &mut HeaderMap, why: &str) {
+    h.insert(
+        "x-icloud-bridge-stale",
+        HeaderValue::from_str(why).unwrap_or(HeaderValue::from_static("stale")),
+    );
+    h.insert(
+        http::header::WARNING,
+        HeaderValue::from_static("110 icloud-bridge \"Response is Stale\""),
+    );
 }
 
 /// Counters for `/metrics` and the status page.

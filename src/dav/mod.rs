@@ -1,6 +1,7 @@
 //! The DAV side of the bridge: routing, local discovery, href mapping, proxying and
 //! explanation of iCloud's refusals.
 
+pub mod degraded;
 pub mod discovery;
 pub mod error;
 pub mod explain;

@@ -249,7 +249,13 @@ pub async fn forward(
         }
     };
     let on_listing: OnListing = if home_listing { Some(&note) } else { None };
-    dav.cache.serve(ask, on_listing, || f.upstream()).await
+    match dav.cache.serve(ask, on_listing, || f.upstream()).await {
+        Err(DavError::Upstream(e)) => match f.degraded(&e).await {
+            Some(r) => Ok(r),
+            None => Err(DavError::Upstream(e)),
+        },
+        r => r,
+    }
 }
 
 /// One request on its way through the DAV pipeline: who asks, for what, with which body.
@@ -473,6 +479,17 @@ impl Forward<'_> {
     fn apple_cards(&self) -> bool {
         self.service == Service::Carddav
             && self.dav.upstream.config.kind == crate::config::UpstreamKind::Icloud
+    }
+
+    /// What the bridge answers itself for a read iCloud failed and no stored copy fits (see
+    /// `dav::degraded`).
+    async fn degraded(&self, e: &UpstreamError) -> Option<Response<Body>> {
+        let method = self.parts.method.as_str();
+        let info = match method {
+            "REPORT" => parse_body(&self.body, inspect).await.ok()?.ok(),
+            _ => None,
+        };
+        crate::dav::degraded::answer(method, info.as_ref(), e)
     }
 
     /// Whether contact photos in this answer are put into its vCards (`carddav.photos`).
