@@ -68,7 +68,8 @@ impl App {
                     config.limits.max_body_bytes,
                 ),
                 config.limits.clone(),
-            ),
+            )
+            .with_several_accounts(config.accounts.len() > 1),
             upstream,
             metrics: Arc::new(Metrics::default()),
             own_names: crate::auth::host_check::OwnNames::new(&config.server),

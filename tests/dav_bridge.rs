@@ -481,6 +481,34 @@ async fn birthdays_without_a_year_never_show_1604() {
     env.stop().await;
 }
 
+/// iCloud's address book has no name of its own (the stand-in, like iCloud, calls it by its
+/// path segment `card`): clients are told "Contacts".
+#[tokio::test]
+async fn the_address_book_is_called_contacts_not_card() {
+    let env = start().await;
+    let body = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:displayname/><d:resourcetype/></d:prop></d:propfind>"#;
+    let (s, listing) = env.propfind("/dav/alice/contacts/", "1", body).await;
+    assert_eq!(s, 207, "{listing}");
+    assert!(
+        listing.contains("<d:href>/dav/alice/contacts/card/</d:href><d:propstat><d:prop><d:displayname>Contacts</d:displayname>"),
+        "{listing}"
+    );
+    assert!(!listing.contains(">card</"), "{listing}");
+    let (s, one) = env.propfind("/dav/alice/contacts/card/", "0", body).await;
+    assert_eq!(s, 207, "{one}");
+    assert!(
+        one.contains("<d:displayname>Contacts</d:displayname>"),
+        "{one}"
+    );
+    // Calendars keep the names iCloud gives them.
+    let (_, cals) = env.propfind("/dav/alice/calendars/", "1", body).await;
+    assert!(
+        cals.contains("<d:displayname>Home</d:displayname>"),
+        "{cals}"
+    );
+    env.stop().await;
+}
+
 /// The PHOTO line of a card (unfolded), if any.
 fn photo_line(card: &str) -> Option<String> {
     let unfolded = card.replace("\r\n ", "").replace("\n ", "");

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod error;
 pub mod explain;
 pub mod links;
+pub mod names;
 pub mod paths;
 pub mod photos;
 pub mod proxy;
@@ -23,6 +24,8 @@ pub struct Dav {
     /// Request bodies held in memory at once.
     pub bodies: crate::limits::BodyBudget,
     pub limits: crate::config::LimitsConfig,
+    /// Whether the bridge serves several accounts (address books are then named after them).
+    pub several_accounts: bool,
     /// Per account, the task lists (VTODO-only calendars) the latest home listing showed.
     task_lists: std::sync::Mutex<std::collections::HashMap<String, Vec<task_lists::TaskList>>>,
 }
@@ -43,8 +46,15 @@ impl Dav {
             photos: Arc::new(photos),
             bodies,
             limits,
+            several_accounts: false,
             task_lists: Default::default(),
         }
+    }
+
+    /// Name address books after their accounts (`Contacts (alice)`).
+    pub fn with_several_accounts(mut self, several: bool) -> Dav {
+        self.several_accounts = several;
+        self
     }
 
     /// What the latest calendar-home listing of `account` showed of task lists.

@@ -492,6 +492,41 @@ impl Forward<'_> {
         crate::dav::degraded::answer(method, info.as_ref(), e)
     }
 
+    /// Whether this answer may list address books that need a name (see `dav::names`).
+    fn names_address_books(&self) -> bool {
+        self.service == Service::Carddav
+            && self.parts.method.as_str() == "PROPFIND"
+            && self.rest.trim_end_matches('/').split('/').count() <= 1
+    }
+
+    /// The rewritten listing read whole (it is small) with its address books named; a
+    /// listing too large to hold passes on as it is.
+    async fn named<S, E>(&self, first: Bytes, mut stream: S) -> Result<Body, DavError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send + Sync + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let cut = |e: E| {
+            DavError::Upstream(UpstreamError::BadResponse {
+                detail: format!("its XML could not be read ({e})"),
+            })
+        };
+        let mut whole = first.to_vec();
+        while let Some(chunk) = stream.next().await {
+            whole.extend_from_slice(&chunk.map_err(cut)?);
+            if whole.len() > crate::dav::names::MAX_LISTING {
+                let head =
+                    futures_util::stream::once(async move { Ok(Frame::data(Bytes::from(whole))) });
+                let rest = stream.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+                return Ok(BodyExt::boxed(StreamBody::new(head.chain(rest))));
+            }
+        }
+        let label =
+            crate::dav::names::contacts_label(self.account.name(), self.dav.several_accounts);
+        let named = crate::dav::names::name_address_books(&whole, self.account.name(), &label);
+        Ok(full(Bytes::from(named.unwrap_or(whole))))
+    }
+
     /// Whether contact photos in this answer are put into its vCards (`carddav.photos`).
     fn inlines_photos(&self) -> bool {
         self.service == Service::Carddav
@@ -625,6 +660,9 @@ impl Forward<'_> {
                 }
                 None => Bytes::new(),
             };
+            if self.names_address_books() {
+                return Ok((head, self.named(first, stream).await?));
+            }
             let rest = stream.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
             let all = futures_util::stream::once(async move { Ok(Frame::data(first)) }).chain(rest);
             return Ok((head, BodyExt::boxed(StreamBody::new(all))));
