@@ -272,6 +272,28 @@ impl Client {
             }
         }
     }
+
+    /// AUTHENTICATE PLAIN: the user and password from the initial response or one asked for;
+    /// `None` when the exchange was cancelled or bad (answered already).
+    async fn authenticate_plain(
+        &mut self,
+        tag: &str,
+        initial: Option<Vec<u8>>,
+    ) -> Result<Option<(String, Secret)>, End> {
+        let data = match initial {
+            Some(d) => d,
+            None => match self.sasl_response(tag).await? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        if let Some(x) = parse_plain(&data) {
+            return Ok(Some(x));
+        }
+        self.send(&format!("{tag} BAD Invalid SASL PLAIN response\r\n"))
+            .await?;
+        Ok(None)
+    }
 }
 
 /// `authzid \0 authcid \0 password`, with an empty authzid or one equal to authcid.
@@ -305,82 +327,71 @@ async fn pre_auth(front: &Mail, c: &mut Client) -> Result<upstream::Session, End
                 continue;
             }
         };
-        let (user, pass) = match pre {
-            Pre::Capability => {
-                let caps = c.capabilities();
-                c.send(&format!(
-                    "* CAPABILITY {caps}\r\n{tag} OK CAPABILITY completed\r\n"
-                ))
-                .await?;
-                continue;
-            }
-            Pre::Noop => {
-                c.send(&format!("{tag} OK NOOP completed\r\n")).await?;
-                continue;
-            }
-            Pre::Logout => {
-                c.send(&format!(
-                    "* BYE Logging out\r\n{tag} OK LOGOUT completed\r\n"
-                ))
-                .await?;
-                return Err(End::Close);
-            }
-            Pre::StartTls if c.tls => {
-                c.send(&format!("{tag} BAD TLS is already active\r\n"))
-                    .await?;
-                continue;
-            }
-            Pre::StartTls => {
-                c.send(&format!("{tag} OK Begin TLS negotiation now\r\n"))
-                    .await?;
-                c.starttls(front).await?;
-                continue;
-            }
-            Pre::Other(name) => {
-                c.send(&format!("{tag} BAD {name} is not allowed before login\r\n"))
-                    .await?;
-                continue;
-            }
-            Pre::Login { .. } | Pre::Authenticate { .. } if !c.login_allowed() => {
-                c.send(&format!(
-                    "{tag} NO [PRIVACYREQUIRED] Use STARTTLS before logging in\r\n"
-                ))
-                .await?;
-                continue;
-            }
-            Pre::Login { user, pass } => (user, pass),
-            Pre::Authenticate { plain: false, .. } => {
-                c.send(&format!(
-                    "{tag} NO Unsupported authentication mechanism\r\n"
-                ))
-                .await?;
-                continue;
-            }
-            Pre::Authenticate {
-                plain: true,
-                initial,
-            } => {
-                let data = match initial {
-                    Some(d) => d,
-                    None => match c.sasl_response(&tag).await? {
-                        Some(d) => d,
-                        None => continue,
-                    },
-                };
-                match parse_plain(&data) {
-                    Some(x) => x,
-                    None => {
-                        c.send(&format!("{tag} BAD Invalid SASL PLAIN response\r\n"))
-                            .await?;
-                        continue;
-                    }
-                }
-            }
+        let Some((user, pass)) = answer_before_login(front, c, &tag, pre).await? else {
+            continue;
         };
         if let Some(up) = local_login(front, c, &tag, &user, &pass).await? {
             return Ok(up);
         }
     }
+}
+
+/// Answers one command before login; returns the user and password of a LOGIN or
+/// AUTHENTICATE to check, `None` when the command was answered here.
+async fn answer_before_login(
+    front: &Mail,
+    c: &mut Client,
+    tag: &str,
+    pre: Pre,
+) -> Result<Option<(String, Secret)>, End> {
+    match pre {
+        Pre::Capability => {
+            let caps = c.capabilities();
+            c.send(&format!(
+                "* CAPABILITY {caps}\r\n{tag} OK CAPABILITY completed\r\n"
+            ))
+            .await?;
+        }
+        Pre::Noop => c.send(&format!("{tag} OK NOOP completed\r\n")).await?,
+        Pre::Logout => {
+            c.send(&format!(
+                "* BYE Logging out\r\n{tag} OK LOGOUT completed\r\n"
+            ))
+            .await?;
+            return Err(End::Close);
+        }
+        Pre::StartTls if c.tls => {
+            c.send(&format!("{tag} BAD TLS is already active\r\n"))
+                .await?;
+        }
+        Pre::StartTls => {
+            c.send(&format!("{tag} OK Begin TLS negotiation now\r\n"))
+                .await?;
+            c.starttls(front).await?;
+        }
+        Pre::Other(name) => {
+            c.send(&format!("{tag} BAD {name} is not allowed before login\r\n"))
+                .await?;
+        }
+        Pre::Login { .. } | Pre::Authenticate { .. } if !c.login_allowed() => {
+            c.send(&format!(
+                "{tag} NO [PRIVACYREQUIRED] Use STARTTLS before logging in\r\n"
+            ))
+            .await?;
+        }
+        Pre::Login { user, pass } => return Ok(Some((user, pass))),
+        Pre::Authenticate { plain: false, .. } => {
+            c.send(&format!(
+                "{tag} NO Unsupported authentication mechanism\r\n"
+            ))
+            .await?;
+        }
+        Pre::Authenticate {
+            plain: true,
+            initial,
+        } => return c.authenticate_plain(tag, initial).await,
+    }
+    Ok(None)
 }
 
 /// Check the local login, then log in upstream. `None`: answered, stay before login.

@@ -13,6 +13,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -154,70 +155,111 @@ async fn pre_login(
     };
     let mut line = Vec::with_capacity(512);
     loop {
-        let got = tokio::select! {
-            _ = token.cancelled() => None,
-            r = tokio::time::timeout(COMMAND_IDLE, read_line(conn, MAX_COMMAND_LINE, &mut line)) => Some(r),
-        };
-        let got = match got {
-            None => {
-                send(conn, "421 4.3.2 icloud-bridge is shutting down").await?;
-                return Ok(None);
-            }
-            Some(Err(_)) => {
-                send(conn, "421 4.4.2 Idle timeout, closing connection").await?;
-                return Ok(None);
-            }
-            Some(Ok(r)) => r?,
+        let Some(got) = next_line(conn, &mut line, token).await? else {
+            return Ok(None);
         };
         let next = match got {
             Line::Eof => return Ok(None),
             Line::TooLong => Next::Reply("500 5.5.2 Line too long".into()),
-            Line::Full => {
-                let text = String::from_utf8_lossy(trim_eol(&line)).into_owned();
-                let (verb, args) = match text.split_once(' ') {
-                    Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
-                    None => (text.trim().to_ascii_uppercase(), String::new()),
-                };
-                // The verb only: AUTH arguments are secrets.
-                tracing::debug!(%remote, verb = %verb.chars().take(16).collect::<String>(), "smtp command");
-                command(ctx, conn, &mut st, remote, &verb, &args).await?
-            }
+            Line::Full => run_line(ctx, conn, &mut st, remote, &line).await?,
         };
-        match next {
-            Next::Reply(r) => {
-                if r.starts_with('5') {
-                    st.errors += 1;
-                } else {
-                    st.errors = 0;
-                }
-                send(conn, &r).await?;
-                if st.errors >= MAX_ERRORS {
-                    send(conn, "421 4.7.0 Too many errors, closing connection").await?;
-                    return Ok(None);
-                }
-            }
-            Next::Close(r) => {
-                send(conn, &r).await?;
-                return Ok(None);
-            }
-            Next::StartTls => {
-                send(conn, "220 2.0.0 Ready to start TLS").await?;
-                // RFC 3207: whatever the client pipelined after STARTTLS is discarded.
-                let placeholder: BoxIo = Box::new(tokio::io::duplex(1).0);
-                let inner = std::mem::replace(conn, BufReader::new(placeholder)).into_inner();
-                let tls = tokio::time::timeout(HANDSHAKE, ctx.acceptor.accept(inner))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
-                *conn = BufReader::new(Box::new(tls));
-                st.tls = true;
-                st.greeted = false;
-            }
-            Next::Relay(upstream) => {
-                send(conn, "235 2.7.0 Authentication successful").await?;
-                return Ok(Some(upstream));
-            }
+        if let ControlFlow::Break(upstream) = follow(ctx, conn, &mut st, next).await? {
+            return Ok(upstream);
         }
     }
+}
+
+/// Reads the next command line into `line`; `None` when the session ends first (shutdown or
+/// idle client, answered with a 421).
+async fn next_line(
+    conn: &mut Conn,
+    line: &mut Vec<u8>,
+    token: &CancellationToken,
+) -> io::Result<Option<Line>> {
+    let got = tokio::select! {
+        _ = token.cancelled() => None,
+        r = tokio::time::timeout(COMMAND_IDLE, read_line(conn, MAX_COMMAND_LINE, line)) => Some(r),
+    };
+    match got {
+        None => {
+            send(conn, "421 4.3.2 icloud-bridge is shutting down").await?;
+            Ok(None)
+        }
+        Some(Err(_)) => {
+            send(conn, "421 4.4.2 Idle timeout, closing connection").await?;
+            Ok(None)
+        }
+        Some(Ok(r)) => r.map(Some),
+    }
+}
+
+/// Splits a command line into its verb (upper case) and arguments, and runs the command.
+async fn run_line(
+    ctx: &Mail,
+    conn: &mut Conn,
+    st: &mut State,
+    remote: SocketAddr,
+    line: &[u8],
+) -> io::Result<Next> {
+    let text = String::from_utf8_lossy(trim_eol(line)).into_owned();
+    let (verb, args) = match text.split_once(' ') {
+        Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
+        None => (text.trim().to_ascii_uppercase(), String::new()),
+    };
+    // The verb only: AUTH arguments are secrets.
+    tracing::debug!(%remote, verb = %verb.chars().take(16).collect::<String>(), "smtp command");
+    command(ctx, conn, st, remote, &verb, &args).await
+}
+
+/// Acts on a command's outcome: replies (closing after too many errors), switches to TLS, or
+/// breaks with the logged-in upstream (`None`: the session ends).
+async fn follow(
+    ctx: &Mail,
+    conn: &mut Conn,
+    st: &mut State,
+    next: Next,
+) -> io::Result<ControlFlow<Option<Box<Conn>>>> {
+    match next {
+        Next::Reply(r) => {
+            if r.starts_with('5') {
+                st.errors += 1;
+            } else {
+                st.errors = 0;
+            }
+            send(conn, &r).await?;
+            if st.errors >= MAX_ERRORS {
+                send(conn, "421 4.7.0 Too many errors, closing connection").await?;
+                return Ok(ControlFlow::Break(None));
+            }
+        }
+        Next::Close(r) => {
+            send(conn, &r).await?;
+            return Ok(ControlFlow::Break(None));
+        }
+        Next::StartTls => {
+            send(conn, "220 2.0.0 Ready to start TLS").await?;
+            start_tls(ctx, conn).await?;
+            st.tls = true;
+            st.greeted = false;
+        }
+        Next::Relay(upstream) => {
+            send(conn, "235 2.7.0 Authentication successful").await?;
+            return Ok(ControlFlow::Break(Some(upstream)));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// Replaces the plaintext connection with the TLS one after the handshake.
+async fn start_tls(ctx: &Mail, conn: &mut Conn) -> io::Result<()> {
+    // RFC 3207: whatever the client pipelined after STARTTLS is discarded.
+    let placeholder: BoxIo = Box::new(tokio::io::duplex(1).0);
+    let inner = std::mem::replace(conn, BufReader::new(placeholder)).into_inner();
+    let tls = tokio::time::timeout(HANDSHAKE, ctx.acceptor.accept(inner))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
+    *conn = BufReader::new(Box::new(tls));
+    Ok(())
 }
 
 async fn command(

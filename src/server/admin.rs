@@ -166,38 +166,78 @@ pub async fn reconnect(
     remote: SocketAddr,
     req: Request<RequestBody>,
 ) -> Response<Body> {
-    let method = req.method().clone();
-    let is_get = method == Method::GET || method == Method::HEAD;
-    if !is_get && method != Method::POST {
+    let Some(is_get) = form_method(&req) else {
         return not_allowed();
+    };
+    let login = match admin_login(app, remote, &req).await {
+        Ok(login) => login,
+        Err(r) => return r,
+    };
+    if is_get {
+        reconnect_page(app, &login, &req)
+    } else {
+        reconnect_post(app, &login, req).await
     }
+}
+
+/// Whether a form request reads (`GET`/`HEAD`: `true`) or sends (`POST`: `false`); `None` for
+/// any other method.
+fn form_method(req: &Request<RequestBody>) -> Option<bool> {
+    let method = req.method();
+    if method == Method::GET || method == Method::HEAD {
+        Some(true)
+    } else if method == Method::POST {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The request's local login, if it is an admin login; otherwise the challenge or refusal.
+#[allow(clippy::result_large_err)] // the error is the page to answer with; a rare path
+async fn admin_login(
+    app: &App,
+    remote: SocketAddr,
+    req: &Request<RequestBody>,
+) -> Result<Login, Response<Body>> {
     let login = match app.auth.authenticate(remote.ip(), req.headers()).await {
         AuthOutcome::Ok(login) => login,
-        AuthOutcome::Challenge => return auth::challenge(false),
-        AuthOutcome::Wrong => return auth::challenge(true),
+        AuthOutcome::Challenge => return Err(auth::challenge(false)),
+        AuthOutcome::Wrong => return Err(auth::challenge(true)),
     };
     if !login.admin {
-        return page::message(
+        return Err(page::message(
             StatusCode::FORBIDDEN,
             "Admin login needed",
             &format!(
                 "The login {} is not an admin login, so it may not change the app-specific password. Use an admin login (made with `icloud-bridge client add NAME --admin`), or run `icloud-bridge reconnect` on the server.",
                 login.name
             ),
-        );
+        ));
     }
-    if is_get {
-        let q = query(&req);
-        let acc = match account_for(app, &login, q.get("account")) {
-            Ok(a) => a,
-            Err(r) => return r,
-        };
-        let token = app.admin.csrf.token(&login.name, acc.name());
-        return page::respond(
-            StatusCode::OK,
-            page::reconnect_form(acc.name(), acc.apple_id(), &token, None),
-        );
-    }
+    Ok(login)
+}
+
+/// `GET`: the empty paste form for the login's account, with a fresh CSRF token.
+fn reconnect_page(app: &App, login: &Login, req: &Request<RequestBody>) -> Response<Body> {
+    let q = query(req);
+    let acc = match account_for(app, login, q.get("account")) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let token = app.admin.csrf.token(&login.name, acc.name());
+    page::respond(
+        StatusCode::OK,
+        page::reconnect_form(acc.name(), acc.apple_id(), &token, None),
+    )
+}
+
+/// `POST`: checks the origin, the account and the CSRF token, then replaces the password.
+async fn reconnect_post(
+    app: &Arc<App>,
+    login: &Login,
+    req: Request<RequestBody>,
+) -> Response<Body> {
     if !csrf::same_origin(req.headers()) {
         return cross_origin();
     }
@@ -205,7 +245,7 @@ pub async fn reconnect(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let acc = match account_for(app, &login, form.get("account")) {
+    let acc = match account_for(app, login, form.get("account")) {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -220,6 +260,17 @@ pub async fn reconnect(
         );
     }
     let raw = form.get("password").map(String::as_str).unwrap_or("");
+    replace_password(app, login, &acc, raw).await
+}
+
+/// Tests the pasted password with Apple and stores it: back to the status page, or the form
+/// again with why it was refused.
+async fn replace_password(
+    app: &Arc<App>,
+    login: &Login,
+    acc: &Arc<Account>,
+    raw: &str,
+) -> Response<Body> {
     match test_and_store(
         &app.config,
         &app.upstream,
@@ -230,7 +281,7 @@ pub async fn reconnect(
     .await
     {
         Ok(learned) => {
-            use_new_password(app, &acc, learned).await;
+            use_new_password(app, acc, learned).await;
             tracing::info!(account = acc.name(), login = %login.name, "app-specific password replaced from the status page");
             let q: String = url::form_urlencoded::byte_serialize(acc.name().as_bytes()).collect();
             see_other(&format!("/status?reconnected={q}"))
@@ -277,43 +328,15 @@ fn setup_choice(accounts: &[Arc<Account>]) -> SetupAccount<'_> {
 
 /// `GET|POST /setup?token=...`: the one-time first-run page.
 pub async fn setup(app: &Arc<App>, req: Request<RequestBody>, base: &str) -> Response<Body> {
-    let method = req.method().clone();
-    let is_get = method == Method::GET || method == Method::HEAD;
-    if !is_get && method != Method::POST {
+    let Some(is_get) = form_method(&req) else {
         return not_allowed();
-    }
-    if !app.auth.logins.is_empty() {
-        app.admin.end_setup();
-        return page::message(
-            StatusCode::GONE,
-            "Setup is done",
-            "A login exists already, so this page is closed. Log in with it, or add one on the server with `icloud-bridge client add NAME --admin`.",
-        );
-    }
-    if app.admin.setup_token().is_none() {
-        return page::message(
-            StatusCode::NOT_FOUND,
-            "No setup offered",
-            "This server offers no setup page; restart `icloud-bridge serve` to get a new setup link in its log.",
-        );
-    }
-    let bad_token = || {
-        page::message(
-            StatusCode::FORBIDDEN,
-            "Setup link needed",
-            "Open the setup link printed in the server's log (it ends in ?token=...).",
-        )
     };
+    if let Some(closed) = setup_closed(app) {
+        return closed;
+    }
     let accounts: Vec<Arc<Account>> = app.accounts.snapshot().values().cloned().collect();
     if is_get {
-        let q = query(&req);
-        let Some(token) = q.get("token").filter(|t| app.admin.setup_token_matches(t)) else {
-            return bad_token();
-        };
-        return page::respond(
-            StatusCode::OK,
-            page::setup_form(token, &setup_choice(&accounts), "admin", "", None),
-        );
+        return setup_page(app, &req, &accounts);
     }
     if !csrf::same_origin(req.headers()) {
         return cross_origin();
@@ -326,57 +349,111 @@ pub async fn setup(app: &Arc<App>, req: Request<RequestBody>, base: &str) -> Res
         .get("token")
         .filter(|t| app.admin.setup_token_matches(t))
     else {
-        return bad_token();
+        return bad_setup_token();
     };
     let _one_at_a_time = app.admin.setup_lock.lock().await;
     // Checked again under the lock: another attempt may have finished meanwhile.
     if !app.admin.setup_token_matches(token) || !app.auth.logins.is_empty() {
-        return bad_token();
+        return bad_setup_token();
     }
-    let login_name = form
-        .get("login")
-        .map(|s| s.trim())
-        .unwrap_or("")
-        .to_string();
-    let apple_id_given = form
-        .get("apple_id")
-        .map(|s| s.trim())
-        .unwrap_or("")
-        .to_string();
-    let choice = setup_choice(&accounts);
-    let refuse = |sentence: &str| {
+    let sent = SetupForm::read(&form, token, &accounts);
+    match complete_setup(app, &sent, &form, &accounts, base).await {
+        Ok(done) => done,
+        Err(sentence) => sent.refuse(&sentence),
+    }
+}
+
+/// The page to answer when setup is no longer offered (a login exists, or no setup token).
+fn setup_closed(app: &App) -> Option<Response<Body>> {
+    if !app.auth.logins.is_empty() {
+        app.admin.end_setup();
+        return Some(page::message(
+            StatusCode::GONE,
+            "Setup is done",
+            "A login exists already, so this page is closed. Log in with it, or add one on the server with `icloud-bridge client add NAME --admin`.",
+        ));
+    }
+    if app.admin.setup_token().is_none() {
+        return Some(page::message(
+            StatusCode::NOT_FOUND,
+            "No setup offered",
+            "This server offers no setup page; restart `icloud-bridge serve` to get a new setup link in its log.",
+        ));
+    }
+    None
+}
+
+/// The answer to a setup request without the right token.
+fn bad_setup_token() -> Response<Body> {
+    page::message(
+        StatusCode::FORBIDDEN,
+        "Setup link needed",
+        "Open the setup link printed in the server's log (it ends in ?token=...).",
+    )
+}
+
+/// `GET`: the empty setup form, for the token in the link.
+fn setup_page(app: &App, req: &Request<RequestBody>, accounts: &[Arc<Account>]) -> Response<Body> {
+    let q = query(req);
+    let Some(token) = q.get("token").filter(|t| app.admin.setup_token_matches(t)) else {
+        return bad_setup_token();
+    };
+    page::respond(
+        StatusCode::OK,
+        page::setup_form(token, &setup_choice(accounts), "admin", "", None),
+    )
+}
+
+/// A sent setup form: what to show again if it is refused.
+struct SetupForm<'a> {
+    token: &'a str,
+    choice: SetupAccount<'a>,
+    login: String,
+    apple_id: String,
+}
+
+impl<'a> SetupForm<'a> {
+    /// The trimmed login name and Apple ID of a form sent with `token`.
+    fn read(form: &HashMap<String, String>, token: &'a str, accounts: &'a [Arc<Account>]) -> Self {
+        let field = |name: &str| form.get(name).map(|s| s.trim()).unwrap_or("").to_string();
+        SetupForm {
+            token,
+            choice: setup_choice(accounts),
+            login: field("login"),
+            apple_id: field("apple_id"),
+        }
+    }
+
+    /// The form again, filled in as sent, with why it was refused.
+    fn refuse(&self, sentence: &str) -> Response<Body> {
         page::respond(
             StatusCode::UNPROCESSABLE_ENTITY,
-            page::setup_form(token, &choice, &login_name, &apple_id_given, Some(sentence)),
+            page::setup_form(
+                self.token,
+                &self.choice,
+                &self.login,
+                &self.apple_id,
+                Some(sentence),
+            ),
         )
-    };
-    if !valid_account_name(&login_name) {
-        return refuse("Choose a login name of 1-64 letters, digits, '-', '_' or '.'.");
     }
-    let (account_cfg, is_new) = match &accounts[..] {
-        [] => {
-            if !stored::valid_apple_id(&apple_id_given) {
-                return refuse("Enter the Apple ID (an email address such as name@icloud.com).");
-            }
-            let cfg = AccountConfig {
-                name: account_name_from(&apple_id_given),
-                apple_id: apple_id_given.clone(),
-                password_file: None,
-                password_command: None,
-            };
-            (cfg, true)
-        }
-        [one] => (one.config.clone(), false),
-        many => {
-            let wanted = form.get("account").map(String::as_str).unwrap_or("");
-            match many.iter().find(|a| a.name() == wanted) {
-                Some(a) => (a.config.clone(), false),
-                None => return refuse("Choose one of the configured accounts."),
-            }
-        }
-    };
+}
+
+/// Checks the sent form, stores the password and creates the first admin login: the page
+/// with that login, or the sentence to refuse the form with.
+async fn complete_setup(
+    app: &Arc<App>,
+    sent: &SetupForm<'_>,
+    form: &HashMap<String, String>,
+    accounts: &[Arc<Account>],
+    base: &str,
+) -> Result<Response<Body>, String> {
+    if !valid_account_name(&sent.login) {
+        return Err("Choose a login name of 1-64 letters, digits, '-', '_' or '.'.".into());
+    }
+    let (account_cfg, is_new) = account_to_set_up(sent, form, accounts)?;
     let raw = form.get("password").map(String::as_str).unwrap_or("");
-    let learned = match test_and_store(
+    let learned = test_and_store(
         &app.config,
         &app.upstream,
         app.accounts.vault(),
@@ -384,43 +461,77 @@ pub async fn setup(app: &Arc<App>, req: Request<RequestBody>, base: &str) -> Res
         raw,
     )
     .await
-    {
-        Ok(l) => l,
-        Err(e) => return refuse(&e.to_string()),
-    };
-    let acc = if is_new {
-        if let Err(e) = stored::add(
-            &app.config.server.data_dir,
-            &account_cfg.name,
-            &account_cfg.apple_id,
-        ) {
-            tracing::warn!(error = %e, "cannot write the stored accounts file");
-            return refuse("The account could not be saved in the data directory; check its permissions and the server's log.");
-        }
-        app.accounts.add(account_cfg.clone())
-    } else {
-        match app.accounts.get(&account_cfg.name) {
-            Some(a) => a,
-            None => return refuse("The account is no longer configured."),
-        }
-    };
+    .map_err(|e| e.to_string())?;
+    let acc = register_account(app, account_cfg, is_new)?;
     use_new_password(app, &acc, learned).await;
+    let password = create_first_login(app, &sent.login, acc.name()).await?;
+    app.admin.end_setup();
+    tracing::info!(login = %sent.login, account = acc.name(), "the setup page created the first admin login");
+    Ok(page::respond(
+        StatusCode::OK,
+        page::setup_done(&sent.login, &password, base, acc.name()),
+    ))
+}
+
+/// The account the form sets up, and whether it is new (no account configured yet).
+fn account_to_set_up(
+    sent: &SetupForm<'_>,
+    form: &HashMap<String, String>,
+    accounts: &[Arc<Account>],
+) -> Result<(AccountConfig, bool), String> {
+    match accounts {
+        [] => {
+            if !stored::valid_apple_id(&sent.apple_id) {
+                return Err(
+                    "Enter the Apple ID (an email address such as name@icloud.com).".into(),
+                );
+            }
+            let cfg = AccountConfig {
+                name: account_name_from(&sent.apple_id),
+                apple_id: sent.apple_id.clone(),
+                password_file: None,
+                password_command: None,
+            };
+            Ok((cfg, true))
+        }
+        [one] => Ok((one.config.clone(), false)),
+        many => {
+            let wanted = form.get("account").map(String::as_str).unwrap_or("");
+            match many.iter().find(|a| a.name() == wanted) {
+                Some(a) => Ok((a.config.clone(), false)),
+                None => Err("Choose one of the configured accounts.".into()),
+            }
+        }
+    }
+}
+
+/// The running account for `cfg`: a new one is written to the stored accounts and added.
+fn register_account(app: &App, cfg: AccountConfig, is_new: bool) -> Result<Arc<Account>, String> {
+    if !is_new {
+        return app
+            .accounts
+            .get(&cfg.name)
+            .ok_or_else(|| "The account is no longer configured.".into());
+    }
+    if let Err(e) = stored::add(&app.config.server.data_dir, &cfg.name, &cfg.apple_id) {
+        tracing::warn!(error = %e, "cannot write the stored accounts file");
+        return Err("The account could not be saved in the data directory; check its permissions and the server's log.".into());
+    }
+    Ok(app.accounts.add(cfg))
+}
+
+/// Creates the first admin login for `account`, off the async threads; returns its password.
+async fn create_first_login(app: &Arc<App>, login: &str, account: &str) -> Result<String, String> {
     let store = app.clone();
-    let (name, account) = (login_name.clone(), acc.name().to_string());
+    let (name, account) = (login.to_string(), account.to_string());
     let made =
         tokio::task::spawn_blocking(move || store.auth.logins.add(&name, &account, true, None))
             .await;
-    let password = match made {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return refuse(&format!("The login could not be created: {e}")),
-        Err(_) => return refuse("The login could not be created; see the server's log."),
-    };
-    app.admin.end_setup();
-    tracing::info!(login = %login_name, account = acc.name(), "the setup page created the first admin login");
-    page::respond(
-        StatusCode::OK,
-        page::setup_done(&login_name, &password, base, acc.name()),
-    )
+    match made {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(format!("The login could not be created: {e}")),
+        Err(_) => Err("The login could not be created; see the server's log.".into()),
+    }
 }
 
 #[cfg(test)]

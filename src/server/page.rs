@@ -146,8 +146,6 @@ fn reconnect_href(account: &str) -> String {
     format!("/admin/reconnect?account={q}")
 }
 
-/// The status page. `base` is how the reader reaches the bridge (`http://host:port`);
-/// `note` is a short success message (plain text); `setup_pending`: no login exists yet.
 /// The cache's numbers for the status page.
 pub struct CacheView {
     pub entries: u64,
@@ -200,6 +198,8 @@ pub struct Bases<'a> {
     pub ca: Option<(String, bool)>,
 }
 
+/// The status page. `bases` says how the reader reaches the bridge; `note` is a short success
+/// message (plain text); `setup_pending`: no login exists yet.
 pub fn status_page(
     accounts: &[AccountView],
     bases: &Bases<'_>,
@@ -217,109 +217,133 @@ pub fn status_page(
         let _ = write!(b, "<p class=\"note\" role=\"status\">{}</p>", esc(n));
     }
     for a in accounts {
-        let _ = write!(
-            b,
-            "<section class=\"card\"><h2>{name} <span class=\"id\">{id}</span></h2>{badge}",
-            name = esc(&a.name),
-            id = esc(&a.apple_id_shown),
-            badge = badge(a.state)
-        );
-        if let Some(r) = &a.reason {
-            let _ = write!(b, "<p class=\"reason\">{}</p>", esc(r));
-        }
-        let href = esc(&reconnect_href(&a.name));
-        if matches!(
-            a.state,
-            ServiceState::AuthRejected | ServiceState::Unconfigured
-        ) {
-            let _ = write!(
-                b,
-                "<div class=\"fix\"><h3>Fix now</h3><ol><li><a class=\"btn\" href=\"{APPLE_ASP_URL}\" target=\"_blank\" rel=\"noopener noreferrer\">Make a new app-specific password at Apple</a><br><small>Sign-In and Security, then App-Specific Passwords.</small></li><li><a class=\"btn primary\" href=\"{href}\">Paste it here</a><br><small>Needs an admin login of this bridge.</small></li></ol></div>"
-            );
-        }
-        let set = match (a.has_credential, a.credential_set_at) {
-            (false, _) => "not set".to_string(),
-            (true, Some(t)) => format!("set {}", esc(&ago(t, now))),
-            (true, None) => "set (from a command or the environment; age unknown)".to_string(),
-        };
-        let _ = write!(
-            b,
-            "<dl><dt>Last contact with iCloud</dt><dd>{last}</dd><dt>App-specific password</dt><dd>{set}</dd></dl><table><tr><th>Service</th><th>State</th><th>Last contact</th></tr>",
-            last = when(a.last_success, now),
-        );
-        for s in &a.services {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                s.name,
-                badge(s.state),
-                when(s.last_success, now)
-            );
-        }
-        let _ = write!(
-            b,
-            "</table><h3>Addresses for your apps</h3><dl><dt>DAVx5, Thunderbird and other apps that find things themselves</dt><dd><code>{root}/</code></dd><dt>CalDAV (calendars)</dt><dd><code>{root}/dav/{n}/calendars/</code></dd><dt>CardDAV (contacts)</dt><dd><code>{root}/dav/{n}/contacts/</code></dd>",
-            root = esc(bases.base),
-            n = esc(&a.name),
-        );
-        if let Some(https) = bases.https {
-            let _ = write!(
-                b,
-                "<dt>Over HTTPS</dt><dd><code>{root}/</code></dd>",
-                root = esc(https)
-            );
-        }
-        b.push_str("</dl>");
-        if !a.task_lists.is_empty() {
-            let names: Vec<String> = a
-                .task_lists
-                .iter()
-                .map(|n| format!("<code>{}</code>", esc(n)))
-                .collect();
-            let _ = write!(
-                b,
-                "<h3>Task lists</h3><p>{} only {} tasks. Since iOS 13 Apple's Reminders app keeps reminders outside CalDAV, so no app can reach your current reminders through iCloud's CalDAV: {} that the Reminders app no longer shows. This is Apple's design, not a sync fault.</p>",
-                names.join(", "),
-                if names.len() == 1 { "holds" } else { "hold" },
-                if names.len() == 1 {
-                    "this is an older list"
-                } else {
-                    "these are older lists"
-                },
-            );
-        }
-        b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
-        if !matches!(
-            a.state,
-            ServiceState::AuthRejected | ServiceState::Unconfigured
-        ) {
-            let _ = write!(
-                b,
-                "<p><a class=\"btn\" href=\"{href}\">Replace the app-specific password</a></p>"
-            );
-        }
-        b.push_str("</section>");
+        account_card(&mut b, a, bases, now);
     }
     if accounts.is_empty() {
         b.push_str("<section class=\"card\"><p>No account is set up yet. Open the setup link printed in the server's log, add an <code>[[account]]</code> to the config file, or run <code>icloud-bridge init</code>.</p></section>");
     }
     if let Some((sha256, constrained)) = &bases.ca {
-        let _ = write!(
-            b,
-            "<section class=\"card\"><h2>HTTPS and IMAPS</h2><p>Let each device (DAVx5, Thunderbird, iOS) trust <a href=\"/ca.pem\">this bridge's CA</a> once; it is <code>ca.pem</code> in the bridge's <code>certs</code> directory. Before trusting it, check that the device shows this SHA-256 fingerprint (this page came over the network too: compare it with what <code>icloud-bridge init</code> printed, or with <code>openssl x509 -noout -fingerprint -sha256 -in certs/ca.pem</code> on the server):</p><p><code>{}</code></p>",
-            esc(sha256)
-        );
-        if !constrained {
-            let _ = write!(
-                b,
-                "<div class=\"error\"><p>This CA has no name constraints: whoever copies its key can make certificates that your devices accept for any site, Apple's included. To move to a CA limited to the bridge's names: {}.</p></div>",
-                esc(crate::tls::MOVE_TO_CONSTRAINED)
-            );
-        }
-        b.push_str("</section>");
+        ca_card(&mut b, sha256, *constrained);
     }
     b.push_str(&cache_section(cache));
     layout("icloud-bridge status", &b)
+}
+
+/// One account's card: its state, what to do about it, its services and its addresses.
+fn account_card(b: &mut String, a: &AccountView, bases: &Bases<'_>, now: SystemTime) {
+    let _ = write!(
+        b,
+        "<section class=\"card\"><h2>{name} <span class=\"id\">{id}</span></h2>{badge}",
+        name = esc(&a.name),
+        id = esc(&a.apple_id_shown),
+        badge = badge(a.state)
+    );
+    if let Some(r) = &a.reason {
+        let _ = write!(b, "<p class=\"reason\">{}</p>", esc(r));
+    }
+    let href = esc(&reconnect_href(&a.name));
+    let needs_fix = matches!(
+        a.state,
+        ServiceState::AuthRejected | ServiceState::Unconfigured
+    );
+    if needs_fix {
+        let _ = write!(
+            b,
+            "<div class=\"fix\"><h3>Fix now</h3><ol><li><a class=\"btn\" href=\"{APPLE_ASP_URL}\" target=\"_blank\" rel=\"noopener noreferrer\">Make a new app-specific password at Apple</a><br><small>Sign-In and Security, then App-Specific Passwords.</small></li><li><a class=\"btn primary\" href=\"{href}\">Paste it here</a><br><small>Needs an admin login of this bridge.</small></li></ol></div>"
+        );
+    }
+    contact_table(b, a, now);
+    app_addresses(b, &a.name, bases);
+    task_lists_note(b, &a.task_lists);
+    b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
+    if !needs_fix {
+        let _ = write!(
+            b,
+            "<p><a class=\"btn\" href=\"{href}\">Replace the app-specific password</a></p>"
+        );
+    }
+    b.push_str("</section>");
+}
+
+/// The account's last contact and password age, and a table of its services.
+fn contact_table(b: &mut String, a: &AccountView, now: SystemTime) {
+    let set = match (a.has_credential, a.credential_set_at) {
+        (false, _) => "not set".to_string(),
+        (true, Some(t)) => format!("set {}", esc(&ago(t, now))),
+        (true, None) => "set (from a command or the environment; age unknown)".to_string(),
+    };
+    let _ = write!(
+        b,
+        "<dl><dt>Last contact with iCloud</dt><dd>{last}</dd><dt>App-specific password</dt><dd>{set}</dd></dl><table><tr><th>Service</th><th>State</th><th>Last contact</th></tr>",
+        last = when(a.last_success, now),
+    );
+    for s in &a.services {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.name,
+            badge(s.state),
+            when(s.last_success, now)
+        );
+    }
+    b.push_str("</table>");
+}
+
+/// The addresses apps use for account `name`.
+fn app_addresses(b: &mut String, name: &str, bases: &Bases<'_>) {
+    let _ = write!(
+        b,
+        "<h3>Addresses for your apps</h3><dl><dt>DAVx5, Thunderbird and other apps that find things themselves</dt><dd><code>{root}/</code></dd><dt>CalDAV (calendars)</dt><dd><code>{root}/dav/{n}/calendars/</code></dd><dt>CardDAV (contacts)</dt><dd><code>{root}/dav/{n}/contacts/</code></dd>",
+        root = esc(bases.base),
+        n = esc(name),
+    );
+    if let Some(https) = bases.https {
+        let _ = write!(
+            b,
+            "<dt>Over HTTPS</dt><dd><code>{root}/</code></dd>",
+            root = esc(https)
+        );
+    }
+    b.push_str("</dl>");
+}
+
+/// Why calendars holding only tasks show no current reminders (nothing when there are none).
+fn task_lists_note(b: &mut String, task_lists: &[String]) {
+    if task_lists.is_empty() {
+        return;
+    }
+    let names: Vec<String> = task_lists
+        .iter()
+        .map(|n| format!("<code>{}</code>", esc(n)))
+        .collect();
+    let _ = write!(
+        b,
+        "<h3>Task lists</h3><p>{} only {} tasks. Since iOS 13 Apple's Reminders app keeps reminders outside CalDAV, so no app can reach your current reminders through iCloud's CalDAV: {} that the Reminders app no longer shows. This is Apple's design, not a sync fault.</p>",
+        names.join(", "),
+        if names.len() == 1 { "holds" } else { "hold" },
+        if names.len() == 1 {
+            "this is an older list"
+        } else {
+            "these are older lists"
+        },
+    );
+}
+
+/// The local CA's card: how to trust it, its fingerprint, and a warning if unconstrained.
+fn ca_card(b: &mut String, sha256: &str, constrained: bool) {
+    let _ = write!(
+        b,
+        "<section class=\"card\"><h2>HTTPS and IMAPS</h2><p>Let each device (DAVx5, Thunderbird, iOS) trust <a href=\"/ca.pem\">this bridge's CA</a> once; it is <code>ca.pem</code> in the bridge's <code>certs</code> directory. Before trusting it, check that the device shows this SHA-256 fingerprint (this page came over the network too: compare it with what <code>icloud-bridge init</code> printed, or with <code>openssl x509 -noout -fingerprint -sha256 -in certs/ca.pem</code> on the server):</p><p><code>{}</code></p>",
+        esc(sha256)
+    );
+    if !constrained {
+        let _ = write!(
+            b,
+            "<div class=\"error\"><p>This CA has no name constraints: whoever copies its key can make certificates that your devices accept for any site, Apple's included. To move to a CA limited to the bridge's names: {}.</p></div>",
+            esc(crate::tls::MOVE_TO_CONSTRAINED)
+        );
+    }
+    b.push_str("</section>");
 }
 
 /// The paste form for one account. `error` is the sentence of a refused attempt.

@@ -104,6 +104,20 @@ fn resolve<'s>(
     })
 }
 
+/// Which text an element's content is for the map: an href, calendar or address data, or none.
+#[inline]
+fn mapped_text(ns: Option<&[u8]>, local: &[u8]) -> Capture {
+    if ns == Some(DAV.as_bytes()) && local == b"href" {
+        Capture::Href
+    } else if (ns == Some(CALDAV.as_bytes()) && local == b"calendar-data")
+        || (ns == Some(CARDDAV.as_bytes()) && local == b"address-data")
+    {
+        Capture::Body
+    } else {
+        Capture::None
+    }
+}
+
 impl Engine {
     pub(super) fn new(capacity: usize, items: Items) -> Self {
         Engine {
@@ -229,7 +243,42 @@ impl Engine {
         Ok(())
     }
 
+    /// A start tag or empty element: checks it, writes it with its attributes, opens its scope.
     fn start(&mut self, e: &BytesStart<'_>, empty: bool, pos: u64) -> Result<(), XmlError> {
+        let depth = self.begin_element(pos)?;
+        let attrs = self.declarations(e, depth, pos)?;
+        let name = e.name();
+        let ns = resolve(&self.scopes, name, false, pos)?;
+        let local = name.local_name().into_inner();
+        if !is_ncname(local) {
+            return Err(malformed(
+                pos,
+                format!("invalid element name '{}'", String::from_utf8_lossy(local)),
+            ));
+        }
+        let mapped = mapped_text(ns, local);
+        let holds = depth == 2 && !empty && ns == Some(DAV.as_bytes()) && local == b"response";
+        let prefix = self.generated.prefix(ns, depth);
+        self.begin_document();
+        if holds {
+            self.hold_response();
+        }
+        let name_start = self.write_start_name(&prefix, local, depth, pos)?;
+        if !attrs.is_empty() {
+            self.attributes(&attrs, depth, pos)?;
+        }
+        if empty {
+            self.close_empty(name_start, depth);
+        } else {
+            self.keep_open(name_start, mapped);
+        }
+        Ok(())
+    }
+
+    /// Checks the single root and the depth limit, ends the text run before a child element
+    /// and counts the element; returns the new element's depth.
+    #[inline]
+    fn begin_element(&mut self, pos: u64) -> Result<usize, XmlError> {
         if self.root_done {
             return Err(malformed(
                 pos,
@@ -248,59 +297,80 @@ impl Engine {
         }
         self.pending_ws.clear();
         self.significant = false;
-
-        // One pass over the attributes: record namespace declarations, keep the rest.
-        let mut attrs: Vec<Attribute<'_>> = Vec::new();
         self.items.add(1, pos)?;
-        if e.attributes_raw().contains(&b'=') {
-            // Raw-name duplicates are caught by the expanded-name check in `attributes`;
-            // duplicate namespace declarations are dropped from the output anyway. quick-xml's
-            // own duplicate check compares every pair; ours is linear (see `guard`).
-            let mut count = 0usize;
-            for attr in e.attributes().with_checks(false) {
-                count += 1;
-                guard::check_attribute_count(count, pos)?;
-                self.items.add(1, pos)?;
-                let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
-                let prefix: &[u8] = match attr.key.as_namespace_binding() {
-                    None => {
-                        attrs.push(attr);
-                        continue;
-                    }
-                    Some(PrefixDeclaration::Default) => b"",
-                    Some(PrefixDeclaration::Named(p)) => p,
-                };
-                self.scopes
-                    .declare(prefix, &attr.value, depth)
-                    .map_err(|m| malformed(pos, m))?;
-                guard::check_bindings(self.scopes.len(), pos)?;
-            }
-        }
+        Ok(depth)
+    }
 
-        let name = e.name();
-        let ns = resolve(&self.scopes, name, false, pos)?;
-        let local = name.local_name().into_inner();
-        if !is_ncname(local) {
-            return Err(malformed(
-                pos,
-                format!("invalid element name '{}'", String::from_utf8_lossy(local)),
-            ));
+    /// One pass over the attributes: records namespace declarations in scope at `depth` and
+    /// returns the other attributes.
+    #[inline]
+    fn declarations<'e>(
+        &mut self,
+        e: &'e BytesStart<'_>,
+        depth: usize,
+        pos: u64,
+    ) -> Result<Vec<Attribute<'e>>, XmlError> {
+        let mut attrs: Vec<Attribute<'e>> = Vec::new();
+        if !e.attributes_raw().contains(&b'=') {
+            return Ok(attrs);
         }
+        // Raw-name duplicates are caught by the expanded-name check in `attributes`;
+        // duplicate namespace declarations are dropped from the output anyway. quick-xml's
+        // own duplicate check compares every pair; ours is linear (see `guard`).
+        let mut count = 0usize;
+        for attr in e.attributes().with_checks(false) {
+            count += 1;
+            guard::check_attribute_count(count, pos)?;
+            self.items.add(1, pos)?;
+            let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
+            let prefix: &[u8] = match attr.key.as_namespace_binding() {
+                None => {
+                    attrs.push(attr);
+                    continue;
+                }
+                Some(PrefixDeclaration::Default) => b"",
+                Some(PrefixDeclaration::Named(p)) => p,
+            };
+            self.scopes
+                .declare(prefix, &attr.value, depth)
+                .map_err(|m| malformed(pos, m))?;
+            guard::check_bindings(self.scopes.len(), pos)?;
+        }
+        Ok(attrs)
+    }
+
+    /// Before the root's start tag: marks the prolog over and writes the output declaration.
+    #[inline]
+    fn begin_document(&mut self) {
         if !self.root_seen {
             self.root_seen = true;
             self.prolog_used = true;
             self.out.extend_from_slice(OUTPUT_DECL);
         }
-        if depth == 2 && !empty && ns == Some(DAV.as_bytes()) && local == b"response" {
-            self.resp = Some(Held {
-                start: self.out.len(),
-                decided: false,
-                drop: false,
-            });
-        }
-        let prefix = self.generated.prefix(ns, depth);
+    }
+
+    /// Holds back the `DAV:response` starting here until its first href decides its fate.
+    #[inline]
+    fn hold_response(&mut self) {
+        self.resp = Some(Held {
+            start: self.out.len(),
+            decided: false,
+            drop: false,
+        });
+    }
+
+    /// Writes `<qname` (with the known declarations on the root and a fresh generated prefix's
+    /// declaration); returns where the qname starts in `names`.
+    #[inline]
+    fn write_start_name(
+        &mut self,
+        prefix: &Prefix,
+        local: &[u8],
+        depth: usize,
+        pos: u64,
+    ) -> Result<usize, XmlError> {
         let name_start = self.names.len();
-        let fresh = Self::push_qname(&mut self.names, &prefix, local);
+        let fresh = Self::push_qname(&mut self.names, prefix, local);
         self.out.push(b'<');
         self.out.extend_from_slice(&self.names[name_start..]);
         if depth == 1 {
@@ -309,34 +379,28 @@ impl Engine {
         if let Some(index) = fresh {
             Self::declare(&mut self.out, &self.generated, index, pos)?;
         }
-        let mapped = if ns == Some(DAV.as_bytes()) && local == b"href" {
-            Capture::Href
-        } else if (ns == Some(CALDAV.as_bytes()) && local == b"calendar-data")
-            || (ns == Some(CARDDAV.as_bytes()) && local == b"address-data")
-        {
-            Capture::Body
-        } else {
-            Capture::None
-        };
-        if !attrs.is_empty() {
-            self.attributes(&attrs, depth, pos)?;
-        }
+        Ok(name_start)
+    }
 
-        if empty {
-            self.out.extend_from_slice(b"/>");
-            self.names.truncate(name_start);
-            self.pop_scopes(depth);
-            self.leaf = false;
-            if depth == 1 {
-                self.root_done = true;
-            }
-        } else {
-            self.out.push(b'>');
-            self.open.push(name_start);
-            self.leaf = true;
-            self.capture = mapped;
+    /// Ends an empty element at once: `/>`, and its name and scope are dropped.
+    #[inline]
+    fn close_empty(&mut self, name_start: usize, depth: usize) {
+        self.out.extend_from_slice(b"/>");
+        self.names.truncate(name_start);
+        self.pop_scopes(depth);
+        self.leaf = false;
+        if depth == 1 {
+            self.root_done = true;
         }
-        Ok(())
+    }
+
+    /// Leaves an element open (`>`), collecting its text if it is a mapped element.
+    #[inline]
+    fn keep_open(&mut self, name_start: usize, mapped: Capture) {
+        self.out.push(b'>');
+        self.open.push(name_start);
+        self.leaf = true;
+        self.capture = mapped;
     }
 
     fn attributes(

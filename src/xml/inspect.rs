@@ -63,109 +63,165 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, XmlError> {
         return Err(XmlError::Empty);
     }
     let mut reader = NsReader::from_reader(body);
-    let mut info = RequestInfo::default();
-    let mut stack: Vec<(String, String)> = Vec::new();
-    let mut capture: Option<(usize, Target, String)> = None;
-    let mut prolog_used = false;
-    let mut root_done = false;
-    // Namespace declarations per open element (NsReader scans those in scope for every
-    // name), and the document's markup items: both bounded, see `guard`.
-    let mut scope = Scope::new(Items::capped(guard::MAX_REQUEST_ITEMS));
+    let mut walk = Walk::new();
     loop {
         let event = reader
             .read_event()
             .map_err(|e| XmlError::from_quick(e, reader.error_position()))?;
         let pos = reader.buffer_position();
         match event {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                if root_done {
-                    return Err(XmlError::malformed(pos, "more than one root element"));
-                }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(XmlError::TooDeep {
-                        position: pos,
-                        limit: MAX_DEPTH,
-                    });
-                }
-                scope.open(e, pos)?;
-                let (res, local) = reader.resolve_element(e.name());
-                let ns = namespace(res, pos)?;
-                let local = String::from_utf8(local.into_inner().to_vec())
-                    .map_err(|_| XmlError::malformed(pos, "element name is not valid UTF-8"))?;
-                prolog_used = true;
-                capture = None; // text with child elements is not an href/token
-                stack.push((ns, local));
-                if let Some(target) = element(&mut info, &stack, e, pos)? {
-                    capture = Some((stack.len(), target, String::new()));
-                }
-                if matches!(event, Event::Empty(_)) {
-                    finish(&mut info, &mut capture, stack.len());
-                    stack.pop();
-                    scope.close();
-                    root_done = stack.is_empty();
-                }
+            Event::Start(ref e) => walk.open(&reader, e, pos)?,
+            Event::Empty(ref e) => {
+                walk.open(&reader, e, pos)?;
+                walk.close();
             }
-            Event::End(_) => {
-                finish(&mut info, &mut capture, stack.len());
-                stack.pop();
-                scope.close();
-                root_done = stack.is_empty();
-            }
-            Event::Text(t) => {
-                if stack.is_empty() && !is_ws(&t) {
-                    return Err(XmlError::malformed(pos, "text outside the root element"));
-                }
-                if let Some((_, _, text)) = capture.as_mut() {
-                    text.push_str(utf8(&t, pos)?);
-                }
-            }
-            Event::CData(t) => {
-                if stack.is_empty() {
-                    return Err(XmlError::malformed(pos, "CDATA outside the root element"));
-                }
-                if let Some((_, _, text)) = capture.as_mut() {
-                    text.push_str(utf8(&t, pos)?);
-                }
-            }
-            Event::GeneralRef(r) => {
-                let c = resolve_ref(&r)
-                    .filter(|_| !stack.is_empty())
-                    .ok_or_else(|| {
-                        XmlError::malformed(
-                            pos,
-                            format!(
-                                "undefined or misplaced reference '&{};'",
-                                String::from_utf8_lossy(&r)
-                            ),
-                        )
-                    })?;
-                if let Some((_, _, text)) = capture.as_mut() {
-                    text.push(c);
-                }
-            }
-            Event::Decl(_) if prolog_used => {
+            Event::End(_) => walk.close(),
+            Event::Text(t) => walk.text(&t, pos)?,
+            Event::CData(t) => walk.cdata(&t, pos)?,
+            Event::GeneralRef(r) => walk.reference(&r, pos)?,
+            Event::Decl(_) if walk.prolog_used => {
                 return Err(XmlError::malformed(pos, "XML declaration not at the start"));
             }
-            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => prolog_used = true,
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => walk.prolog_used = true,
             Event::DocType(_) => {
                 return Err(XmlError::malformed(
                     pos,
                     "DOCTYPE declarations are not allowed",
                 ));
             }
-            Event::Eof => {
-                if let Some((_, local)) = stack.last() {
-                    return Err(XmlError::malformed(
-                        pos,
-                        format!("unexpected end of body inside <{local}>"),
-                    ));
-                }
-                if info.root.1.is_empty() {
-                    return Err(XmlError::malformed(pos, "no root element"));
-                }
-                return Ok(info);
-            }
+            Event::Eof => return walk.end_of_body(pos),
         }
+    }
+}
+
+/// The state of one pass over a request body: what was found so far and where we are.
+struct Walk {
+    info: RequestInfo,
+    /// Open elements as `(namespace, local name)`, root first.
+    stack: Vec<(String, String)>,
+    /// Text being collected: depth of its element, what it is, the text so far.
+    capture: Option<(usize, Target, String)>,
+    /// Something other than whitespace (declaration, comment, PI, element) has been seen.
+    prolog_used: bool,
+    root_done: bool,
+    /// Namespace declarations per open element (NsReader scans those in scope for every
+    /// name), and the document's markup items: both bounded, see `guard`.
+    scope: Scope,
+}
+
+impl Walk {
+    /// A walk at the start of a body, with the request-body cap on markup items.
+    fn new() -> Self {
+        Walk {
+            info: RequestInfo::default(),
+            stack: Vec::new(),
+            capture: None,
+            prolog_used: false,
+            root_done: false,
+            scope: Scope::new(Items::capped(guard::MAX_REQUEST_ITEMS)),
+        }
+    }
+
+    /// A start tag (or the start of an empty element): checks depth and the single root,
+    /// resolves its name and records what it means.
+    #[inline]
+    fn open(
+        &mut self,
+        reader: &NsReader<&[u8]>,
+        e: &BytesStart<'_>,
+        pos: u64,
+    ) -> Result<(), XmlError> {
+        if self.root_done {
+            return Err(XmlError::malformed(pos, "more than one root element"));
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(XmlError::TooDeep {
+                position: pos,
+                limit: MAX_DEPTH,
+            });
+        }
+        self.scope.open(e, pos)?;
+        let (res, local) = reader.resolve_element(e.name());
+        let ns = namespace(res, pos)?;
+        let local = String::from_utf8(local.into_inner().to_vec())
+            .map_err(|_| XmlError::malformed(pos, "element name is not valid UTF-8"))?;
+        self.prolog_used = true;
+        self.capture = None; // text with child elements is not an href/token
+        self.stack.push((ns, local));
+        if let Some(target) = element(&mut self.info, &self.stack, e, pos)? {
+            self.capture = Some((self.stack.len(), target, String::new()));
+        }
+        Ok(())
+    }
+
+    /// An end tag (or the end of an empty element): stores captured text, leaves the element.
+    #[inline]
+    fn close(&mut self) {
+        finish(&mut self.info, &mut self.capture, self.stack.len());
+        self.stack.pop();
+        self.scope.close();
+        self.root_done = self.stack.is_empty();
+    }
+
+    /// Character data: only whitespace outside the root; collected if captured.
+    #[inline]
+    fn text(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
+        if self.stack.is_empty() && !is_ws(raw) {
+            return Err(XmlError::malformed(pos, "text outside the root element"));
+        }
+        self.collect(raw, pos)
+    }
+
+    /// A CDATA section: only inside the root; collected if captured.
+    #[inline]
+    fn cdata(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
+        if self.stack.is_empty() {
+            return Err(XmlError::malformed(pos, "CDATA outside the root element"));
+        }
+        self.collect(raw, pos)
+    }
+
+    /// Appends text to the capture, if one is open.
+    #[inline]
+    fn collect(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
+        if let Some((_, _, text)) = self.capture.as_mut() {
+            text.push_str(utf8(raw, pos)?);
+        }
+        Ok(())
+    }
+
+    /// A character or predefined entity reference: only inside the root; collected if captured.
+    #[inline]
+    fn reference(&mut self, name: &[u8], pos: u64) -> Result<(), XmlError> {
+        let c = resolve_ref(name)
+            .filter(|_| !self.stack.is_empty())
+            .ok_or_else(|| {
+                XmlError::malformed(
+                    pos,
+                    format!(
+                        "undefined or misplaced reference '&{};'",
+                        String::from_utf8_lossy(name)
+                    ),
+                )
+            })?;
+        if let Some((_, _, text)) = self.capture.as_mut() {
+            text.push(c);
+        }
+        Ok(())
+    }
+
+    /// The end of the body: every element closed and a root seen, or malformed.
+    fn end_of_body(self, pos: u64) -> Result<RequestInfo, XmlError> {
+        if let Some((_, local)) = self.stack.last() {
+            return Err(XmlError::malformed(
+                pos,
+                format!("unexpected end of body inside <{local}>"),
+            ));
+        }
+        if self.info.root.1.is_empty() {
+            return Err(XmlError::malformed(pos, "no root element"));
+        }
+        Ok(self.info)
     }
 }
 
