@@ -384,14 +384,14 @@ impl Forward<'_> {
     /// body with its hrefs (and signed bridge links) mapped back, the allowed headers, and
     /// `Destination` only inside this account's homes.
     async fn outgoing(&self, learned: &Arc<Learned>) -> Result<Outgoing, DavError> {
-        let (parts, body) = (&self.parts, &self.body);
-        let method = parts.method.clone();
-        let target = home_url(learned.home(self.service), self.rest, parts.uri.query())
-            .ok_or_else(|| {
-                DavError::BadRequest(
-                    "the request path does not name anything under this home".into(),
-                )
-            })?;
+        let target = home_url(
+            learned.home(self.service),
+            self.rest,
+            self.parts.uri.query(),
+        )
+        .ok_or_else(|| {
+            DavError::BadRequest("the request path does not name anything under this home".into())
+        })?;
         let to_up = ToUpstream {
             account: self.account.name().to_string(),
             learned: learned.clone(),
@@ -400,14 +400,34 @@ impl Forward<'_> {
             apple_cards: self.apple_cards(),
             photos: Some(self.dav.photos.clone()),
         };
+        let (body, info) = self.outgoing_body(&to_up).await?;
+        let headers = self.outgoing_headers(&to_up, !body.is_empty() && info.is_some())?;
+        Ok(Outgoing {
+            request: UpstreamRequest {
+                method: self.parts.method.clone(),
+                url: target,
+                headers,
+                body,
+                purpose: Purpose::Dav,
+            },
+            info,
+        })
+    }
+
+    /// The body as upstream gets it: XML with its hrefs mapped back (and what it asks for),
+    /// an object with bridge links, inlined photos and vCard dialect mapped back, or as is.
+    async fn outgoing_body(
+        &self,
+        to_up: &ToUpstream,
+    ) -> Result<(Bytes, Option<RequestInfo>), DavError> {
+        let (method, body) = (self.parts.method.as_str(), &self.body);
         let xml_method = matches!(
-            method.as_str(),
+            method,
             "PROPFIND" | "REPORT" | "PROPPATCH" | "MKCALENDAR" | "MKCOL"
         );
-        let mut info: Option<RequestInfo> = None;
-        let out_body = if xml_method && !is_blank(body) {
+        if xml_method && !is_blank(body) {
             let map = to_up.clone();
-            let (i, rewritten) = parse_body(body, move |b| {
+            let (info, rewritten) = parse_body(body, move |b| {
                 let i = inspect(b)?;
                 Ok::<_, crate::xml::XmlError>((i, rewrite_to_vec(b, &map)?))
             })
@@ -415,10 +435,15 @@ impl Forward<'_> {
             .map_err(|e| {
                 DavError::BadRequest(format!("the request body is not well-formed XML: {e}"))
             })?;
-            info = Some(i);
-            Bytes::from(rewritten)
-        } else if method == Method::PUT {
-            match std::str::from_utf8(body).ok().and_then(|t| {
+            return Ok((Bytes::from(rewritten), Some(info)));
+        }
+        if method == "REPORT" {
+            return Err(DavError::BadRequest("a REPORT needs an XML body".into()));
+        }
+        let text = (method == "PUT")
+            .then(|| std::str::from_utf8(body).ok())
+            .flatten()
+            .and_then(|t| {
                 to_upstream_text(
                     t,
                     self.account.name(),
@@ -426,23 +451,21 @@ impl Forward<'_> {
                     Some(&self.dav.photos),
                     self.apple_cards(),
                 )
-            }) {
-                Some(t) => Bytes::from(t),
-                None => body.clone(),
-            }
-        } else {
-            body.clone()
-        };
-        if method.as_str() == "REPORT" && info.is_none() {
-            return Err(DavError::BadRequest("a REPORT needs an XML body".into()));
-        }
+            });
+        Ok((text.map(Bytes::from).unwrap_or_else(|| body.clone()), None))
+    }
+
+    /// The allowed request headers, a Content-Type for an XML body, and `Destination`
+    /// only inside this account's homes.
+    fn outgoing_headers(&self, to_up: &ToUpstream, xml_body: bool) -> Result<HeaderMap, DavError> {
+        let parts = &self.parts;
         let mut headers = HeaderMap::new();
         for name in REQUEST_HEADERS {
             for v in parts.headers.get_all(*name) {
                 headers.append(HeaderName::from_static(name), v.clone());
             }
         }
-        if xml_method && !out_body.is_empty() {
+        if xml_body {
             headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/xml; charset=utf-8"),
@@ -463,16 +486,7 @@ impl Forward<'_> {
                 .map_err(|_| DavError::BadRequest("invalid Destination".into()))?;
             headers.insert("destination", v);
         }
-        Ok(Outgoing {
-            request: UpstreamRequest {
-                method,
-                url: target,
-                headers,
-                body: out_body,
-                purpose: Purpose::Dav,
-            },
-            info,
-        })
+        Ok(headers)
     }
 
     /// Whether vCards here are in Apple's dialect: iCloud's contacts (see `dav::vcard`).
