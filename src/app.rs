@@ -69,7 +69,8 @@ impl App {
                 ),
                 config.limits.clone(),
             )
-            .with_several_accounts(config.accounts.len() > 1),
+            .with_several_accounts(config.accounts.len() > 1)
+            .with_calendars(crate::dav::virtual_cal::VirtualCalendars::new(&config)),
             upstream,
             metrics: Arc::new(Metrics::default()),
             own_names: crate::auth::host_check::OwnNames::new(&config.server),

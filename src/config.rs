@@ -164,6 +164,9 @@ pub struct CardDavConfig {
     pub photos: Photos,
     /// Photos larger than this stay links (`carddav.max_photo_bytes`, default 1 MiB).
     pub max_photo_bytes: usize,
+    /// Serve a read-only Birthdays calendar per account, made from the contacts' birthdays
+    /// and anniversaries (`carddav.birthdays`, default true).
+    pub birthdays: bool,
 }
 
 /// `carddav.photos`.
@@ -185,6 +188,9 @@ pub struct NotifyConfig {
     pub warn_after_days: Option<u64>,
     /// Key for the `X-Icloud-Bridge-Signature: sha256=<hex HMAC-SHA256 of the body>` header.
     pub secret: Option<Secret>,
+    /// Serve a read-only calendar "icloud-bridge" per account that holds an all-day event
+    /// for today while the account needs attention (`notify.calendar`, default false).
+    pub calendar: bool,
 }
 
 impl fmt::Debug for NotifyConfig {
@@ -194,6 +200,7 @@ impl fmt::Debug for NotifyConfig {
             .field("min_secs", &self.min_secs)
             .field("warn_after_days", &self.warn_after_days)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("calendar", &self.calendar)
             .finish()
     }
 }
@@ -312,6 +319,7 @@ struct RawCache {
 struct RawCardDav {
     photos: Option<Photos>,
     max_photo_bytes: Option<u64>,
+    birthdays: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -321,6 +329,7 @@ struct RawNotify {
     min_secs: Option<u64>,
     warn_after_days: Option<u64>,
     secret: Option<String>,
+    calendar: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -565,6 +574,7 @@ impl Config {
                 raw.carddav.max_photo_bytes.unwrap_or(1 << 20),
             )?)
             .unwrap_or(usize::MAX),
+            birthdays: raw.carddav.birthdays.unwrap_or(true),
         };
         let notify = NotifyConfig {
             webhook: raw
@@ -588,6 +598,7 @@ impl Config {
                 Some(s) => Some(Secret::new(s)),
                 None => None,
             },
+            calendar: raw.notify.calendar.unwrap_or(false),
         };
         let max_body_bytes = positive(
             "limits.max_body_bytes",
@@ -836,9 +847,15 @@ mod tests {
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
                     if rest.starts_with("[notify]")
-                        || ["webhook", "min_secs", "warn_after_days", "secret"]
-                            .iter()
-                            .any(|k| rest.starts_with(&format!("{k} ="))) =>
+                        || [
+                            "webhook",
+                            "min_secs",
+                            "warn_after_days",
+                            "secret",
+                            "calendar",
+                        ]
+                        .iter()
+                        .any(|k| rest.starts_with(&format!("{k} ="))) =>
                 {
                     rest.to_string()
                 }
@@ -849,6 +866,7 @@ mod tests {
         let n = Config::from_toml(&uncommented, None).unwrap();
         assert!(n.notify.webhook.is_some() && n.notify.secret.is_some());
         assert!(n.notify.warn_after_days.is_some());
+        assert!(n.notify.calendar && !c.notify.calendar && c.carddav.birthdays);
     }
 
     #[test]

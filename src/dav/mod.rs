@@ -12,6 +12,7 @@ pub mod photos;
 pub mod proxy;
 pub mod task_lists;
 pub mod vcard;
+pub mod virtual_cal;
 
 /// What the DAV tree needs, built once by the composition root ([`crate::app::App`]).
 pub struct Dav {
@@ -26,6 +27,8 @@ pub struct Dav {
     pub limits: crate::config::LimitsConfig,
     /// Whether the bridge serves several accounts (address books are then named after them).
     pub several_accounts: bool,
+    /// The bridge's own read-only calendars (Birthdays, the notify calendar).
+    pub calendars: virtual_cal::VirtualCalendars,
     /// Per account, the task lists (VTODO-only calendars) the latest home listing showed.
     task_lists: std::sync::Mutex<std::collections::HashMap<String, Vec<task_lists::TaskList>>>,
 }
@@ -47,6 +50,7 @@ impl Dav {
             bodies,
             limits,
             several_accounts: false,
+            calendars: Default::default(),
             task_lists: Default::default(),
         }
     }
@@ -54,6 +58,12 @@ impl Dav {
     /// Name address books after their accounts (`Contacts (alice)`).
     pub fn with_several_accounts(mut self, several: bool) -> Dav {
         self.several_accounts = several;
+        self
+    }
+
+    /// With the bridge's own calendars configured (by default: Birthdays only).
+    pub fn with_calendars(mut self, calendars: virtual_cal::VirtualCalendars) -> Dav {
+        self.calendars = calendars;
         self
     }
 
@@ -164,6 +174,9 @@ async fn route(
             rest,
         } => {
             check_account(account, a)?;
+            if let Some((which, sub)) = dav.calendars.which(service, rest) {
+                return virtual_cal::handle(dav, account, which, sub, req, public_origin).await;
+            }
             if req.method() == Method::OPTIONS && rest.is_empty() {
                 return Ok(discovery::options(true));
             }

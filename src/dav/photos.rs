@@ -314,6 +314,7 @@ mod tests {
             &CardDavConfig {
                 photos: Photos::Inline,
                 max_photo_bytes: 1 << 20,
+                birthdays: true,
             },
             1 << 20,
         );

@@ -249,13 +249,19 @@ pub async fn forward(
         }
     };
     let on_listing: OnListing = if home_listing { Some(&note) } else { None };
-    match dav.cache.serve(ask, on_listing, || f.upstream()).await {
+    let answer = match dav.cache.serve(ask, on_listing, || f.upstream()).await {
         Err(DavError::Upstream(e)) => match f.degraded(&e).await {
             Some(r) => Ok(r),
             None => Err(DavError::Upstream(e)),
         },
         r => r,
+    };
+    if home_listing {
+        // The bridge's own calendars are listed with iCloud's.
+        let listed = crate::dav::virtual_cal::home::listed;
+        return Box::pin(listed(dav, account, &f.body, public_origin, answer)).await;
     }
+    answer
 }
 
 /// One request on its way through the DAV pipeline: who asks, for what, with which body.

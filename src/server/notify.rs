@@ -673,6 +673,7 @@ mod tests {
                 min_secs,
                 warn_after_days,
                 secret: None,
+                calendar: false,
             },
             status_url: "http://127.0.0.1:8008/status".into(),
             sink: Some(sink.clone()),
