@@ -246,6 +246,16 @@ async fn a_new_contact_birthday_appears_and_stays_while_icloud_refuses() {
     let (_, again) = env.propfind(BIRTHDAYS, "1", PROPFIND_OBJECTS).await;
     let (_, again2) = env.propfind(BIRTHDAYS, "1", PROPFIND_OBJECTS).await;
     assert_eq!(again, again2);
+    // Unchanged contacts: only the address book's CTag is asked, never the cards again.
+    env.control().clear_request_log();
+    env.propfind(BIRTHDAYS, "1", PROPFIND_OBJECTS).await;
+    let asked: Vec<String> = env
+        .control()
+        .request_log()
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(asked, ["PROPFIND"], "{asked:?}");
 
     // iCloud refuses the password: the birthdays are still served, marked stale.
     env.control().revoke_all_asps(DEMO_APPLE_ID);
