@@ -78,6 +78,15 @@ async fn the_home_lists_the_bridge_calendars_and_a_client_reads_birthdays() {
     );
     assert!(hs.iter().any(|h| h == BIRTHDAYS), "{body}");
     assert!(hs.iter().any(|h| h == NOTICE), "{body}");
+    // Building the birthdays read the contacts, but fetched none of their photos.
+    let photos: Vec<String> = env
+        .control()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.path.contains("/wcs/") || r.path.contains("/ck/card/"))
+        .map(|r| r.path)
+        .collect();
+    assert!(photos.is_empty(), "{photos:?}");
     assert!(
         body.contains("<d:displayname>Birthdays</d:displayname>"),
         "{body}"

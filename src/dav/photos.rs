@@ -30,6 +30,11 @@ const KEEP_PHOTO_FOR: Duration = Duration::from_secs(3600);
 /// the mark when they write a card back.
 const KEEP_ORIGIN_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Request extension: the bridge's own request (the Birthdays calendar's contact listing)
+/// needs no photos, so none are fetched for its answer.
+#[derive(Clone, Copy, Debug)]
+pub struct NoPhotos;
+
 /// One fetched photo, ready to inline.
 pub struct Photo {
     base64: String,

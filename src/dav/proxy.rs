@@ -552,6 +552,11 @@ impl Forward<'_> {
         self.service == Service::Carddav
             && self.dav.photos.inline()
             && matches!(self.parts.method.as_str(), "GET" | "REPORT")
+            && self
+                .parts
+                .extensions
+                .get::<crate::dav::photos::NoPhotos>()
+                .is_none()
     }
 
     /// Fetch the photos `raw` (an upstream answer) names, for `to_local` to inline.

@@ -164,6 +164,8 @@ fn ask<'a>(
             .uri(format!("/dav/{}/contacts/{rest}", account.name()))
             .header("depth", "1")
             .header("content-type", "application/xml; charset=utf-8")
+            // Birthdays need no photos: none are fetched for this answer.
+            .extension(crate::dav::photos::NoPhotos)
             .body(full(body))
             .map_err(|_| DavError::Internal("build a request for the contacts"))?;
         let resp =
