@@ -367,3 +367,57 @@ async fn the_notify_calendar_is_off_by_default_and_birthdays_can_be_turned_off()
     assert!(body.contains(BIRTHDAYS) && !body.contains(NOTICE), "{body}");
     env.stop().await;
 }
+
+/// A rate-limiting (or unreachable) iCloud reaches the notify calendar only once it lasted
+/// `notify.min_secs`, as the webhook does: a short blip puts nothing in anyone's calendar.
+#[tokio::test]
+async fn a_short_rate_limit_puts_nothing_in_the_notify_calendar() {
+    for (min_secs, expected) in [(300, 0), (0, 1)] {
+        let env = start_with(Options {
+            tweak: Box::new(move |c| {
+                c.notify.calendar = true;
+                c.notify.min_secs = min_secs;
+            }),
+            ..Options::default()
+        })
+        .await;
+        let c = env.control();
+        c.set_switch("rate.status", "503").unwrap();
+        c.set_switch("rate.retry_after", "3").unwrap();
+        c.set_switch("rate.window_ms", "600000").unwrap();
+        c.set_switch("rate.limit_after", "0").unwrap();
+        let r = env
+            .req("GET", "/dav/alice/calendars/home/x.ics")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        // The notifier decides in its own task: wait for what min_secs allows.
+        let body = wait_for(Duration::from_secs(5), "the notify calendar", || async {
+            let (_, body) = env.report(NOTICE, "1", QUERY).await;
+            (objects(&body, NOTICE).len() == expected).then_some(body)
+        })
+        .await;
+        if expected == 1 {
+            let href = &objects(&body, NOTICE)[0];
+            let ics = env
+                .req("GET", href)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(
+                ics.contains("SUMMARY:iCloud is rate limiting icloud-bridge"),
+                "{ics}"
+            );
+        } else {
+            // Still nothing a moment later.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (_, body) = env.report(NOTICE, "1", QUERY).await;
+            assert!(objects(&body, NOTICE).is_empty(), "{body}");
+        }
+        env.stop().await;
+    }
+}

@@ -18,10 +18,20 @@ pub fn summary(state: ServiceState) -> Option<&'static str> {
     }
 }
 
+/// Whether `state` is told yet: a refused password at once; an unreachable or rate-limiting
+/// iCloud only once it lasted `notify.min_secs` (when the notifier told it), so that a
+/// night-time blip puts nothing in anyone's calendar.
+fn told(account: &Account, state: ServiceState) -> bool {
+    match state {
+        ServiceState::Unreachable | ServiceState::RateLimited => account.notified() == Some(state),
+        _ => true,
+    }
+}
+
 /// The calendar now: `status_url` is the fix URL (the status page).
 pub fn calendar(account: &Account, status_url: &str) -> Calendar {
     let (state, reason) = account.overall();
-    let objects = match summary(state) {
+    let objects = match summary(state).filter(|_| told(account, state)) {
         Some(title) => {
             let sentence = reason.unwrap_or_else(|| title.to_string());
             vec![ics::attention_event(
