@@ -19,7 +19,10 @@
 #       through the bridge, smtplib submits a message that arrives;
 #   (e) Dovecot as a real IMAP upstream: mbsync directly and through the bridge get the
 #       same messages byte for byte (needs isync and dovecot-imapd; .ci/run installs them);
-#   (f) a real SMTP server (aiosmtpd with STARTTLS and AUTH) as the submission upstream.
+#   (f) a real SMTP server (aiosmtpd with STARTTLS and AUTH) as the submission upstream;
+#   (g) a household over HTTPS (two python-caldav devices and the cache);
+#   (h) Thunderbird (tests/interop/thunderbird.sh): calendar detection, CardDAV and IMAP
+#       from the root URL, what it shows, and the same while Apple refuses the password.
 # Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 if any
 # check failed. Every process it starts is stopped on exit.
 #
@@ -30,6 +33,8 @@
 #      INTEROP_CALDAV_N (events for python-caldav; default 20)
 #      INTEROP_BASELINE=1 (also run both clients directly against Radicale)
 #      INTEROP_WAIT (seconds to wait for a server; default 30)
+#      INTEROP_THUNDERBIRD=1|0 (part (h) on or off; default: on when apt-get can install it)
+#      INTEROP_THUNDERBIRD_EXPECT=0 (part (h) without issue 12's checks)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -573,6 +578,39 @@ else
   fail_check "$H_NAME" "not run: stand-in or bridge did not start"
 fi
 standin_bridge_stop
+
+# (h) Thunderbird (Debian's ESR under Xvfb, through Marionette): tests/interop/thunderbird.sh ----
+# Runs when INTEROP_THUNDERBIRD=1, or (unset) when Thunderbird is installed or installable
+# with apt-get; INTEROP_THUNDERBIRD=0 skips it. INTEROP_THUNDERBIRD_EXPECT=0 only checks that
+# Thunderbird got through the set-up (not issue 12's points).
+tb_wanted() {
+  case "${INTEROP_THUNDERBIRD:-}" in
+    1) return 0 ;;
+    0) return 1 ;;
+  esac
+  command -v thunderbird >/dev/null && return 0
+  { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null; } || return 1
+  apt-cache policy thunderbird 2>/dev/null | grep -q 'Candidate: [0-9]'
+}
+if tb_wanted; then
+  TB_ARGS=()
+  [ "${INTEROP_THUNDERBIRD_EXPECT:-1}" = 0 ] && TB_ARGS+=(--no-expect)
+  TB_OUT="$RUN_DIR/thunderbird.out"
+  tb_rc=0
+  ICLOUD_BRIDGE_BIN="$BIN" INTEROP_DIR="$INTEROP_DIR" timeout --kill-after=20 900 \
+    bash "$HERE/thunderbird.sh" "${TB_ARGS[@]}" >"$TB_OUT" 2>&1 || tb_rc=$?
+  grep -E '^(PASS|FAIL|  \|)' "$TB_OUT" || true
+  tb_pass="$(grep -c '^PASS' "$TB_OUT" || true)"
+  tb_fail="$(grep -c '^FAIL' "$TB_OUT" || true)"
+  PASSED=$((PASSED + tb_pass))
+  FAILED=$((FAILED + tb_fail))
+  if [ "$tb_rc" -ne 0 ] && [ "$tb_fail" -eq 0 ]; then
+    fail_check "thunderbird" "thunderbird.sh exited $tb_rc; see $TB_OUT"
+    tail -n 15 "$TB_OUT" | sed 's/^/  | /'
+  fi
+else
+  ilog "thunderbird: skipped (INTEROP_THUNDERBIRD=${INTEROP_THUNDERBIRD:-unset}; not installable)"
+fi
 
 stop_all
 echo "$PASSED passed, $FAILED failed"
