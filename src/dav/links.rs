@@ -1,7 +1,10 @@
-//! Signed bridge links (`/dav/<account>/_up/<key>`) for upstream URLs the bridge has seen in
-//! upstream DAV answers (a contact photo, a managed attachment): the key carries the URL and
-//! an HMAC under a key kept in `data_dir`, so a client can neither forge one for a URL of its
-//! choosing nor reuse one minted for another account.
+//! Sealed bridge links (`/dav/<account>/_up/<key>`) for upstream URLs the bridge has seen in
+//! upstream DAV answers (a contact photo, a managed attachment), and sealed photo marks: the
+//! key carries the URL encrypted and authenticated (ChaCha20-Poly1305, the account as
+//! associated data) under a key kept in `data_dir`, so a client can neither read the upstream
+//! host from it, nor forge one for a URL of its choosing, nor reuse one minted for another
+//! account. The nonce is derived from the account and the text (a synthetic IV), so the same
+//! URL always gives the same link (cached answers and clients keep them).
 
 use std::path::Path;
 
@@ -18,13 +21,16 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The file in `data_dir` that holds the signing key (32 random bytes, hex, mode 0600).
 pub const KEY_FILE: &str = "link-key";
-/// Bytes of the HMAC kept in a link (128 bits).
-const TAG_LEN: usize = 16;
+/// Bytes of the nonce at the start of a sealed key.
+const NONCE_LEN: usize = ring::aead::NONCE_LEN;
 
-/// Mints and checks `_up` keys. Cheap to clone the MAC from; share behind an `Arc`.
+/// Seals and opens `_up` keys and photo marks. Share behind an `Arc`.
 #[derive(Clone)]
 pub struct Links {
-    mac: HmacSha256,
+    /// Derives each key's nonce from the account and the text.
+    nonce_mac: HmacSha256,
+    /// The ChaCha20-Poly1305 key.
+    seal_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Links {
@@ -76,55 +82,89 @@ impl Links {
 
     /// A signer with a random key that lives as long as the process (tests, tools).
     pub fn ephemeral() -> Links {
-        let mut key = hmac::digest::Key::<HmacSha256>::default();
+        let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-        Links {
-            mac: <HmacSha256 as hmac::digest::KeyInit>::new(&key),
-        }
+        // 32 bytes always make a key.
+        Self::with_key(&key).unwrap_or_else(|| unreachable!("a 32-byte key"))
     }
 
     fn with_key(key: &[u8]) -> Option<Links> {
         if key.len() < 16 {
             return None;
         }
-        let mac = <HmacSha256 as Mac>::new_from_slice(key).ok()?;
-        Some(Links { mac })
+        // Two keys of their own from the one on disk, one per use.
+        let derive = |label: &[u8]| -> Option<[u8; 32]> {
+            let mut m = <HmacSha256 as Mac>::new_from_slice(key).ok()?;
+            m.update(label);
+            Some(m.finalize().into_bytes().into())
+        };
+        let nonce_key = derive(b"icloud-bridge link nonce")?;
+        Some(Links {
+            nonce_mac: <HmacSha256 as Mac>::new_from_slice(&nonce_key).ok()?,
+            seal_key: derive(b"icloud-bridge link seal")?,
+        })
     }
 
-    fn tag(&self, account: &str, url: &[u8]) -> [u8; TAG_LEN] {
-        let mut m = self.mac.clone();
+    fn aead(&self) -> Option<ring::aead::LessSafeKey> {
+        let unbound =
+            ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &self.seal_key).ok()?;
+        Some(ring::aead::LessSafeKey::new(unbound))
+    }
+
+    /// The opaque, sealed key for `text` (a URL exactly as upstream wrote it, or a photo's
+    /// original line) in `account`'s tree.
+    pub fn seal(&self, account: &str, text: &str) -> String {
+        let mut m = self.nonce_mac.clone();
         m.update(account.as_bytes());
         m.update(&[0]);
-        m.update(url);
-        let full = m.finalize().into_bytes();
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(&full[..TAG_LEN]);
-        out
-    }
-
-    /// The opaque key for `url` (exactly as upstream wrote it) in `account`'s tree.
-    pub fn mint(&self, account: &str, url: &str) -> String {
-        let mut raw = Vec::with_capacity(TAG_LEN + url.len());
-        raw.extend_from_slice(&self.tag(account, url.as_bytes()));
-        raw.extend_from_slice(url.as_bytes());
+        m.update(text.as_bytes());
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&m.finalize().into_bytes()[..NONCE_LEN]);
+        let mut sealed = text.as_bytes().to_vec();
+        let ok = self.aead().is_some_and(|k| {
+            k.seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(account.as_bytes()),
+                &mut sealed,
+            )
+            .is_ok()
+        });
+        if !ok {
+            // Not reachable with a 32-byte key; a key that opens nothing is the safe answer.
+            return String::new();
+        }
+        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// The URL text a key stands for, if this bridge minted it for `account` (and it is an
-    /// http(s) URL); `None` for anything forged, altered or minted for another account.
-    pub fn url_text(&self, account: &str, key: &str) -> Option<String> {
+    /// The text a sealed key stands for, if this bridge sealed it for `account`; `None` for
+    /// anything forged, altered or sealed for another account.
+    pub fn unseal(&self, account: &str, key: &str) -> Option<String> {
         let raw = URL_SAFE_NO_PAD.decode(key).ok()?;
-        if raw.len() <= TAG_LEN {
+        if raw.len() <= NONCE_LEN + ring::aead::CHACHA20_POLY1305.tag_len() {
             return None;
         }
-        let (tag, url) = raw.split_at(TAG_LEN);
-        let mut m = self.mac.clone();
-        m.update(account.as_bytes());
-        m.update(&[0]);
-        m.update(url);
-        // Constant-time comparison of the truncated tag.
-        m.verify_truncated_left(tag).ok()?;
-        let s = String::from_utf8(url.to_vec()).ok()?;
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = sealed.to_vec();
+        let plain = self
+            .aead()?
+            .open_in_place(nonce, ring::aead::Aad::from(account.as_bytes()), &mut buf)
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
+    /// The `_up` key for `url` (exactly as upstream wrote it) in `account`'s tree.
+    pub fn mint(&self, account: &str, url: &str) -> String {
+        self.seal(account, url)
+    }
+
+    /// The URL text an `_up` key stands for, if this bridge minted it for `account` and it
+    /// is an http(s) URL; `None` for anything else.
+    pub fn url_text(&self, account: &str, key: &str) -> Option<String> {
+        let s = self.unseal(account, key)?;
         let u = Url::parse(&s).ok()?;
         matches!(u.scheme(), "http" | "https").then_some(s)
     }
@@ -163,6 +203,11 @@ mod tests {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(l.url_text("alice", &k).as_deref(), Some(url));
         assert_eq!(l.url_text("bob", &k), None);
+        // Sealed: the upstream host cannot be read from the key; the same URL, the same key.
+        let raw = URL_SAFE_NO_PAD.decode(&k).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("icloud"));
+        assert_eq!(l.mint("alice", url), k);
+        assert_ne!(l.mint("bob", url), k);
         // Another bridge's key, an unsigned URL, a flipped character: all refused.
         assert_eq!(Links::ephemeral().url_text("alice", &k), None);
         assert_eq!(l.url_text("alice", &URL_SAFE_NO_PAD.encode(url)), None);

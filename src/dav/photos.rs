@@ -96,7 +96,7 @@ impl PhotoStore {
         Inlined {
             base64: photo.base64.clone(),
             mime: photo.mime.to_string(),
-            mark: format!("{}.{}", photo.hash, links.mint(account, &line)),
+            mark: format!("{}.{}", photo.hash, links.seal(account, &line)),
         }
     }
 
@@ -113,7 +113,7 @@ impl PhotoStore {
         let hash = hash_of(bytes);
         if let Some((h, key)) = mark.split_once('.') {
             if h == hash {
-                if let Some(line) = links.url_text(account, key) {
+                if let Some(line) = links.unseal(account, key) {
                     if line.starts_with("PHOTO") {
                         return Some(line);
                     }
@@ -336,6 +336,26 @@ mod tests {
             store.original(&links, "alice", &i.mark, &bytes),
             Some(line.clone())
         );
+        // After a restart (nothing remembered), the mark alone brings it back.
+        let fresh = PhotoStore::new(
+            &CardDavConfig {
+                photos: Photos::Inline,
+                max_photo_bytes: 1 << 20,
+                birthdays: true,
+            },
+            1 << 20,
+        );
+        assert_eq!(
+            fresh.original(&links, "alice", &i.mark, &bytes),
+            Some(line.clone())
+        );
+        assert_eq!(fresh.original(&links, "alice", "", &bytes), None);
+        // The mark does not show where iCloud keeps the photo.
+        let sealed = i.mark.split_once('.').unwrap().1;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("icloud.com"));
         // Without the mark (a client that dropped it): by the image.
         assert_eq!(store.original(&links, "alice", "", &bytes), Some(line));
         // Another image, or another account's mark: no reference.

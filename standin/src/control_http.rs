@@ -125,6 +125,24 @@ async fn handle(c: &Control, req: Request<Incoming>) -> Response<Body> {
                 None => reply(StatusCode::NOT_FOUND, "unknown account or mailbox"),
             }
         }
+        // Objects as iCloud keeps them: `POST /object?collection=carddavhome/card&name=x.vcf`
+        // stores the body; `GET /object?...` gives the object as iCloud serves it.
+        ("/object", true) => {
+            let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "object too large"),
+            };
+            let text = String::from_utf8_lossy(&body);
+            let etag = c.put_object(&apple_id, get("collection"), get("name"), &text);
+            reply(StatusCode::OK, etag)
+        }
+        ("/object", false) => match c.get_object(&apple_id, get("collection"), get("name")) {
+            Some((_, body)) => reply(StatusCode::OK, body),
+            None => reply(StatusCode::NOT_FOUND, "no such object"),
+        },
         ("/mailbox", false) => {
             let lines: Vec<String> = c
                 .mailbox_messages(&apple_id, &mailbox)

@@ -13,6 +13,7 @@
 #   (b) `icloud-bridge serve` against the stand-in (`icloud-bridge standin`, driven
 #       through its control port): revocation, then `reconnect --password-stdin`,
 #       and python-caldav syncing again at the first try after it returns (reconnect.py);
+#       then Apple's vCard forms down and back with vdirsyncer (apple-cards.py);
 #   (c) Radicale as a generic upstream behind `icloud-bridge serve`:
 #       the same two clients through the bridge;
 #   (d) mail against the stand-in's IMAP and SMTP roles: mbsync pulls every folder
@@ -262,15 +263,20 @@ CONTEXT_LOGS=()
 
 # (b) revocation and reconnect: `serve` against the stand-in, driven from outside ------
 RC_DIR="$RUN_DIR/reconnect"
+AC_NAME="apple cards: yearless dates, a group and a photo down with vdirsyncer as clients read them, an edit up leaves iCloud's forms as they were"
 RC_NAME="reconnect: revoke -> 503 with the sentence -> 'reconnect --password-stdin' -> python-caldav syncs at the first try"
 if standin_bridge "$RC_DIR" "" "" laptop; then
   CONTEXT_LOGS=("$RC_DIR/bridge.log")
   check "$RC_NAME" 120 "$PY" "$HERE/reconnect.py" --bridge "http://$HOST:$SB_PORT/" \
     --user laptop --password "${SB_PASS[laptop]}" --control "$(sbj control)" --bin "$BIN" \
     --config "$SB_CFG"
+  check "$AC_NAME" 180 "$PY" "$HERE/apple-cards.py" --bridge "http://$HOST:$SB_PORT/" \
+    --user laptop --password "${SB_PASS[laptop]}" --control "$(sbj control)" \
+    --work "$RC_DIR/apple-cards"
   CONTEXT_LOGS=()
 else
   fail_check "$RC_NAME" "not run: stand-in or bridge did not start"
+  fail_check "$AC_NAME" "not run: stand-in or bridge did not start"
 fi
 standin_bridge_stop
 
