@@ -407,28 +407,14 @@ async fn apple_groups_are_standard_groups_for_clients_and_apples_again_upstream(
     env.assert_no_leak("multiget", &body);
 
     // Written back unchanged: iCloud's copy is what it was.
-    let put = env
-        .req("PUT", path)
-        .header("content-type", "text/vcard; charset=utf-8")
-        .body(served.clone())
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "{}", put.status());
+    put_card(&env, path, served.clone()).await;
     let stored = c
         .get_object(DEMO_APPLE_ID, "carddavhome/card", "group-1.vcf")
         .unwrap();
     assert_eq!(stored.1, group);
     // A member added in the client is an Apple member line upstream.
     let edited = served.replace("UID:", "MEMBER:urn:uuid:card-c\r\nUID:");
-    let put = env
-        .req("PUT", path)
-        .header("content-type", "text/vcard; charset=utf-8")
-        .body(edited)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "{}", put.status());
+    put_card(&env, path, edited).await;
     let stored = c
         .get_object(DEMO_APPLE_ID, "carddavhome/card", "group-1.vcf")
         .unwrap();
@@ -466,14 +452,7 @@ async fn birthdays_without_a_year_never_show_1604() {
         .unwrap();
     assert!(served.contains("\r\nBDAY:--03-14\r\n"), "{served}");
     assert!(!served.contains("1604"), "{served}");
-    let put = env
-        .req("PUT", path)
-        .header("content-type", "text/vcard; charset=utf-8")
-        .body(served)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "{}", put.status());
+    put_card(&env, path, served).await;
     let stored = c
         .get_object(DEMO_APPLE_ID, "carddavhome/card", "jane-1.vcf")
         .unwrap();
@@ -507,6 +486,18 @@ async fn the_address_book_is_called_contacts_not_card() {
         "{cals}"
     );
     env.stop().await;
+}
+
+/// PUT a vCard through the bridge, as a client writes it back; it must land.
+async fn put_card(env: &Env, path: &str, card: impl Into<reqwest::Body>) {
+    let put = env
+        .req("PUT", path)
+        .header("content-type", "text/vcard; charset=utf-8")
+        .body(card)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
 }
 
 /// The PHOTO line of a card (unfolded), if any.
@@ -564,14 +555,7 @@ async fn photos_are_inlined_and_written_back_as_icloud_kept_them() {
     // Written back unchanged (a client editing the phone number): iCloud keeps its reference.
     c.clear_request_log();
     let edited = card.replace("+1 555 0100", "+1 555 0199");
-    let put = env
-        .req("PUT", path)
-        .header("content-type", "text/vcard; charset=utf-8")
-        .body(edited)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "{}", put.status());
+    put_card(&env, path, edited).await;
     let stored = c
         .get_object(DEMO_APPLE_ID, "carddavhome/card", "bob.vcf")
         .unwrap()
@@ -608,14 +592,7 @@ async fn photos_are_inlined_and_written_back_as_icloud_kept_them() {
         .unwrap();
     let unfolded = card.replace("\r\n ", "");
     let changed = unfolded.replace(b64, &new_b64);
-    let put = env
-        .req("PUT", path)
-        .header("content-type", "text/vcard; charset=utf-8")
-        .body(changed)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "{}", put.status());
+    put_card(&env, path, changed).await;
     let after = upstream_photo(&c);
     assert_ne!(after, before);
     let card = env

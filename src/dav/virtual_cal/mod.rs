@@ -10,10 +10,8 @@ pub mod serve;
 
 use std::sync::Arc;
 
-use http::{Request, Response};
-
 use crate::accounts::Account;
-use crate::body::{Body, RequestBody};
+
 use crate::dav::error::DavError;
 use crate::dav::Dav;
 use crate::upstream::service::Service;
@@ -177,13 +175,4 @@ pub async fn current(
 }
 
 /// Answer a request under one of the bridge's calendars.
-pub async fn handle(
-    dav: &Dav,
-    account: &Arc<Account>,
-    which: Which,
-    sub: &str,
-    req: Request<RequestBody>,
-    public_origin: &str,
-) -> Result<Response<Body>, DavError> {
-    serve::handle(dav, account, which, sub, req, public_origin).await
-}
+pub use serve::handle;
