@@ -22,6 +22,9 @@ use crate::upstream::service::Service;
 
 /// Photos fetched for one answer at most (more stay links).
 const MAX_PER_ANSWER: usize = 1000;
+/// Photo bytes (as base64) one answer carries at most: a large address book's first sync
+/// must not hold every photo in memory at once; the photos past it stay links.
+const MAX_BYTES_PER_ANSWER: usize = 32 << 20;
 /// Photos fetched at once for one answer.
 const FETCH_AT_ONCE: usize = 4;
 /// How long a fetched photo is kept (iCloud gives a changed photo a new URL).
@@ -231,15 +234,34 @@ pub async fn fetch_all(
         .filter_map(|u| Url::parse(&u).ok())
         .filter(|u| dav.upstream.trusted(account, u))
         .collect();
-    futures_util::stream::iter(wanted)
+    let fetched = futures_util::stream::iter(wanted)
         .map(|url| async move {
             let photo = fetch(dav, account, &url).await;
             photo.map(|p| (url.to_string(), p))
         })
         .buffer_unordered(FETCH_AT_ONCE)
-        .filter_map(|r| async move { r })
-        .collect()
-        .await
+        .filter_map(|r| async move { r });
+    within(fetched, MAX_BYTES_PER_ANSWER).await
+}
+
+/// The photos of `fetched` up to `budget` bytes (as base64) in all; fetching stops there and
+/// the photos past it stay links.
+async fn within(
+    fetched: impl futures_util::Stream<Item = (String, Arc<Photo>)>,
+    budget: usize,
+) -> HashMap<String, Arc<Photo>> {
+    let mut fetched = std::pin::pin!(fetched);
+    let mut found = HashMap::new();
+    let mut held = 0usize;
+    while let Some((url, photo)) = fetched.next().await {
+        held += photo.base64.len();
+        if held > budget {
+            tracing::debug!("an answer's photos passed {budget} bytes; the rest stay links");
+            break;
+        }
+        found.insert(url, photo);
+    }
+    found
 }
 
 /// One photo, from the store or from upstream.
@@ -361,5 +383,24 @@ mod tests {
         // Another image, or another account's mark: no reference.
         assert_eq!(store.original(&links, "alice", &i.mark, &[1, 2, 3]), None);
         assert_eq!(store.original(&links, "bob", &i.mark, &bytes), None);
+    }
+
+    #[tokio::test]
+    async fn one_answer_holds_photos_up_to_its_budget() {
+        let photo = |n: usize| {
+            Arc::new(Photo {
+                base64: "A".repeat(n),
+                mime: "image/jpeg",
+                hash: String::new(),
+            })
+        };
+        let all = (0..10).map(|i| (format!("https://h/{i}"), photo(100)));
+        let got = within(futures_util::stream::iter(all), 350).await;
+        assert_eq!(got.len(), 3);
+        let all = (0..10).map(|i| (format!("https://h/{i}"), photo(100)));
+        assert_eq!(
+            within(futures_util::stream::iter(all), 10_000).await.len(),
+            10
+        );
     }
 }
