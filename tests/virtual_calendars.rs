@@ -421,3 +421,26 @@ async fn a_short_rate_limit_puts_nothing_in_the_notify_calendar() {
         env.stop().await;
     }
 }
+
+/// A listing of the calendar home does not wait long for the first Birthdays build (a large
+/// address book over a slow link): the calendar is listed without its tags, and built when
+/// a client asks for it.
+#[tokio::test]
+async fn a_slow_first_birthdays_build_does_not_hold_the_home_listing() {
+    let env = start().await;
+    // Discovery first, at full speed.
+    let (s, _) = env.propfind("/dav/alice/principal/", "0", PROPFIND_LIST).await;
+    assert_eq!(s, 207);
+    // Every answer from iCloud now takes 3 s: the home listing one, the build two more.
+    env.control().set_switch("latency_ms", "3000").unwrap();
+    let t = std::time::Instant::now();
+    let (s, body) = env
+        .propfind("/dav/alice/calendars/", "1", PROPFIND_LIST)
+        .await;
+    let took = t.elapsed();
+    assert_eq!(s, 207, "{body}");
+    assert!(hrefs(&body).iter().any(|h| h == BIRTHDAYS), "{body}");
+    // One upstream answer (3 s) plus at most the listing's 2 s wait, not three answers (9 s).
+    assert!(took < Duration::from_secs(8), "the listing took {took:?}");
+    env.stop().await;
+}

@@ -20,6 +20,8 @@ use crate::xml::inspect::{inspect, PropRequest};
 use crate::xml::names::KNOWN_DECLS;
 
 const CLOSE: &[u8] = b"</d:multistatus>";
+/// How long a listing of the calendar home waits for a bridge calendar to be built.
+const LISTING_WAITS: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bytes held back from the stream so that the closing tag (and what may follow it) is
 /// still there when the stream ends.
 const HOLD: usize = 64;
@@ -44,19 +46,31 @@ pub async fn listed(
     };
     let mut ms = MultistatusBuilder::new();
     for which in enabled {
-        // Without a calendar to show (iCloud refuses and nothing was built yet) the entry
-        // is listed without its tags.
-        let cal = match current(dav, account, which, public_origin).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(account = account.name(), error = %e, "bridge calendar listed without its tags");
-                Calendar {
-                    objects: Vec::new(),
-                    tag: String::new(),
-                    stale: None,
+        // Without a calendar to show (iCloud refuses and nothing was built yet, or the first
+        // build of a large address book over a slow link takes longer than a listing should
+        // wait) the entry is listed without its tags; the calendar itself is built when asked.
+        let cal =
+            match tokio::time::timeout(LISTING_WAITS, current(dav, account, which, public_origin))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("not built within {} s", LISTING_WAITS.as_secs()),
+                    };
+                    tracing::debug!(
+                        account = account.name(),
+                        why,
+                        "bridge calendar listed without its tags"
+                    );
+                    Calendar {
+                        objects: Vec::new(),
+                        tag: String::new(),
+                        stale: None,
+                    }
                 }
-            }
-        };
+            };
         super::serve::add_collection(&mut ms, account.name(), which, &cal, &props);
     }
     let doc = ms.finish();
