@@ -441,209 +441,17 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-
-        let s = raw.server;
-        let opt_addr = |key: &str, v: Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
-            v.map(|v| parse_addr(key, &v)).transpose()
-        };
-        let server = ServerConfig {
-            listen: parse_addr(
-                "server.listen",
-                s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-            )?,
-            tls_listen: opt_addr("server.tls_listen", s.tls_listen)?,
-            imap_listen: opt_addr("server.imap_listen", s.imap_listen)?,
-            imaps_listen: opt_addr("server.imaps_listen", s.imaps_listen)?,
-            smtp_listen: opt_addr("server.smtp_listen", s.smtp_listen)?,
-            data_dir: rel(s.data_dir.unwrap_or_else(|| "data".into())),
-            certs_dir: rel(s.certs_dir.unwrap_or_else(|| "certs".into())),
-            public_url: s
-                .public_url
-                .map(|u| parse_url("server.public_url", &u, &["http", "https"]))
-                .transpose()?,
-            allow_plaintext_lan: s.allow_plaintext_lan.unwrap_or(false),
-        };
-
-        let mut accounts = Vec::new();
-        for (i, a) in raw.account.into_iter().enumerate() {
-            let key = format!("account[{i}]");
-            if !valid_account_name(&a.name) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!(
-                        "{:?} is not a valid account name (use 1-64 letters, digits, '-', '_' or '.')",
-                        a.name
-                    ),
-                ));
-            }
-            if accounts.iter().any(|x: &AccountConfig| x.name == a.name) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("account name {:?} is used twice", a.name),
-                ));
-            }
-            let apple_id = a.apple_id.trim().to_string();
-            if apple_id.is_empty() || apple_id.chars().any(char::is_whitespace) {
-                return Err(invalid(
-                    format!("{key}.apple_id"),
-                    "must be the Apple ID (an e-mail address) without spaces",
-                ));
-            }
-            let password_file = a.password_file.map(&rel);
-            if let Some(pf) = &password_file {
-                if !pf.is_file() {
-                    return Err(invalid(
-                        format!("{key}.password_file"),
-                        format!("{} is not a readable file", pf.display()),
-                    ));
-                }
-            }
-            accounts.push(AccountConfig {
-                name: a.name,
-                apple_id,
-                password_file,
-                password_command: a.password_command.filter(|c| !c.trim().is_empty()),
-            });
-        }
-
-        let u = raw.upstream;
-        let upstream = UpstreamConfig {
-            kind: u.kind.unwrap_or_default(),
-            caldav: parse_url(
-                "upstream.caldav",
-                u.caldav.as_deref().unwrap_or(DEFAULT_CALDAV),
-                &["http", "https"],
-            )?,
-            carddav: parse_url(
-                "upstream.carddav",
-                u.carddav.as_deref().unwrap_or(DEFAULT_CARDDAV),
-                &["http", "https"],
-            )?,
-            imap: parse_url(
-                "upstream.imap",
-                u.imap.as_deref().unwrap_or(DEFAULT_IMAP),
-                &["imap", "imaps"],
-            )?,
-            imap_user: u.imap_user.unwrap_or_default(),
-            smtp: parse_url(
-                "upstream.smtp",
-                u.smtp.as_deref().unwrap_or(DEFAULT_SMTP),
-                &["smtp", "smtps"],
-            )?,
-            ca_file: u.ca_file.map(&rel),
-            timeout_secs: positive("upstream.timeout_secs", u.timeout_secs.unwrap_or(30))?,
-            auth_probe_secs: positive(
-                "upstream.auth_probe_secs",
-                u.auth_probe_secs.unwrap_or(900),
-            )?,
-            max_concurrent: positive(
-                "upstream.max_concurrent",
-                u.max_concurrent.unwrap_or(8) as u64,
-            )? as usize,
-            asset_origins: match u.asset_origins {
-                Some(list) => list
-                    .iter()
-                    .map(|o| parse_origin("upstream.asset_origins", o))
-                    .collect::<Result<_, _>>()?,
-                None if u.kind.unwrap_or_default() == UpstreamKind::Icloud => {
-                    DEFAULT_ICLOUD_ASSET_ORIGINS
-                        .iter()
-                        .map(|o| parse_origin("upstream.asset_origins", o))
-                        .collect::<Result<_, _>>()?
-                }
-                None => Vec::new(),
-            },
-        };
-        if let Some(ca) = &upstream.ca_file {
-            if !ca.is_file() {
-                return Err(invalid(
-                    "upstream.ca_file",
-                    format!("{} is not a readable file", ca.display()),
-                ));
-            }
-        }
-
-        let cache = CacheConfig {
-            max_bytes: raw.cache.max_bytes.unwrap_or(64 * 1024 * 1024),
-            fresh_secs: raw.cache.fresh_secs.unwrap_or(30),
-        };
-        let carddav = CardDavConfig {
-            photos: raw.carddav.photos.unwrap_or(Photos::Inline),
-            max_photo_bytes: usize::try_from(positive(
-                "carddav.max_photo_bytes",
-                raw.carddav.max_photo_bytes.unwrap_or(1 << 20),
-            )?)
-            .unwrap_or(usize::MAX),
-            birthdays: raw.carddav.birthdays.unwrap_or(true),
-        };
-        let notify = NotifyConfig {
-            webhook: raw
-                .notify
-                .webhook
-                .map(|w| parse_url("notify.webhook", &w, &["http", "https"]))
-                .transpose()?,
-            min_secs: raw.notify.min_secs.unwrap_or(300),
-            warn_after_days: raw
-                .notify
-                .warn_after_days
-                .map(|d| positive("notify.warn_after_days", d))
-                .transpose()?,
-            secret: match raw.notify.secret {
-                Some(s) if s.trim().is_empty() => {
-                    return Err(invalid(
-                        "notify.secret",
-                        "must not be empty (leave it out instead)",
-                    ))
-                }
-                Some(s) => Some(Secret::new(s)),
-                None => None,
-            },
-            calendar: raw.notify.calendar.unwrap_or(false),
-        };
-        let max_body_bytes = positive(
-            "limits.max_body_bytes",
-            raw.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024) as u64,
-        )? as usize;
-        let max_body_bytes_in_flight = match raw.limits.max_body_bytes_in_flight {
-            None => MIN_DEFAULT_BODIES_IN_FLIGHT.max(max_body_bytes.saturating_mul(2)),
-            Some(n) if n < max_body_bytes => {
-                return Err(invalid(
-                    "limits.max_body_bytes_in_flight",
-                    format!("must be at least limits.max_body_bytes ({max_body_bytes}), or no large body could ever be accepted"),
-                ))
-            }
-            Some(n) => n,
-        };
-        let limits = LimitsConfig {
-            max_body_bytes,
-            body_timeout_secs: positive(
-                "limits.body_timeout_secs",
-                raw.limits.body_timeout_secs.unwrap_or(60),
-            )?,
-            max_connections_per_ip: positive(
-                "limits.max_connections_per_ip",
-                raw.limits
-                    .max_connections_per_ip
-                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP) as u64,
-            )? as usize,
-            header_timeout_secs: positive(
-                "limits.header_timeout_secs",
-                raw.limits.header_timeout_secs.unwrap_or(30),
-            )?,
-            login_timeout_secs: positive(
-                "limits.login_timeout_secs",
-                raw.limits.login_timeout_secs.unwrap_or(60),
-            )?,
-            max_body_bytes_in_flight,
-        };
         Ok(Config {
-            server,
-            accounts,
-            upstream,
-            cache,
-            carddav,
-            notify,
-            limits,
+            server: server_config(raw.server, &rel)?,
+            accounts: account_configs(raw.account, &rel)?,
+            upstream: upstream_config(raw.upstream, &rel)?,
+            cache: CacheConfig {
+                max_bytes: raw.cache.max_bytes.unwrap_or(64 * 1024 * 1024),
+                fresh_secs: raw.cache.fresh_secs.unwrap_or(30),
+            },
+            carddav: carddav_config(raw.carddav)?,
+            notify: notify_config(raw.notify)?,
+            limits: limits_config(raw.limits)?,
             source: path.map(Path::to_path_buf),
         })
     }
@@ -749,6 +557,214 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         }
         None => msg,
     }
+}
+
+/// Resolves a path from the configuration against the config file's directory.
+type Rel<'a> = &'a dyn Fn(PathBuf) -> PathBuf;
+
+/// `[server]`.
+fn server_config(s: RawServer, rel: Rel<'_>) -> Result<ServerConfig, ConfigError> {
+    let opt_addr = |key: &str, v: Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        v.map(|v| parse_addr(key, &v)).transpose()
+    };
+    Ok(ServerConfig {
+        listen: parse_addr(
+            "server.listen",
+            s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        )?,
+        tls_listen: opt_addr("server.tls_listen", s.tls_listen)?,
+        imap_listen: opt_addr("server.imap_listen", s.imap_listen)?,
+        imaps_listen: opt_addr("server.imaps_listen", s.imaps_listen)?,
+        smtp_listen: opt_addr("server.smtp_listen", s.smtp_listen)?,
+        data_dir: rel(s.data_dir.unwrap_or_else(|| "data".into())),
+        certs_dir: rel(s.certs_dir.unwrap_or_else(|| "certs".into())),
+        public_url: s
+            .public_url
+            .map(|u| parse_url("server.public_url", &u, &["http", "https"]))
+            .transpose()?,
+        allow_plaintext_lan: s.allow_plaintext_lan.unwrap_or(false),
+    })
+}
+
+/// `[[account]]`: valid, unique names; Apple IDs without spaces; readable password files.
+fn account_configs(raw: Vec<RawAccount>, rel: Rel<'_>) -> Result<Vec<AccountConfig>, ConfigError> {
+    let mut accounts = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        let key = format!("account[{i}]");
+        if !valid_account_name(&a.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is not a valid account name (use 1-64 letters, digits, '-', '_' or '.')",
+                    a.name
+                ),
+            ));
+        }
+        if accounts.iter().any(|x: &AccountConfig| x.name == a.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("account name {:?} is used twice", a.name),
+            ));
+        }
+        let apple_id = a.apple_id.trim().to_string();
+        if apple_id.is_empty() || apple_id.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                format!("{key}.apple_id"),
+                "must be the Apple ID (an e-mail address) without spaces",
+            ));
+        }
+        let password_file = a.password_file.map(rel);
+        if let Some(pf) = &password_file {
+            if !pf.is_file() {
+                return Err(invalid(
+                    format!("{key}.password_file"),
+                    format!("{} is not a readable file", pf.display()),
+                ));
+            }
+        }
+        accounts.push(AccountConfig {
+            name: a.name,
+            apple_id,
+            password_file,
+            password_command: a.password_command.filter(|c| !c.trim().is_empty()),
+        });
+    }
+    Ok(accounts)
+}
+
+/// `[upstream]`.
+fn upstream_config(u: RawUpstream, rel: Rel<'_>) -> Result<UpstreamConfig, ConfigError> {
+    let upstream = UpstreamConfig {
+        kind: u.kind.unwrap_or_default(),
+        caldav: parse_url(
+            "upstream.caldav",
+            u.caldav.as_deref().unwrap_or(DEFAULT_CALDAV),
+            &["http", "https"],
+        )?,
+        carddav: parse_url(
+            "upstream.carddav",
+            u.carddav.as_deref().unwrap_or(DEFAULT_CARDDAV),
+            &["http", "https"],
+        )?,
+        imap: parse_url(
+            "upstream.imap",
+            u.imap.as_deref().unwrap_or(DEFAULT_IMAP),
+            &["imap", "imaps"],
+        )?,
+        imap_user: u.imap_user.unwrap_or_default(),
+        smtp: parse_url(
+            "upstream.smtp",
+            u.smtp.as_deref().unwrap_or(DEFAULT_SMTP),
+            &["smtp", "smtps"],
+        )?,
+        ca_file: u.ca_file.map(rel),
+        timeout_secs: positive("upstream.timeout_secs", u.timeout_secs.unwrap_or(30))?,
+        auth_probe_secs: positive("upstream.auth_probe_secs", u.auth_probe_secs.unwrap_or(900))?,
+        max_concurrent: positive(
+            "upstream.max_concurrent",
+            u.max_concurrent.unwrap_or(8) as u64,
+        )? as usize,
+        asset_origins: match u.asset_origins {
+            Some(list) => list
+                .iter()
+                .map(|o| parse_origin("upstream.asset_origins", o))
+                .collect::<Result<_, _>>()?,
+            None if u.kind.unwrap_or_default() == UpstreamKind::Icloud => {
+                DEFAULT_ICLOUD_ASSET_ORIGINS
+                    .iter()
+                    .map(|o| parse_origin("upstream.asset_origins", o))
+                    .collect::<Result<_, _>>()?
+            }
+            None => Vec::new(),
+        },
+    };
+    if let Some(ca) = &upstream.ca_file {
+        if !ca.is_file() {
+            return Err(invalid(
+                "upstream.ca_file",
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+    }
+    Ok(upstream)
+}
+
+/// `[carddav]`.
+fn carddav_config(c: RawCardDav) -> Result<CardDavConfig, ConfigError> {
+    Ok(CardDavConfig {
+        photos: c.photos.unwrap_or(Photos::Inline),
+        max_photo_bytes: usize::try_from(positive(
+            "carddav.max_photo_bytes",
+            c.max_photo_bytes.unwrap_or(1 << 20),
+        )?)
+        .unwrap_or(usize::MAX),
+        birthdays: c.birthdays.unwrap_or(true),
+    })
+}
+
+/// `[notify]`.
+fn notify_config(n: RawNotify) -> Result<NotifyConfig, ConfigError> {
+    Ok(NotifyConfig {
+        webhook: n
+            .webhook
+            .map(|w| parse_url("notify.webhook", &w, &["http", "https"]))
+            .transpose()?,
+        min_secs: n.min_secs.unwrap_or(300),
+        warn_after_days: n
+            .warn_after_days
+            .map(|d| positive("notify.warn_after_days", d))
+            .transpose()?,
+        secret: match n.secret {
+            Some(s) if s.trim().is_empty() => {
+                return Err(invalid(
+                    "notify.secret",
+                    "must not be empty (leave it out instead)",
+                ))
+            }
+            Some(s) => Some(Secret::new(s)),
+            None => None,
+        },
+        calendar: n.calendar.unwrap_or(false),
+    })
+}
+
+/// `[limits]`.
+fn limits_config(l: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let max_body_bytes = positive(
+        "limits.max_body_bytes",
+        l.max_body_bytes.unwrap_or(10 * 1024 * 1024) as u64,
+    )? as usize;
+    let max_body_bytes_in_flight = match l.max_body_bytes_in_flight {
+        None => MIN_DEFAULT_BODIES_IN_FLIGHT.max(max_body_bytes.saturating_mul(2)),
+        Some(n) if n < max_body_bytes => {
+            return Err(invalid(
+                "limits.max_body_bytes_in_flight",
+                format!("must be at least limits.max_body_bytes ({max_body_bytes}), or no large body could ever be accepted"),
+            ))
+        }
+        Some(n) => n,
+    };
+    Ok(LimitsConfig {
+        max_body_bytes,
+        body_timeout_secs: positive(
+            "limits.body_timeout_secs",
+            l.body_timeout_secs.unwrap_or(60),
+        )?,
+        max_connections_per_ip: positive(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP) as u64,
+        )? as usize,
+        header_timeout_secs: positive(
+            "limits.header_timeout_secs",
+            l.header_timeout_secs.unwrap_or(30),
+        )?,
+        login_timeout_secs: positive(
+            "limits.login_timeout_secs",
+            l.login_timeout_secs.unwrap_or(60),
+        )?,
+        max_body_bytes_in_flight,
+    })
 }
 
 #[cfg(test)]

@@ -429,7 +429,9 @@ async fn a_short_rate_limit_puts_nothing_in_the_notify_calendar() {
 async fn a_slow_first_birthdays_build_does_not_hold_the_home_listing() {
     let env = start().await;
     // Discovery first, at full speed.
-    let (s, _) = env.propfind("/dav/alice/principal/", "0", PROPFIND_LIST).await;
+    let (s, _) = env
+        .propfind("/dav/alice/principal/", "0", PROPFIND_LIST)
+        .await;
     assert_eq!(s, 207);
     // Every answer from iCloud now takes 3 s: the home listing one, the build two more.
     env.control().set_switch("latency_ms", "3000").unwrap();
