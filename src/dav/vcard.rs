@@ -10,18 +10,19 @@ const DATES: &[&str] = &["BDAY", "ANNIVERSARY", "X-ANNIVERSARY", "X-ABDATE"];
 const OMITTED_YEAR: &str = "1604";
 
 /// One content line: its raw text (folds and line end included) and its parts, unfolded.
-struct Line<'a> {
+pub(crate) struct Line<'a> {
     raw: &'a str,
     /// `item1.` style group, without the dot.
-    group: Option<String>,
-    name: String,
+    pub(crate) group: Option<String>,
+    /// Upper case.
+    pub(crate) name: String,
     /// Parameters as written (`;TYPE=x;VALUE=date`), unfolded.
     params: String,
-    value: String,
+    pub(crate) value: String,
 }
 
 /// Split `text` into logical content lines (a line plus its continuation lines).
-fn lines(text: &str) -> Vec<&str> {
+pub(crate) fn lines(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
@@ -52,7 +53,7 @@ fn unfold(raw: &str) -> String {
 }
 
 /// Parse one logical line; `None` for a line that is not `name[;params]:value`.
-fn parse(raw: &str) -> Option<Line<'_>> {
+pub(crate) fn parse(raw: &str) -> Option<Line<'_>> {
     let text = unfold(raw);
     // The name ends at the first ';' or ':'; a ':' inside a quoted parameter does not end
     // the parameters.
@@ -98,10 +99,11 @@ impl Line<'_> {
             .collect()
     }
 
-    fn param(&self, name: &str) -> Option<&str> {
+    /// The value of parameter `name` (case-insensitive), without quotes.
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params.split(';').find_map(|p| {
             let (n, v) = p.split_once('=')?;
-            n.eq_ignore_ascii_case(name).then_some(v)
+            n.eq_ignore_ascii_case(name).then_some(v.trim_matches('"'))
         })
     }
 
@@ -127,7 +129,7 @@ impl Line<'_> {
 }
 
 /// Fold a content line at 75 octets (RFC 6350 3.2), never inside a UTF-8 character.
-fn fold(line: &str, eol: &str) -> String {
+pub(crate) fn fold(line: &str, eol: &str) -> String {
     if line.len() <= 75 || eol.is_empty() {
         return format!("{line}{eol}");
     }

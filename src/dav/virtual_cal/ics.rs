@@ -3,6 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::dav::vcard::{self, Line};
+
 /// One calendar object: its file name under the collection, its text, its ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
@@ -104,62 +106,12 @@ pub struct Contact {
     pub anniversary: Option<Day>,
 }
 
-/// One logical vCard line: group, name (upper case), parameters, value (all unfolded).
-struct Line {
-    group: Option<String>,
-    name: String,
-    params: Vec<(String, String)>,
-    value: String,
-}
-
-impl Line {
-    fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn lines(text: &str) -> Vec<Line> {
-    let unfolded = text
-        .replace("\r\n ", "")
-        .replace("\r\n\t", "")
-        .replace("\n ", "")
-        .replace("\n\t", "");
-    unfolded.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(text: &str) -> Option<Line> {
-    let text = text.trim_end_matches('\r');
-    let mut quoted = false;
-    let colon = text.char_indices().find_map(|(i, c)| match c {
-        '"' => {
-            quoted = !quoted;
-            None
-        }
-        ':' if !quoted => Some(i),
-        _ => None,
-    })?;
-    let (head, value) = (&text[..colon], &text[colon + 1..]);
-    let mut parts = head.split(';');
-    let full_name = parts.next()?;
-    let (group, name) = match full_name.rsplit_once('.') {
-        Some((g, n)) => (Some(g.to_ascii_lowercase()), n),
-        None => (None, full_name),
-    };
-    let params = parts
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.trim_matches('"').to_string()),
-            None => ("TYPE".to_string(), p.to_string()),
-        })
-        .collect();
-    Some(Line {
-        group,
-        name: name.to_ascii_uppercase(),
-        params,
-        value: value.to_string(),
-    })
+/// The content lines of a vCard, parsed (see [`crate::dav::vcard`]).
+fn lines(text: &str) -> Vec<Line<'_>> {
+    vcard::lines(text)
+        .into_iter()
+        .filter_map(vcard::parse)
+        .collect()
 }
 
 /// A vCard text value without its escapes (`\,` `\;` `\n` `\\`).
@@ -218,9 +170,9 @@ pub fn contact(text: &str, href: &str) -> Option<Contact> {
             "ANNIVERSARY" | "X-ANNIVERSARY" if c.anniversary.is_none() => c.anniversary = day(),
             "X-ABDATE"
                 if c.anniversary.is_none()
-                    && l.group
-                        .as_deref()
-                        .is_some_and(|g| anniversary_groups.contains(&g)) =>
+                    && l.group.as_deref().is_some_and(|g| {
+                        anniversary_groups.iter().any(|a| a.eq_ignore_ascii_case(g))
+                    }) =>
             {
                 c.anniversary = day()
             }
@@ -325,7 +277,7 @@ fn calendar(product: &str, event: &[String]) -> String {
     ];
     let tail = ["END:VEVENT".to_string(), "END:VCALENDAR".to_string()];
     for l in head.iter().chain(event).chain(&tail) {
-        fold(&mut out, l);
+        out.push_str(&vcard::fold(l, "\r\n"));
     }
     out
 }
@@ -352,20 +304,6 @@ fn text(s: &str) -> String {
         .replace(',', "\\,")
         .replace("\r\n", "\\n")
         .replace('\n', "\\n")
-}
-
-/// One content line, folded at 75 octets (never inside a UTF-8 character), with CRLF.
-fn fold(out: &mut String, line: &str) {
-    let mut width = 0;
-    for c in line.chars() {
-        if width + c.len_utf8() > 75 {
-            out.push_str("\r\n ");
-            width = 1;
-        }
-        out.push(c);
-        width += c.len_utf8();
-    }
-    out.push_str("\r\n");
 }
 
 #[cfg(test)]
