@@ -562,10 +562,10 @@ impl Forward<'_> {
     /// Fetch the photos `raw` (an upstream answer) names, for `to_local` to inline.
     async fn fetch_photos(&self, raw: &[u8], to_local: &ToLocal) {
         let text = String::from_utf8_lossy(raw);
-        if !text.to_ascii_uppercase().contains("PHOTO") {
+        let photos = crate::dav::photos::fetch_all(self.dav, self.account, &text).await;
+        if photos.is_empty() {
             return;
         }
-        let photos = crate::dav::photos::fetch_all(self.dav, self.account, &text).await;
         let _ = to_local.photos.set(crate::dav::photos::Found {
             photos,
             store: self.dav.photos.clone(),
