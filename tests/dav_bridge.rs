@@ -607,6 +607,38 @@ async fn photos_are_inlined_and_written_back_as_icloud_kept_them() {
     env.stop().await;
 }
 
+/// Answers that name the same photo at the same time share its one fetch from iCloud.
+#[tokio::test]
+async fn concurrent_answers_fetch_a_photo_once() {
+    let env = start().await;
+    let c = env.control();
+    // iCloud is slow, so the two answers' photo fetches overlap.
+    c.set_switch("latency_ms", "300").unwrap();
+    c.clear_request_log();
+    let mg = r#"<?xml version="1.0" encoding="utf-8"?><a:addressbook-multiget xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><a:address-data/></d:prop><d:href>/dav/alice/contacts/card/bob.vcf</d:href></a:addressbook-multiget>"#;
+    let get = async {
+        let r = env
+            .req("GET", "/dav/alice/contacts/card/bob.vcf")
+            .send()
+            .await;
+        r.unwrap().text().await.unwrap()
+    };
+    let (card, (s, listing)) = tokio::join!(get, env.report("/dav/alice/contacts/card/", "1", mg));
+    assert_eq!(s, 207, "{listing}");
+    assert!(
+        photo_line(&card).unwrap().starts_with("PHOTO;ENCODING=b"),
+        "{card}"
+    );
+    assert!(listing.contains("PHOTO;ENCODING=b"), "{listing}");
+    let photo_gets = c
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/wcs/"))
+        .count();
+    assert_eq!(photo_gets, 1);
+    env.stop().await;
+}
+
 /// `carddav.photos = "link"` keeps photos as bridge links behind the device login.
 #[tokio::test]
 async fn photos_can_stay_links() {

@@ -50,7 +50,8 @@ pub struct Photo {
 pub struct PhotoStore {
     inline: bool,
     max_photo_bytes: usize,
-    fetched: moka::sync::Cache<(String, String), Arc<Photo>>,
+    /// Fetched photos; concurrent answers naming one photo share its one fetch.
+    fetched: moka::future::Cache<(String, String), Arc<Photo>>,
     /// (account, image hash) -> the PHOTO line iCloud served.
     origins: moka::sync::Cache<(String, String), Arc<str>>,
 }
@@ -61,7 +62,7 @@ impl PhotoStore {
         PhotoStore {
             inline: config.photos == Photos::Inline,
             max_photo_bytes: config.max_photo_bytes,
-            fetched: moka::sync::Cache::builder()
+            fetched: moka::future::Cache::builder()
                 .max_capacity((cache_bytes / 4).max(1 << 20))
                 .weigher(|k: &(String, String), v: &Arc<Photo>| {
                     u32::try_from(k.1.len() + v.base64.len() + 64).unwrap_or(u32::MAX)
@@ -266,11 +267,15 @@ async fn within(
 
 /// One photo, from the store or from upstream.
 async fn fetch(dav: &Dav, account: &Arc<Account>, url: &Url) -> Option<Arc<Photo>> {
-    let store = &dav.photos;
     let key = (account.name().to_string(), url.to_string());
-    if let Some(p) = store.fetched.get(&key) {
-        return Some(p);
-    }
+    // One fetch per photo however many answers want it at once; a failure is not kept.
+    let once = async { fetch_from_upstream(dav, account, url).await.ok_or(()) };
+    dav.photos.fetched.try_get_with(key, once).await.ok()
+}
+
+/// One photo from upstream: a 200 with an image of at most `max_photo_bytes`.
+async fn fetch_from_upstream(dav: &Dav, account: &Arc<Account>, url: &Url) -> Option<Arc<Photo>> {
+    let max = dav.photos.max_photo_bytes;
     let request = UpstreamRequest {
         method: http::Method::GET,
         url: url.clone(),
@@ -289,9 +294,7 @@ async fn fetch(dav: &Dav, account: &Arc<Account>, url: &Url) -> Option<Arc<Photo
         return None;
     }
     if resp.status() != http::StatusCode::OK
-        || resp
-            .content_length()
-            .is_some_and(|l| l > store.max_photo_bytes as u64)
+        || resp.content_length().is_some_and(|l| l > max as u64)
     {
         return None;
     }
@@ -302,18 +305,16 @@ async fn fetch(dav: &Dav, account: &Arc<Account>, url: &Url) -> Option<Arc<Photo
         .map(str::to_string);
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(chunk) = resp.chunk().await.ok()? {
-        if bytes.len() + chunk.len() > store.max_photo_bytes {
+        if bytes.len() + chunk.len() > max {
             return None;
         }
         bytes.extend_from_slice(&chunk);
     }
-    let photo = Arc::new(Photo {
+    Some(Arc::new(Photo {
         mime: image_type(content_type.as_deref(), &bytes)?,
         base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
         hash: hash_of(&bytes),
-    });
-    store.fetched.insert(key, photo.clone());
-    Some(photo)
+    }))
 }
 
 #[cfg(test)]
