@@ -7,14 +7,14 @@ use quick_xml::name::{PrefixDeclaration, QName};
 use super::error::XmlError;
 use super::escape::{is_ncname, push_raw_attr};
 use super::guard::{self, Items};
-use super::names::{self, CALDAV, CARDDAV, DAV};
+use super::names::{self, CALDAV_PREFIX, CARDDAV_PREFIX, DAV_PREFIX};
 use super::rewrite::HrefMap;
 use super::MAX_DEPTH;
 
 mod ns;
 mod text;
 
-use ns::{Generated, Prefix, Scopes};
+use ns::{Generated, Ns, Prefix, Scopes};
 
 /// The declaration every output document starts with.
 pub(super) const OUTPUT_DECL: &[u8] = b"<?xml version=\"1.0\" encoding=\"utf-8\"?>";
@@ -93,7 +93,7 @@ fn resolve<'s>(
     name: QName<'_>,
     attribute: bool,
     position: u64,
-) -> Result<Option<&'s [u8]>, XmlError> {
+) -> Result<Option<Ns<'s>>, XmlError> {
     let prefix = name.prefix().map(|p| p.into_inner());
     if attribute && prefix.is_none() {
         return Ok(None);
@@ -106,11 +106,14 @@ fn resolve<'s>(
 
 /// Which text an element's content is for the map: an href, calendar or address data, or none.
 #[inline]
-fn mapped_text(ns: Option<&[u8]>, local: &[u8]) -> Capture {
-    if ns == Some(DAV.as_bytes()) && local == b"href" {
+fn mapped_text(ns: Option<Ns<'_>>, local: &[u8]) -> Capture {
+    let Some(ns) = ns.and_then(|ns| ns.known) else {
+        return Capture::None;
+    };
+    if ns == DAV_PREFIX && local == b"href" {
         Capture::Href
-    } else if (ns == Some(CALDAV.as_bytes()) && local == b"calendar-data")
-        || (ns == Some(CARDDAV.as_bytes()) && local == b"address-data")
+    } else if (ns == CALDAV_PREFIX && local == b"calendar-data")
+        || (ns == CARDDAV_PREFIX && local == b"address-data")
     {
         Capture::Body
     } else {
@@ -244,7 +247,12 @@ impl Engine {
     }
 
     /// A start tag or empty element: checks it, writes it with its attributes, opens its scope.
-    fn start(&mut self, e: &BytesStart<'_>, empty: bool, pos: u64) -> Result<(), XmlError> {
+    pub(super) fn start(
+        &mut self,
+        e: &BytesStart<'_>,
+        empty: bool,
+        pos: u64,
+    ) -> Result<(), XmlError> {
         let depth = self.begin_element(pos)?;
         let attrs = self.declarations(e, depth, pos)?;
         let name = e.name();
@@ -257,7 +265,10 @@ impl Engine {
             ));
         }
         let mapped = mapped_text(ns, local);
-        let holds = depth == 2 && !empty && ns == Some(DAV.as_bytes()) && local == b"response";
+        let holds = depth == 2
+            && !empty
+            && ns.and_then(|ns| ns.known) == Some(DAV_PREFIX)
+            && local == b"response";
         let prefix = self.generated.prefix(ns, depth);
         self.begin_document();
         if holds {
@@ -412,7 +423,7 @@ impl Engine {
         let mut names: Vec<(Option<&[u8]>, &[u8])> = Vec::with_capacity(attrs.len());
         for attr in attrs {
             let ns = resolve(&self.scopes, attr.key, true, pos)?;
-            names.push((ns, attr.key.local_name().into_inner()));
+            names.push((ns.map(|ns| ns.uri), attr.key.local_name().into_inner()));
         }
         if let Some((_, local)) = guard::first_duplicate(&names) {
             return Err(malformed(
@@ -451,7 +462,7 @@ impl Engine {
         self.generated.pop(depth);
     }
 
-    fn end(&mut self, map: &dyn HrefMap, pos: u64) -> Result<(), XmlError> {
+    pub(super) fn end(&mut self, map: &dyn HrefMap, pos: u64) -> Result<(), XmlError> {
         let depth = self.open.len();
         let Some(name_start) = self.open.pop() else {
             return Err(malformed(pos, "end tag without a matching start tag"));

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod inspect;
 pub mod names;
 pub mod rewrite;
+mod scan;
 
 #[cfg(test)]
 mod bench_tests;
@@ -25,6 +26,8 @@ mod inspect_tests;
 mod prop_tests;
 #[cfg(test)]
 mod rewrite_tests;
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]

@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use futures_util::StreamExt;
 use quick_xml::Reader;
-use tokio_util::io::StreamReader;
 
 use super::engine::{Engine, Flow};
 use super::error::XmlError;
 use super::guard::Items;
+use super::scan::{Scanner, Step};
 
 /// Output is handed to the stream in chunks of about this size.
 pub const CHUNK_SIZE: usize = 32 * 1024;
@@ -102,9 +103,12 @@ where
     E: Into<std::io::Error>,
 {
     let inner = Inner {
-        reader: Reader::from_reader(StreamReader::new(input)),
+        input,
+        pending: Vec::with_capacity(64 * 1024),
+        base: 0,
+        eof: false,
+        scanner: Scanner::default(),
         engine: Engine::new(CHUNK_SIZE + CHUNK_SIZE / 2, Items::unbounded()),
-        buf: Vec::with_capacity(8 * 1024),
         map,
         emitted: false,
     };
@@ -144,9 +148,15 @@ enum State<S> {
 }
 
 struct Inner<S> {
-    reader: Reader<StreamReader<S, Bytes>>,
+    input: S,
+    /// Input not yet used (the start of an unfinished token, or what follows a full chunk of
+    /// output); its first byte is input byte `base`.
+    pending: Vec<u8>,
+    base: u64,
+    /// The input has ended.
+    eof: bool,
+    scanner: Scanner,
     engine: Engine,
-    buf: Vec<u8>,
     map: Arc<dyn HrefMap>,
     /// Some output was handed on already.
     emitted: bool,
@@ -157,25 +167,36 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<std::io::Error>,
 {
-    /// Reads events until at least a chunk of output is ready or the document ends. Input
+    /// Scans input until at least a chunk of output is ready or the document ends. Input
     /// that makes little output (dropped responses, whitespace, comments) does not keep the
     /// worker thread: every [`YIELD_EVERY`] bytes read, the task lets others run.
     async fn fill(&mut self) -> Result<Flow, XmlError> {
-        let mut since_yield = self.reader.buffer_position();
+        let mut since_yield = 0u64;
         loop {
-            if self.reader.buffer_position().saturating_sub(since_yield) >= YIELD_EVERY {
-                tokio::task::yield_now().await;
-                since_yield = self.reader.buffer_position();
+            let (used, step) = self.scanner.scan(
+                &mut self.engine,
+                &*self.map,
+                &self.pending,
+                self.base,
+                self.eof,
+                CHUNK_SIZE,
+            )?;
+            self.pending.drain(..used);
+            self.base += used as u64;
+            since_yield += used as u64;
+            match step {
+                Step::Done => return Ok(Flow::Done),
+                Step::Output => return Ok(Flow::Continue),
+                Step::NeedMore => {}
             }
-            self.buf.clear();
-            let event = match self.reader.read_event_into_async(&mut self.buf).await {
-                Ok(event) => event,
-                Err(e) => return Err(XmlError::from_quick(e, self.reader.error_position())),
-            };
-            let pos = self.reader.buffer_position();
-            let flow = self.engine.handle(event, &*self.map, pos)?;
-            if flow == Flow::Done || self.engine.flushable() >= CHUNK_SIZE {
-                return Ok(flow);
+            if since_yield >= YIELD_EVERY {
+                tokio::task::yield_now().await;
+                since_yield = 0;
+            }
+            match self.input.next().await {
+                None => self.eof = true,
+                Some(Err(e)) => return Err(XmlError::Io(e.into())),
+                Some(Ok(chunk)) => self.pending.extend_from_slice(&chunk),
             }
         }
     }

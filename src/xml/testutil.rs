@@ -167,3 +167,20 @@ https://p42-caldav.icloud.com:443/1234567890/calendars/\n  </href></calendar-hom
     doc.push_str("\n <sync-token>HwoQEgw...==</sync-token>\n</multistatus>\n");
     doc
 }
+
+/// A PROPFIND Depth 1 listing as the stand-in (and iCloud) writes it: element-dense, with
+/// inline namespace re-declarations and whitespace noise, no calendar data.
+pub fn dense_listing(items: usize) -> String {
+    use std::fmt::Write;
+    let mut doc = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<multistatus xmlns=\"DAV:\">\n",
+    );
+    for i in 0..items {
+        let _ = write!(
+            doc,
+            "    <response xmlns=\"DAV:\">\n   <href>/1234567890/calendars/bench/ev-{i:06}.ics</href>\n        <propstat>\n     <prop>\n\n\n    <getetag xmlns=\"DAV:\">\"9wis{i:04}\"</getetag>\n        <resourcetype xmlns=\"DAV:\"/>\n   </prop>\n      <status>HTTP/1.1 200 OK</status>\n   </propstat>\n\n\n        <propstat>\n     <prop>\n    <getcontenttype xmlns=\"DAV:\"/>\n       </prop>\n   <status>HTTP/1.1 404 Not Found</status>\n\n\n     </propstat>\n  </response>\n"
+        );
+    }
+    doc.push_str("</multistatus>\n");
+    doc
+}

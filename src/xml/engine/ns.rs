@@ -1,7 +1,7 @@
 //! Input-side namespace scopes (the `xmlns` declarations in force) and output-side generated
 //! prefixes (`x0`, `x1`… for namespaces without a preferred prefix).
 
-use crate::xml::names::XML;
+use crate::xml::names::{self, XML};
 
 const XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
 
@@ -12,6 +12,15 @@ struct Binding {
     prefix_len: usize,
     ns_len: usize,
     depth: usize,
+    /// The output prefix when the namespace is a [known](names::KNOWN) one.
+    known: Option<&'static str>,
+}
+
+/// A resolved namespace: its (raw) URI, and its fixed output prefix if it has one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ns<'s> {
+    pub(super) uri: &'s [u8],
+    pub(super) known: Option<&'static str>,
 }
 
 /// The namespace bindings declared in the input, innermost last.
@@ -55,6 +64,7 @@ impl Scopes {
             prefix_len: prefix.len(),
             ns_len: ns.len(),
             depth,
+            known: names::known_prefix(ns),
         });
         Ok(())
     }
@@ -62,15 +72,25 @@ impl Scopes {
     /// Namespace of an element name with this prefix (`None` prefix: the default namespace).
     /// `Ok(None)` = no namespace; `Err(())` = undeclared prefix.
     #[inline]
-    pub(super) fn resolve(&self, prefix: Option<&[u8]>) -> Result<Option<&[u8]>, ()> {
+    pub(super) fn resolve(&self, prefix: Option<&[u8]>) -> Result<Option<Ns<'_>>, ()> {
         let prefix = prefix.unwrap_or(b"");
         if prefix == b"xml" {
-            return Ok(Some(XML.as_bytes()));
+            return Ok(Some(Ns {
+                uri: XML.as_bytes(),
+                known: Some("xml"),
+            }));
         }
+        // Lengths first: most names are unprefixed or share a short prefix, and a call to
+        // memcmp per binding is most of the cost otherwise.
         for b in self.bindings.iter().rev() {
-            if &self.buf[b.start..b.start + b.prefix_len] == prefix {
-                let ns = &self.buf[b.start + b.prefix_len..b.start + b.prefix_len + b.ns_len];
-                return Ok((!ns.is_empty()).then_some(ns));
+            if b.prefix_len == prefix.len()
+                && (prefix.is_empty() || &self.buf[b.start..b.start + b.prefix_len] == prefix)
+            {
+                let uri = &self.buf[b.start + b.prefix_len..b.start + b.prefix_len + b.ns_len];
+                return Ok((!uri.is_empty()).then_some(Ns {
+                    uri,
+                    known: b.known,
+                }));
             }
         }
         if prefix.is_empty() {
@@ -118,14 +138,12 @@ pub(super) struct Generated {
 
 impl Generated {
     /// The output prefix for namespace `ns` used on an element at `depth`.
-    pub(super) fn prefix(&mut self, ns: Option<&[u8]>, depth: usize) -> Prefix {
+    pub(super) fn prefix(&mut self, ns: Option<Ns<'_>>, depth: usize) -> Prefix {
         let Some(ns) = ns else { return Prefix::None };
-        if let Some(p) = crate::xml::names::known_prefix(ns) {
+        if let Some(p) = ns.known {
             return Prefix::Fixed(p);
         }
-        if ns == XML.as_bytes() {
-            return Prefix::Fixed("xml");
-        }
+        let ns = ns.uri;
         let found = self
             .entries
             .iter()

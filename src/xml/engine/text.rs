@@ -89,7 +89,7 @@ impl Engine {
         malformed(pos, format!("{what} {place} the root element"))
     }
 
-    pub(super) fn text(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
+    pub(in crate::xml) fn text(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
         if self.open.is_empty() {
             if is_ws(raw) {
                 return Ok(());
@@ -126,7 +126,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn general_ref(&mut self, name: &[u8], pos: u64) -> Result<(), XmlError> {
+    pub(in crate::xml) fn general_ref(&mut self, name: &[u8], pos: u64) -> Result<(), XmlError> {
         if self.open.is_empty() {
             return Err(self.outside_root(pos, "character reference"));
         }

@@ -1,0 +1,297 @@
+//! The rewriter's tokenizer for upstream answers: tags, end tags, text and references are cut
+//! straight out of the input buffer and handed to the [`Engine`]; the rare markup
+//! (declarations, comments, CDATA, processing instructions, DOCTYPE, anything odd) goes to
+//! quick-xml one token at a time. Gives the engine the very events, positions and errors that
+//! quick-xml's own reader would (`scan_tests` compares both on the corpus).
+
+use quick_xml::errors::{Error as QuickError, IllFormedError};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use super::engine::Engine;
+use super::error::XmlError;
+use super::rewrite::HrefMap;
+
+/// A markup token that quick-xml cannot finish within this many bytes after its start is
+/// reported as the error quick-xml gives for it, instead of waiting for more input.
+const DELEGATE_LIMIT: usize = 1024 * 1024;
+/// Text without markup is handed to the engine in pieces of at least this size, so that one
+/// long text run is never held whole.
+const TEXT_PIECE: usize = 64 * 1024;
+
+/// What [`Scanner::scan`] stopped for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The buffer ends inside a token: call again with more input.
+    NeedMore,
+    /// At least `out_limit` bytes of output can be handed on.
+    Output,
+    /// The document ended (the engine saw its end).
+    Done,
+}
+
+/// Tokenizer state that lives across input chunks.
+#[derive(Default)]
+pub(super) struct Scanner {
+    /// Raw names of the open elements, for the end-tag check (as quick-xml keeps them).
+    names: Vec<u8>,
+    starts: Vec<usize>,
+    /// The byte-order mark check at the start of the document is done.
+    started: bool,
+}
+
+/// The `>` ending a start tag whose content starts at `from`, skipping quoted values.
+fn tag_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let j = i + memchr::memchr3(b'>', b'"', b'\'', &buf[i..])?;
+        if buf[j] == b'>' {
+            return Some(j);
+        }
+        let close = memchr::memchr(buf[j], &buf[j + 1..])?;
+        i = j + 1 + close + 1;
+    }
+}
+
+/// quick-xml's name length: up to the first XML whitespace.
+fn name_len(content: &[u8]) -> usize {
+    content
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(content.len())
+}
+
+/// The longest prefix of `text` that ends on a UTF-8 character boundary.
+fn char_boundary(text: &[u8]) -> usize {
+    let mut end = text.len();
+    // A continuation byte (10xxxxxx) cannot end a character's encoding; back up to its lead.
+    for back in 1..=3.min(text.len()) {
+        let b = text[text.len() - back];
+        if b & 0xC0 != 0x80 {
+            let width = match b {
+                0x00..=0x7F => 1,
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                _ => 4,
+            };
+            if width > back {
+                end = text.len() - back;
+            }
+            break;
+        }
+    }
+    end
+}
+
+impl Scanner {
+    /// Feeds the engine every complete token of `buf`, whose first byte is input byte `base`.
+    /// Returns how many bytes were used and why it stopped; `eof` says no input follows `buf`.
+    pub(super) fn scan(
+        &mut self,
+        engine: &mut Engine,
+        map: &dyn HrefMap,
+        buf: &[u8],
+        base: u64,
+        eof: bool,
+        out_limit: usize,
+    ) -> Result<(usize, Step), XmlError> {
+        let mut i = 0;
+        if !self.started {
+            if buf.len() < 3 && !eof && b"\xEF\xBB\xBF".starts_with(buf) {
+                return Ok((0, Step::NeedMore));
+            }
+            if buf.starts_with(b"\xEF\xBB\xBF") {
+                i = 3;
+            }
+            self.started = true;
+        }
+        loop {
+            if engine.flushable() >= out_limit {
+                return Ok((i, Step::Output));
+            }
+            let Some(&first) = buf.get(i) else {
+                if !eof {
+                    return Ok((i, Step::NeedMore));
+                }
+                engine.handle(Event::Eof, map, base + i as u64)?;
+                return Ok((i, Step::Done));
+            };
+            let next = match first {
+                b'<' => self.markup(engine, map, buf, i, base, eof)?,
+                b'&' => Self::reference(engine, buf, i, base, eof)?,
+                _ => Self::text(engine, buf, i, base, eof)?,
+            };
+            match next {
+                Some(n) => i = n,
+                None => return Ok((i, Step::NeedMore)),
+            }
+        }
+    }
+
+    /// Text from `i` up to the next markup or reference (or a piece of it).
+    fn text(
+        engine: &mut Engine,
+        buf: &[u8],
+        i: usize,
+        base: u64,
+        eof: bool,
+    ) -> Result<Option<usize>, XmlError> {
+        let rest = &buf[i..];
+        let end = match memchr::memchr2(b'<', b'&', rest) {
+            Some(k) => i + k,
+            None if eof => buf.len(),
+            None if rest.len() >= TEXT_PIECE => i + char_boundary(rest),
+            None => return Ok(None),
+        };
+        if end == i {
+            return Ok(None);
+        }
+        engine.text(&buf[i..end], base + end as u64)?;
+        Ok(Some(end))
+    }
+
+    /// A reference `&name;` at `i`.
+    fn reference(
+        engine: &mut Engine,
+        buf: &[u8],
+        i: usize,
+        base: u64,
+        eof: bool,
+    ) -> Result<Option<usize>, XmlError> {
+        let unclosed = || {
+            XmlError::from_quick(
+                QuickError::IllFormed(IllFormedError::UnclosedReference),
+                base + i as u64,
+            )
+        };
+        match memchr::memchr3(b';', b'&', b'<', &buf[i + 1..]) {
+            Some(k) if buf[i + 1 + k] == b';' => {
+                let end = i + 1 + k + 1;
+                engine.general_ref(&buf[i + 1..end - 1], base + end as u64)?;
+                Ok(Some(end))
+            }
+            Some(_) => Err(unclosed()),
+            None if eof || buf.len() - i > DELEGATE_LIMIT => Err(unclosed()),
+            None => Ok(None),
+        }
+    }
+
+    /// Markup starting with `<` at `i`.
+    fn markup(
+        &mut self,
+        engine: &mut Engine,
+        map: &dyn HrefMap,
+        buf: &[u8],
+        i: usize,
+        base: u64,
+        eof: bool,
+    ) -> Result<Option<usize>, XmlError> {
+        match buf.get(i + 1) {
+            None => self.delegate(engine, map, buf, i, base, eof),
+            Some(b'/') => self.end_tag(engine, map, buf, i, base, eof),
+            Some(b'!' | b'?') => self.delegate(engine, map, buf, i, base, eof),
+            Some(_) => self.start_tag(engine, map, buf, i, base, eof),
+        }
+    }
+
+    fn start_tag(
+        &mut self,
+        engine: &mut Engine,
+        map: &dyn HrefMap,
+        buf: &[u8],
+        i: usize,
+        base: u64,
+        eof: bool,
+    ) -> Result<Option<usize>, XmlError> {
+        let Some(close) = tag_end(buf, i + 1) else {
+            return self.delegate(engine, map, buf, i, base, eof);
+        };
+        let content = &buf[i + 1..close];
+        let (content, empty) = match content.strip_suffix(b"/") {
+            Some(c) => (c, true),
+            None => (content, false),
+        };
+        let Ok(text) = std::str::from_utf8(content) else {
+            // quick-xml reads names and attributes as bytes; let it.
+            return self.delegate(engine, map, buf, i, base, eof);
+        };
+        let n = name_len(content);
+        if !empty {
+            self.starts.push(self.names.len());
+            self.names.extend_from_slice(&content[..n]);
+        }
+        let tag = BytesStart::from_content(text, n);
+        engine.start(&tag, empty, base + close as u64 + 1)?;
+        Ok(Some(close + 1))
+    }
+
+    fn end_tag(
+        &mut self,
+        engine: &mut Engine,
+        map: &dyn HrefMap,
+        buf: &[u8],
+        i: usize,
+        base: u64,
+        eof: bool,
+    ) -> Result<Option<usize>, XmlError> {
+        // quick-xml skips quoted runs in end tags too.
+        let Some(close) = tag_end(buf, i + 2) else {
+            return self.delegate(engine, map, buf, i, base, eof);
+        };
+        let content = &buf[i + 2..close];
+        let name = match content
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            Some(last) => &content[..=last],
+            None => content,
+        };
+        let show = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap_or_default();
+        let at = base + i as u64;
+        let Some(start) = self.starts.pop() else {
+            let err = IllFormedError::UnmatchedEndTag(show(name));
+            return Err(XmlError::from_quick(QuickError::IllFormed(err), at));
+        };
+        if &self.names[start..] != name {
+            let err = IllFormedError::MismatchedEndTag {
+                expected: show(&self.names[start..]),
+                found: show(name),
+            };
+            return Err(XmlError::from_quick(QuickError::IllFormed(err), at));
+        }
+        self.names.truncate(start);
+        engine.end(map, base + close as u64 + 1)?;
+        Ok(Some(close + 1))
+    }
+
+    /// Lets quick-xml read the one markup token at `i` (a fresh reader is enough: the token
+    /// does not depend on what came before, and end tags never come here).
+    fn delegate(
+        &mut self,
+        engine: &mut Engine,
+        map: &dyn HrefMap,
+        buf: &[u8],
+        i: usize,
+        base: u64,
+        eof: bool,
+    ) -> Result<Option<usize>, XmlError> {
+        let slice = &buf[i..];
+        let mut reader = Reader::from_reader(slice);
+        match reader.read_event() {
+            Ok(event) => {
+                let end = i + reader.buffer_position() as usize;
+                if let Event::Start(e) = &event {
+                    self.starts.push(self.names.len());
+                    self.names.extend_from_slice(e.name().as_ref());
+                }
+                engine.handle(event, map, base + end as u64)?;
+                Ok(Some(end))
+            }
+            Err(_) if !eof && slice.len() <= DELEGATE_LIMIT => Ok(None),
+            Err(e) => Err(XmlError::from_quick(
+                e,
+                base + i as u64 + reader.error_position(),
+            )),
+        }
+    }
+}

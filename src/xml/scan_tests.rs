@@ -1,0 +1,216 @@
+//! The streaming rewriter's own tokenizer ([`super::scan`]) against quick-xml's reader (the
+//! full path, [`rewrite_to_vec`]): the same bytes out, or the same error, on every document of
+//! the corpus, whole and damaged, however the input is cut into chunks.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::prop_tests::random_doc;
+use super::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap, Identity};
+use super::testutil::{dense_listing, icloud_response, icloud_sample, TestMap};
+
+/// What the streaming path makes of `input` in `chunk`-byte pieces: all its bytes, or the
+/// error it ended with.
+async fn fast(input: &[u8], chunk: usize, map: Arc<dyn HrefMap>) -> Result<Vec<u8>, String> {
+    let pieces: Vec<Result<Bytes, std::io::Error>> = input
+        .chunks(chunk.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let mut stream = std::pin::pin!(rewrite_stream(futures_util::stream::iter(pieces), map));
+    let mut out = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn full(input: &[u8], map: &dyn HrefMap) -> Result<Vec<u8>, String> {
+    rewrite_to_vec(input, map).map_err(|e| e.to_string())
+}
+
+/// Both paths agree on `input` for each chunking.
+async fn agree(input: &[u8], map: Arc<dyn HrefMap>, chunks: &[usize], what: &str) {
+    let want = full(input, &*map);
+    for &chunk in chunks {
+        let got = fast(input, chunk, map.clone()).await;
+        if got != want {
+            let show = |r: &Result<Vec<u8>, String>| match r {
+                Ok(b) => format!("Ok({})", String::from_utf8_lossy(b)),
+                Err(e) => format!("Err({e})"),
+            };
+            panic!(
+                "{what}, chunks of {chunk}: fast path {}\nfull path {}\ninput {}",
+                show(&got),
+                show(&want),
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}
+
+/// The corpus: iCloud-shaped answers, the stand-in's dense listing, and random documents.
+fn corpus() -> Vec<(String, String)> {
+    let mut docs = vec![
+        ("icloud sample".to_string(), icloud_sample()),
+        ("dense listing".to_string(), dense_listing(40)),
+    ];
+    let mut many = String::from("<?xml version=\"1.0\"?><multistatus xmlns=\"DAV:\">");
+    for i in 0..30 {
+        icloud_response(&mut many, i);
+    }
+    many.push_str("</multistatus>");
+    docs.push(("icloud responses".to_string(), many));
+    for seed in 0..150 {
+        docs.push((format!("random doc {seed}"), random_doc(seed)));
+    }
+    docs
+}
+
+#[tokio::test]
+async fn same_bytes_as_the_full_path_on_the_corpus() {
+    for (what, doc) in corpus() {
+        agree(
+            doc.as_bytes(),
+            Arc::new(TestMap),
+            &[1, 3, 16, 100, 4096, usize::MAX],
+            &what,
+        )
+        .await;
+        agree(doc.as_bytes(), Arc::new(Identity), &[7, usize::MAX], &what).await;
+    }
+}
+
+#[tokio::test]
+async fn same_errors_as_the_full_path_on_damaged_documents() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let noise: &[&[u8]] = &[
+        b"<",
+        b">",
+        b"&",
+        b";",
+        b"\"",
+        b"'",
+        b"/",
+        b"</",
+        b"/>",
+        b"<!--",
+        b"-->",
+        b"<![CDATA[",
+        b"]]>",
+        b"<?",
+        b"?>",
+        b"<!DOCTYPE a>",
+        b"&amp;",
+        b"&#xD;",
+        b"&bogus;",
+        b"\xff",
+        b"\xc3",
+        b"\xEF\xBB\xBF",
+        b" ",
+        b"x:",
+        b"=",
+        b"\0",
+    ];
+    for (what, doc) in corpus().into_iter().take(60) {
+        let doc = doc.into_bytes();
+        // Cuts anywhere.
+        for _ in 0..20 {
+            let cut = rng.gen_range(0..doc.len());
+            agree(&doc[..cut], Arc::new(TestMap), &[1, 13, usize::MAX], &what).await;
+        }
+        // Insertions, deletions and swapped bytes.
+        for _ in 0..30 {
+            let mut d = doc.clone();
+            let at = rng.gen_range(0..d.len());
+            match rng.gen_range(0..3) {
+                0 => {
+                    let n = noise[rng.gen_range(0..noise.len())];
+                    d.splice(at..at, n.iter().copied());
+                }
+                1 => {
+                    let end = (at + rng.gen_range(1..8)).min(d.len());
+                    d.drain(at..end);
+                }
+                _ => d[at] = rng.gen(),
+            }
+            agree(&d, Arc::new(TestMap), &[1, 13, usize::MAX], &what).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn same_answers_on_the_hostile_cases() {
+    let cases: &[&str] = &[
+        "",
+        "   \n",
+        "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\"?><!-- hi --><?pi x?><a><!--c--><?p?></a>\n",
+        "<a><b></b>",
+        "<a><b></a></b>",
+        "<a></b>",
+        "</a>",
+        "<a></a ></a>",
+        "<a></a\n>",
+        "<x:a/>",
+        "<a y:k='1'/>",
+        "<!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>",
+        "<a/><b/>",
+        "<a/>junk",
+        "junk<a/>",
+        "<a>&nbsp;</a>",
+        "<a>&#0;</a>",
+        "<a>& b</a>",
+        "<a>&amp</a>",
+        "<a>x &amp y &lt; z</a>",
+        "<a b='1' b='2'/>",
+        "<a k='<'/>",
+        "<a k='>' j=\">'\"/>",
+        "<a k=1/>",
+        "<a k='1'j='2'/>",
+        "<a",
+        "<a>text",
+        "<>",
+        "< a/>",
+        "<a/ >",
+        "<1a/>",
+        "<a:b:c xmlns:a='u'/>",
+        "<a xmlns:xml='urn:x'/>",
+        "<a><![CDATA[x]]></a>",
+        "<a><![CDATA[x</a>",
+        "<a><!-- x </a>",
+        "<a><!-- x -- y --></a>",
+        "<?xml version='1.0' encoding='ISO-8859-1'?><a/>",
+        "<!-- c --><?xml version='1.0'?><a/>",
+        "<a>\u{feff}x</a>",
+        "<href xmlns='DAV:'> /1234567890/calendars/home/x.ics </href>",
+    ];
+    for input in cases {
+        agree(
+            input.as_bytes(),
+            Arc::new(TestMap),
+            &[1, 2, 5, usize::MAX],
+            input,
+        )
+        .await;
+    }
+    agree(
+        b"<a>\xff</a>",
+        Arc::new(TestMap),
+        &[1, usize::MAX],
+        "invalid UTF-8",
+    )
+    .await;
+    agree(
+        b"<a\xff/>",
+        Arc::new(TestMap),
+        &[1, usize::MAX],
+        "invalid UTF-8 name",
+    )
+    .await;
+}
