@@ -9,7 +9,7 @@
 # straight into the stand-in, starts nginx as a reverse proxy that injects a fixed
 # Authorization header, starts the bridge (kind = "icloud", the stand-in as upstream),
 # then measures with wrk:
-#   GET of one .ics, and PROPFIND Depth 1 of the 1,000-event calendar,
+#   GET of one .ics, and PROPFIND Depth 1 of the 1,000-event and of a 500-event calendar,
 #   each direct / through nginx / through the bridge (as shipped, with its cache) / through
 #   the bridge with the cache off: req/s, p50, p99; in three rounds: 50 connections with all
 #   cores shared, 50 connections with wrk pinned to the last core and the servers to the
@@ -19,7 +19,7 @@
 # Prints markdown tables to stdout (progress goes to stderr). Not part of CI.
 #
 # Env: BENCH_DIR (state, logs; default target/bench)  BENCH_SECS (per wrk run; 10)
-#      BENCH_CONNS (50)  BENCH_THREADS (wrk threads; 2)  BENCH_SMALL (1000)
+#      BENCH_CONNS (50)  BENCH_THREADS (wrk threads; 2)  BENCH_SMALL (1000)  BENCH_HALF (500)
 #      BENCH_BIG_COUNT (48000: ~100 MB of multistatus)  BENCH_BIG_SIZE (bytes per big event; 1700)
 #      BENCH_BIN (use this bridge binary; default: cargo build --release)
 #      NGINX_WORKERS (auto)  BENCH_SKIP_BIG=1 (skip the 100 MB part)
@@ -40,6 +40,7 @@ SECS="${BENCH_SECS:-10}"
 CONNS="${BENCH_CONNS:-50}"
 THREADS="${BENCH_THREADS:-2}"
 SMALL="${BENCH_SMALL:-1000}"
+HALF="${BENCH_HALF:-500}"
 BIG_COUNT="${BENCH_BIG_COUNT:-48000}"
 BIG_SIZE="${BENCH_BIG_SIZE:-1700}"
 HOST="$INTEROP_HOST"
@@ -100,6 +101,9 @@ HOME_PATH="/${CAL_HOME#http://*/}"          # e.g. /1234567890/calendars/
 blog "seeding $SMALL events into ${CAL_HOME}bench/"
 python3 "$HERE/seed.py" fill --url "${CAL_HOME}bench/" --user "$SI_USER" --password "$SI_PASS" \
   --count "$SMALL" --prefix ev >&2
+blog "seeding $HALF events into ${CAL_HOME}half/"
+python3 "$HERE/seed.py" fill --url "${CAL_HOME}half/" --user "$SI_USER" --password "$SI_PASS" \
+  --count "$HALF" --prefix ev >&2
 if [ "${BENCH_SKIP_BIG:-0}" != 1 ]; then
   blog "seeding $BIG_COUNT events of ~$BIG_SIZE bytes into ${CAL_HOME}big/"
   python3 "$HERE/seed.py" fill --url "${CAL_HOME}big/" --user "$SI_USER" --password "$SI_PASS" \
@@ -248,7 +252,8 @@ ms() {  # wrk latency (12.3us / 4.5ms / 1.2s) -> ms
   esac
 }
 
-declare -A RPS P50 P99 BAD
+declare -A RPS P50 P99 BAD CPU REQS
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 WRK_PREFIX=()
 run_wrk() {  # run_wrk KEY CONNS THREADS URL AUTH [lua]
   local key="$1" conns="$2" threads="$3" url="$4" auth="$5" lua="${6:-}" f H=() S=()
@@ -259,6 +264,7 @@ run_wrk() {  # run_wrk KEY CONNS THREADS URL AUTH [lua]
   "${WRK_PREFIX[@]}" wrk -t "$threads" -c "$conns" -d "${SECS}s" --timeout 10s --latency "${S[@]}" \
     "${H[@]}" "$url" >"$f" 2>&1 || { cat "$f" >&2; bdie "wrk failed"; }
   RPS[$key]=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$f")
+  REQS[$key]=$(awk '/requests in/ {print $1}' "$f")
   P50[$key]=$(ms "$(awk '$1 == "50%" {print $2}' "$f")")
   P99[$key]=$(ms "$(awk '$1 == "99%" {print $2}' "$f")")
   BAD[$key]=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$f")
@@ -299,9 +305,14 @@ for round in $ROUNDS; do
     IFS='|' read -r name base auth <<<"$t"
     run_wrk "$round/get/$name" "$conns" "$threads" "${base}bench/ev-000000.ics" "$auth"
   done
-  for t in "${TARGETS[@]}"; do
-    IFS='|' read -r name base auth <<<"$t"
-    run_wrk "$round/propfind/$name" "$conns" "$threads" "${base}bench/" "$auth" "$LUA"
+  for cal in bench half; do
+    test=propfind; [ "$cal" = half ] && test=propfind-half
+    for t in "${TARGETS[@]}"; do
+      IFS='|' read -r name base auth <<<"$t"
+      c0=$(cpu_of "$BR_PID_nocache")
+      run_wrk "$round/$test/$name" "$conns" "$threads" "${base}$cal/" "$auth" "$LUA"
+      CPU[$round/$test/$name]=$(( $(cpu_of "$BR_PID_nocache") - c0 ))
+    done
   done
 done
 pin_servers "0-$((NCPU - 1))"
@@ -322,13 +333,34 @@ for round in $ROUNDS; do
   echo
   echo "| request | path | req/s | p50 ms | p99 ms | non-2xx/errors | vs nginx req/s | p50 added over direct |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
-  for test in get propfind; do
+  for test in get propfind propfind-half; do
     label="GET one .ics"
     [ "$test" = propfind ] && label="PROPFIND Depth 1, $SMALL events"
+    [ "$test" = propfind-half ] && label="PROPFIND Depth 1, $HALF events"
     for name in direct nginx bridge bridge-nocache; do
       k="$round/$test/$name"
       echo "| $label | $name | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${BAD[$k]} | $(ratio "${RPS[$k]}" "${RPS[$round/$test/nginx]}") | $(added "${P50[$k]}" "${P50[$round/$test/direct]}") |"
     done
+  done
+done
+
+# Rewriting cost of the element-dense listings: upstream bytes the cache-less bridge took in
+# per CPU-second it used (HTTP both ways included), from the runs above.
+echo
+echo "## Rewriting element-dense listings (bridge-nocache, PROPFIND Depth 1 answers of $(wc -c <"$RUN/propfind-direct.xml") B upstream for $SMALL events)"
+echo
+echo "| round | listing | requests | bridge CPU s | upstream MB per bridge CPU-second |"
+echo "|---|---|---:|---:|---:|"
+hz=$(getconf CLK_TCK)
+up_half=$(curl -s -H "Authorization: $SI_AUTH" -X PROPFIND -H 'Depth: 1' \
+  -H 'Content-Type: application/xml; charset=utf-8' --data-binary "$PROPFIND_BODY" "${CAL_HOME}half/" | wc -c)
+for round in $ROUNDS; do
+  for test in propfind propfind-half; do
+    k="$round/$test/bridge-nocache"
+    size=$(wc -c <"$RUN/propfind-direct.xml"); n=$SMALL
+    [ "$test" = propfind-half ] && size=$up_half && n=$HALF
+    awk -v r="$round" -v n="$n" -v q="${REQS[$k]}" -v t="${CPU[$k]}" -v hz="$hz" -v sz="$size" \
+      'BEGIN { s = t / hz; printf "| %s | %d events | %d | %.2f | %s |\n", r, n, q, s, (s > 0 ? sprintf("%.0f", q * sz / 1e6 / s) : "n/a") }'
   done
 done
 
@@ -404,4 +436,4 @@ XML
 fi
 
 echo
-echo "Command: bench/dav.sh (BENCH_SECS=$SECS BENCH_CONNS=$CONNS BENCH_SMALL=$SMALL BENCH_BIG_COUNT=$BIG_COUNT; nginx workers ${NGINX_WORKERS:-auto}, keep-alive to upstream); raw output in $RUN"
+echo "Command: bench/dav.sh (BENCH_SECS=$SECS BENCH_CONNS=$CONNS BENCH_SMALL=$SMALL BENCH_HALF=$HALF BENCH_BIG_COUNT=$BIG_COUNT; nginx workers ${NGINX_WORKERS:-auto}, keep-alive to upstream); raw output in $RUN"

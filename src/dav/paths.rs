@@ -210,9 +210,22 @@ impl ToLocal {
     /// Map an upstream path (on an upstream host) into the local tree.
     fn map_path(&self, path: &str, query: Option<&str>, full: impl FnOnce() -> String) -> String {
         let a = &self.account;
-        let q = |s: String| match query {
-            Some(q) => format!("{s}?{q}"),
-            None => s,
+        // Built with push_str, not format!: this runs for every href of every listing.
+        let local = |segment: &str, rest: &str| {
+            let mut s = String::with_capacity(
+                6 + a.len() + segment.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+            );
+            s.push_str("/dav/");
+            s.push_str(a);
+            s.push('/');
+            s.push_str(segment);
+            s.push('/');
+            s.push_str(rest);
+            if let Some(q) = query {
+                s.push('?');
+                s.push_str(q);
+            }
+            s
         };
         let other = match self.service {
             Service::Carddav => Service::Caldav,
@@ -221,11 +234,11 @@ impl ToLocal {
         for svc in [self.service, other] {
             let home = self.learned.home(svc).path();
             if let Some(rest) = path.strip_prefix(home) {
-                return q(format!("/dav/{a}/{}/{rest}", home_segment(svc)));
+                return local(home_segment(svc), rest);
             }
             // The home itself without its trailing slash.
             if home.len() > 1 && path == &home[..home.len() - 1] {
-                return q(format!("/dav/{a}/{}/", home_segment(svc)));
+                return local(home_segment(svc), "");
             }
         }
         if path == self.learned.cal_principal.path() || path == self.learned.card_principal.path() {
@@ -242,11 +255,10 @@ impl ToLocal {
 fn plain_path(href: &str) -> bool {
     href.starts_with('/')
         && !href.starts_with("//")
-        && !href.contains(['?', '#', '\\'])
-        && !href.contains("/./")
-        && !href.contains("/../")
-        && !href.ends_with("/.")
-        && !href.ends_with("/..")
+        && !href.bytes().any(|b| matches!(b, b'?' | b'#' | b'\\'))
+        && !href
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
 }
 
 impl HrefMap for ToLocal {

@@ -5,7 +5,7 @@ use quick_xml::events::{BytesDecl, BytesStart, Event};
 use quick_xml::name::{PrefixDeclaration, QName};
 
 use super::error::XmlError;
-use super::escape::{is_ncname, push_raw_attr};
+use super::escape::{is_ncname, push_raw_attr, push_text};
 use super::guard::{self, Items};
 use super::names::{self, CALDAV_PREFIX, CARDDAV_PREFIX, DAV_PREFIX};
 use super::rewrite::HrefMap;
@@ -23,6 +23,16 @@ const HREF_LIMIT: usize = 64 * 1024;
 /// Longest calendar-data / address-data text handed to [`HrefMap::body_text`]; longer text is
 /// passed through unmapped instead of being buffered.
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// An attribute: its qualified name and its raw (still escaped) value.
+pub(super) type Pair<'a> = (QName<'a>, &'a [u8]);
+
+/// Where an attribute's name and raw value are in a tag's attribute text.
+#[derive(Debug, Clone)]
+pub(super) struct AttrRange {
+    pub(super) key: std::ops::Range<usize>,
+    pub(super) value: std::ops::Range<usize>,
+}
 
 /// Whether the driver should keep reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +265,53 @@ impl Engine {
     ) -> Result<(), XmlError> {
         let depth = self.begin_element(pos)?;
         let attrs = self.declarations(e, depth, pos)?;
-        let name = e.name();
+        let pairs: Vec<Pair<'_>> = attrs.iter().map(|a| (a.key, a.value.as_ref())).collect();
+        self.element(e.name(), &pairs, empty, depth, pos)
+    }
+
+    /// A start tag whose attributes the scanner already split into (name, raw value) pairs:
+    /// the same checks, in the same order, as [`Engine::start`] makes.
+    pub(super) fn start_parsed(
+        &mut self,
+        name: &[u8],
+        raw: &[u8],
+        attrs: &[AttrRange],
+        empty: bool,
+        pos: u64,
+    ) -> Result<(), XmlError> {
+        let depth = self.begin_element(pos)?;
+        let mut others: Vec<Pair<'_>> = Vec::new();
+        for (i, range) in attrs.iter().enumerate() {
+            let key = QName(&raw[range.key.clone()]);
+            let value = &raw[range.value.clone()];
+            guard::check_attribute_count(i + 1, pos)?;
+            self.items.add(1, pos)?;
+            let prefix: &[u8] = match key.as_namespace_binding() {
+                None => {
+                    others.push((key, value));
+                    continue;
+                }
+                Some(PrefixDeclaration::Default) => b"",
+                Some(PrefixDeclaration::Named(p)) => p,
+            };
+            self.scopes
+                .declare(prefix, value, depth)
+                .map_err(|m| malformed(pos, m))?;
+            guard::check_bindings(self.scopes.len(), pos)?;
+        }
+        self.element(QName(name), &others, empty, depth, pos)
+    }
+
+    /// The rest of a start tag once its namespace declarations are in scope: its name, its
+    /// other attributes, and whether it opens a held response or a mapped text.
+    fn element(
+        &mut self,
+        name: QName<'_>,
+        attrs: &[Pair<'_>],
+        empty: bool,
+        depth: usize,
+        pos: u64,
+    ) -> Result<(), XmlError> {
         let ns = resolve(&self.scopes, name, false, pos)?;
         let local = name.local_name().into_inner();
         if !is_ncname(local) {
@@ -414,16 +470,11 @@ impl Engine {
         self.capture = mapped;
     }
 
-    fn attributes(
-        &mut self,
-        attrs: &[Attribute<'_>],
-        depth: usize,
-        pos: u64,
-    ) -> Result<(), XmlError> {
+    fn attributes(&mut self, attrs: &[Pair<'_>], depth: usize, pos: u64) -> Result<(), XmlError> {
         let mut names: Vec<(Option<&[u8]>, &[u8])> = Vec::with_capacity(attrs.len());
-        for attr in attrs {
-            let ns = resolve(&self.scopes, attr.key, true, pos)?;
-            names.push((ns.map(|ns| ns.uri), attr.key.local_name().into_inner()));
+        for &(key, _) in attrs {
+            let ns = resolve(&self.scopes, key, true, pos)?;
+            names.push((ns.map(|ns| ns.uri), key.local_name().into_inner()));
         }
         if let Some((_, local)) = guard::first_duplicate(&names) {
             return Err(malformed(
@@ -431,9 +482,9 @@ impl Engine {
                 format!("duplicate attribute '{}'", String::from_utf8_lossy(local)),
             ));
         }
-        for attr in attrs {
-            let ns = resolve(&self.scopes, attr.key, true, pos)?;
-            let local = attr.key.local_name().into_inner();
+        for &(key, value) in attrs {
+            let ns = resolve(&self.scopes, key, true, pos)?;
+            let local = key.local_name().into_inner();
             if !is_ncname(local) {
                 return Err(malformed(
                     pos,
@@ -450,7 +501,7 @@ impl Engine {
             self.out.push(b' ');
             Self::push_qname(&mut self.out, &prefix, local);
             self.out.extend_from_slice(b"=\"");
-            push_raw_attr(&mut self.out, &attr.value).map_err(|m| malformed(pos, m))?;
+            push_raw_attr(&mut self.out, value).map_err(|m| malformed(pos, m))?;
             self.out.push(b'"');
         }
         Ok(())
@@ -473,15 +524,22 @@ impl Engine {
                 // the map what the href names.
                 let parent_start = self.open.last().copied().unwrap_or(name_start);
                 let parent =
-                    String::from_utf8_lossy(&self.names[parent_start..name_start]).into_owned();
-                let href = self.finish_href(map, &parent);
+                    std::str::from_utf8(&self.names[parent_start..name_start]).unwrap_or("");
+                let text = self
+                    .cap_text
+                    .trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+                let mapped = map.href_in(parent, text);
+                let href = mapped.as_deref().unwrap_or(text);
+                push_text(&mut self.out, href, self.cap_cr_ref);
                 // The first href directly inside a response decides whether it is kept.
                 if let Some(h) = self.resp.as_mut() {
                     if !h.decided && depth == 3 {
                         h.decided = true;
-                        h.drop = !map.keep_response(&href);
+                        h.drop = !map.keep_response(href);
                     }
                 }
+                self.cap_text.clear();
+                self.end_capture();
             }
             Capture::Body => self.finish_body(map),
             Capture::None => {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use futures_util::StreamExt;
 use quick_xml::Reader;
@@ -104,7 +104,7 @@ where
 {
     let inner = Inner {
         input,
-        pending: Vec::with_capacity(64 * 1024),
+        pending: BytesMut::with_capacity(64 * 1024),
         base: 0,
         eof: false,
         scanner: Scanner::default(),
@@ -151,7 +151,7 @@ struct Inner<S> {
     input: S,
     /// Input not yet used (the start of an unfinished token, or what follows a full chunk of
     /// output); its first byte is input byte `base`.
-    pending: Vec<u8>,
+    pending: BytesMut,
     base: u64,
     /// The input has ended.
     eof: bool,
@@ -181,7 +181,7 @@ where
                 self.eof,
                 CHUNK_SIZE,
             )?;
-            self.pending.drain(..used);
+            self.pending.advance(used);
             self.base += used as u64;
             since_yield += used as u64;
             match step {

@@ -8,7 +8,7 @@ use quick_xml::errors::{Error as QuickError, IllFormedError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::engine::Engine;
+use super::engine::{AttrRange, Engine};
 use super::error::XmlError;
 use super::rewrite::HrefMap;
 
@@ -38,18 +38,92 @@ pub(super) struct Scanner {
     starts: Vec<usize>,
     /// The byte-order mark check at the start of the document is done.
     started: bool,
+    /// Scratch space for a tag's attributes (no allocation per tag).
+    ranges: Vec<AttrRange>,
 }
 
-/// The `>` ending a start tag whose content starts at `from`, skipping quoted values.
+/// The `>` ending a tag whose content starts at `from`, skipping quoted values. Tags are
+/// short: a plain loop beats a memchr call per quote.
 fn tag_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        let j = i + memchr::memchr3(b'>', b'"', b'\'', &buf[i..])?;
-        if buf[j] == b'>' {
-            return Some(j);
+    let mut quote = 0u8;
+    for (k, &b) in buf[from..].iter().enumerate() {
+        if quote != 0 {
+            if b == quote {
+                quote = 0;
+            }
+        } else if b == b'>' {
+            return Some(from + k);
+        } else if b == b'"' || b == b'\'' {
+            quote = b;
         }
-        let close = memchr::memchr(buf[j], &buf[j + 1..])?;
-        i = j + 1 + close + 1;
+    }
+    None
+}
+
+/// Where the text starting at `buf[0]` ends: the first `<` or `&`. Most runs between tags
+/// are a few bytes of whitespace or an href, so the first bytes are looked at directly.
+fn text_end(buf: &[u8]) -> Option<usize> {
+    const NEAR: usize = 48;
+    let near = &buf[..buf.len().min(NEAR)];
+    if let Some(k) = near.iter().position(|&b| b == b'<' || b == b'&') {
+        return Some(k);
+    }
+    if buf.len() <= NEAR {
+        return None;
+    }
+    memchr::memchr2(b'<', b'&', &buf[NEAR..]).map(|k| NEAR + k)
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Splits attributes written the plain way (whitespace, a name, `=`, a quoted value, with
+/// optional whitespace around `=`) into `(name, raw value)` pairs. `false` for anything else,
+/// which quick-xml's attribute parser then reads (and words the error for).
+fn plain_attributes(raw: &[u8], out: &mut Vec<AttrRange>) -> bool {
+    let mut i = 0;
+    let skip_ws = |mut i: usize| {
+        while i < raw.len() && is_ws(raw[i]) {
+            i += 1;
+        }
+        i
+    };
+    loop {
+        let after_ws = skip_ws(i);
+        if after_ws == raw.len() {
+            return true;
+        }
+        if after_ws == i {
+            return false;
+        }
+        let key_start = after_ws;
+        let mut k = key_start;
+        while k < raw.len()
+            && (raw[k].is_ascii_alphanumeric() || matches!(raw[k], b'_' | b'-' | b'.' | b':'))
+        {
+            k += 1;
+        }
+        if k == key_start {
+            return false;
+        }
+        let eq = skip_ws(k);
+        if raw.get(eq) != Some(&b'=') {
+            return false;
+        }
+        let q = skip_ws(eq + 1);
+        let quote = match raw.get(q) {
+            Some(&c @ (b'"' | b'\'')) => c,
+            _ => return false,
+        };
+        let Some(len) = raw[q + 1..].iter().position(|&b| b == quote) else {
+            return false;
+        };
+        out.push(AttrRange {
+            key: key_start..k,
+            value: q + 1..q + 1 + len,
+        });
+        i = q + 1 + len + 1;
     }
 }
 
@@ -137,7 +211,7 @@ impl Scanner {
         eof: bool,
     ) -> Result<Option<usize>, XmlError> {
         let rest = &buf[i..];
-        let end = match memchr::memchr2(b'<', b'&', rest) {
+        let end = match text_end(rest) {
             Some(k) => i + k,
             None if eof => buf.len(),
             None if rest.len() >= TEXT_PIECE => i + char_boundary(rest),
@@ -146,7 +220,17 @@ impl Scanner {
         if end == i {
             return Ok(None);
         }
-        engine.text(&buf[i..end], base + end as u64)?;
+        let raw = &buf[i..end];
+        // Indentation between tags is most of an iCloud listing's text: skip what the engine
+        // would drop anyway.
+        if let (Some(b'<'), Some(&next)) = (buf.get(end), buf.get(end + 1)) {
+            let tag = next != b'!' && next != b'?';
+            if tag && raw.iter().all(|&b| is_ws(b)) && engine.drops_whitespace_before(next == b'/')
+            {
+                return Ok(Some(end));
+            }
+        }
+        engine.text(raw, base + end as u64)?;
         Ok(Some(end))
     }
 
@@ -211,18 +295,37 @@ impl Scanner {
             Some(c) => (c, true),
             None => (content, false),
         };
+        let n = name_len(content);
+        let raw = &content[n..];
+        self.ranges.clear();
+        if plain_attributes(raw, &mut self.ranges) {
+            if !empty {
+                self.open(&content[..n]);
+            }
+            let at = base + close as u64 + 1;
+            engine.start_parsed(&content[..n], raw, &self.ranges, empty, at)?;
+            return Ok(Some(close + 1));
+        }
+        // Anything unusual in the attributes: quick-xml's own attribute parser decides.
         let Ok(text) = std::str::from_utf8(content) else {
             // quick-xml reads names and attributes as bytes; let it.
             return self.delegate(engine, map, buf, i, base, eof);
         };
-        let n = name_len(content);
         if !empty {
-            self.starts.push(self.names.len());
-            self.names.extend_from_slice(&content[..n]);
+            self.open(&content[..n]);
         }
-        let tag = BytesStart::from_content(text, n);
-        engine.start(&tag, empty, base + close as u64 + 1)?;
+        engine.start(
+            &BytesStart::from_content(text, n),
+            empty,
+            base + close as u64 + 1,
+        )?;
         Ok(Some(close + 1))
+    }
+
+    /// Remembers the raw name of an element that was opened.
+    fn open(&mut self, name: &[u8]) {
+        self.starts.push(self.names.len());
+        self.names.extend_from_slice(name);
     }
 
     fn end_tag(
@@ -281,8 +384,7 @@ impl Scanner {
             Ok(event) => {
                 let end = i + reader.buffer_position() as usize;
                 if let Event::Start(e) = &event {
-                    self.starts.push(self.names.len());
-                    self.names.extend_from_slice(e.name().as_ref());
+                    self.open(e.name().as_ref());
                 }
                 engine.handle(event, map, base + end as u64)?;
                 Ok(Some(end))

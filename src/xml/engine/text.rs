@@ -7,21 +7,6 @@ use crate::xml::escape::{is_ws, push_raw_text, push_text, resolve_ref};
 use crate::xml::rewrite::HrefMap;
 
 impl Engine {
-    /// Writes the mapped href and returns it.
-    pub(super) fn finish_href(&mut self, map: &dyn HrefMap, parent: &str) -> String {
-        let mut text = std::mem::take(&mut self.cap_text);
-        let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
-        let result = match map.href_in(parent, trimmed) {
-            Some(mapped) => mapped,
-            None => trimmed.to_string(),
-        };
-        push_text(&mut self.out, &result, self.cap_cr_ref);
-        text.clear();
-        self.cap_text = text;
-        self.end_capture();
-        result
-    }
-
     pub(super) fn finish_body(&mut self, map: &dyn HrefMap) {
         let mut text = std::mem::take(&mut self.cap_text);
         match map.body_text(&text) {
@@ -41,6 +26,15 @@ impl Engine {
         }
         self.cap_text.clear();
         self.end_capture();
+    }
+
+    /// Whether a run of whitespace that ends where a tag starts would leave no trace: outside
+    /// the root, or neither collected for a mapped element nor part of significant text, and
+    /// followed by a child's start tag (which drops it) or by the end tag of an element that
+    /// has children.
+    pub(in crate::xml) fn drops_whitespace_before(&self, end_tag: bool) -> bool {
+        self.open.is_empty()
+            || (self.capture == Capture::None && !self.significant && (!end_tag || !self.leaf))
     }
 
     pub(super) fn end_capture(&mut self) {
@@ -96,6 +90,11 @@ impl Engine {
             }
             return Err(self.outside_root(pos, "text"));
         }
+        if self.capture == Capture::None && !self.significant && is_ws(raw) {
+            // Whitespace is valid UTF-8: no need to check it.
+            self.pending_ws.extend_from_slice(raw);
+            return Ok(());
+        }
         let s = utf8(raw, pos)?;
         if self.capture != Capture::None {
             return self.capture_text(s, pos);
@@ -112,6 +111,11 @@ impl Engine {
     pub(super) fn cdata(&mut self, raw: &[u8], pos: u64) -> Result<(), XmlError> {
         if self.open.is_empty() {
             return Err(self.outside_root(pos, "CDATA section"));
+        }
+        if self.capture == Capture::None && !self.significant && is_ws(raw) {
+            // Whitespace is valid UTF-8: no need to check it.
+            self.pending_ws.extend_from_slice(raw);
+            return Ok(());
         }
         let s = utf8(raw, pos)?;
         if self.capture != Capture::None {
