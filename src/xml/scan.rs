@@ -60,70 +60,122 @@ fn tag_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Where the text starting at `buf[0]` ends: the first `<` or `&`. Most runs between tags
-/// are a few bytes of whitespace or an href, so the first bytes are looked at directly.
-fn text_end(buf: &[u8]) -> Option<usize> {
-    const NEAR: usize = 48;
-    let near = &buf[..buf.len().min(NEAR)];
-    if let Some(k) = near.iter().position(|&b| b == b'<' || b == b'&') {
-        return Some(k);
-    }
-    if buf.len() <= NEAR {
-        return None;
-    }
-    memchr::memchr2(b'<', b'&', &buf[NEAR..]).map(|k| NEAR + k)
-}
-
 fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    CLASS[b as usize] == WS
 }
 
-/// Splits attributes written the plain way (whitespace, a name, `=`, a quoted value, with
-/// optional whitespace around `=`) into `(name, raw value)` pairs. `false` for anything else,
-/// which quick-xml's attribute parser then reads (and words the error for).
-fn plain_attributes(raw: &[u8], out: &mut Vec<AttrRange>) -> bool {
-    let mut i = 0;
-    let skip_ws = |mut i: usize| {
-        while i < raw.len() && is_ws(raw[i]) {
-            i += 1;
+/// What [`plain_tag`] made of a tag.
+enum Plain {
+    /// `<name attr="value" …>` or `…/>`: the name ends at `name_end`, `>` is at `close`.
+    Tag {
+        name_end: usize,
+        close: usize,
+        empty: bool,
+    },
+    /// The buffer ends inside the tag.
+    Incomplete,
+    /// Written some other way: quick-xml's reader and attribute parser decide.
+    Irregular,
+}
+
+/// Byte classes for the scanner's loops: one table load per byte instead of a chain of
+/// comparisons.
+const NAME: u8 = 1;
+const WS: u8 = 2;
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':') {
+            t[b] = NAME;
+        } else if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            t[b] = WS;
         }
-        i
-    };
-    loop {
-        let after_ws = skip_ws(i);
-        if after_ws == raw.len() {
-            return true;
-        }
-        if after_ws == i {
-            return false;
-        }
-        let key_start = after_ws;
-        let mut k = key_start;
-        while k < raw.len()
-            && (raw[k].is_ascii_alphanumeric() || matches!(raw[k], b'_' | b'-' | b'.' | b':'))
-        {
+        b += 1;
+    }
+    t
+};
+
+fn is_name_byte(b: u8) -> bool {
+    CLASS[b as usize] == NAME
+}
+
+/// Reads a tag written the plain way in one pass from `from` (just after `<`): an ASCII name,
+/// then attributes each after whitespace (a name, `=`, a quoted value, whitespace allowed
+/// around `=`), then `>` or `/>`. The attributes' places go to `out`.
+fn plain_tag(buf: &[u8], from: usize, out: &mut Vec<AttrRange>) -> Plain {
+    let skip_ws = |mut k: usize| {
+        while k < buf.len() && is_ws(buf[k]) {
             k += 1;
         }
-        if k == key_start {
-            return false;
+        k
+    };
+    let name = |mut k: usize| {
+        while k < buf.len() && is_name_byte(buf[k]) {
+            k += 1;
         }
-        let eq = skip_ws(k);
-        if raw.get(eq) != Some(&b'=') {
-            return false;
+        k
+    };
+    let name_end = name(from);
+    if name_end == from {
+        return Plain::Irregular;
+    }
+    let mut k = name_end;
+    loop {
+        let after_ws = skip_ws(k);
+        match buf.get(after_ws) {
+            None => return Plain::Incomplete,
+            Some(b'>') => {
+                return Plain::Tag {
+                    name_end,
+                    close: after_ws,
+                    empty: false,
+                }
+            }
+            Some(b'/') => {
+                return match buf.get(after_ws + 1) {
+                    None => Plain::Incomplete,
+                    Some(b'>') => Plain::Tag {
+                        name_end,
+                        close: after_ws + 1,
+                        empty: true,
+                    },
+                    Some(_) => Plain::Irregular,
+                }
+            }
+            Some(_) if after_ws == k => return Plain::Irregular,
+            Some(_) => {}
+        }
+        // Most attributes are namespace declarations.
+        let key_end = if buf[after_ws..].starts_with(b"xmlns") {
+            name(after_ws + 5)
+        } else {
+            name(after_ws)
+        };
+        if key_end == after_ws {
+            return Plain::Irregular;
+        }
+        let eq = skip_ws(key_end);
+        match buf.get(eq) {
+            None => return Plain::Incomplete,
+            Some(b'=') => {}
+            Some(_) => return Plain::Irregular,
         }
         let q = skip_ws(eq + 1);
-        let quote = match raw.get(q) {
+        let quote = match buf.get(q) {
+            None => return Plain::Incomplete,
             Some(&c @ (b'"' | b'\'')) => c,
-            _ => return false,
+            Some(_) => return Plain::Irregular,
         };
-        let Some(len) = raw[q + 1..].iter().position(|&b| b == quote) else {
-            return false;
+        let Some(len) = memchr::memchr(quote, &buf[q + 1..]) else {
+            return Plain::Incomplete;
         };
         out.push(AttrRange {
-            key: key_start..k,
+            key: after_ws..key_end,
             value: q + 1..q + 1 + len,
         });
-        i = q + 1 + len + 1;
+        k = q + 1 + len + 1;
     }
 }
 
@@ -211,7 +263,7 @@ impl Scanner {
         eof: bool,
     ) -> Result<Option<usize>, XmlError> {
         let rest = &buf[i..];
-        let end = match text_end(rest) {
+        let end = match memchr::memchr2(b'<', b'&', rest) {
             Some(k) => i + k,
             None if eof => buf.len(),
             None if rest.len() >= TEXT_PIECE => i + char_boundary(rest),
@@ -287,6 +339,24 @@ impl Scanner {
         base: u64,
         eof: bool,
     ) -> Result<Option<usize>, XmlError> {
+        self.ranges.clear();
+        match plain_tag(buf, i + 1, &mut self.ranges) {
+            Plain::Tag {
+                name_end,
+                close,
+                empty,
+            } => {
+                let name = &buf[i + 1..name_end];
+                if !empty {
+                    self.open(name);
+                }
+                let at = base + close as u64 + 1;
+                engine.start_parsed(name, buf, &self.ranges, empty, at)?;
+                return Ok(Some(close + 1));
+            }
+            Plain::Incomplete if !eof && buf.len() - i <= DELEGATE_LIMIT => return Ok(None),
+            Plain::Incomplete | Plain::Irregular => {}
+        }
         let Some(close) = tag_end(buf, i + 1) else {
             return self.delegate(engine, map, buf, i, base, eof);
         };
@@ -296,17 +366,7 @@ impl Scanner {
             None => (content, false),
         };
         let n = name_len(content);
-        let raw = &content[n..];
-        self.ranges.clear();
-        if plain_attributes(raw, &mut self.ranges) {
-            if !empty {
-                self.open(&content[..n]);
-            }
-            let at = base + close as u64 + 1;
-            engine.start_parsed(&content[..n], raw, &self.ranges, empty, at)?;
-            return Ok(Some(close + 1));
-        }
-        // Anything unusual in the attributes: quick-xml's own attribute parser decides.
+        // quick-xml's own attribute parser decides.
         let Ok(text) = std::str::from_utf8(content) else {
             // quick-xml reads names and attributes as bytes; let it.
             return self.delegate(engine, map, buf, i, base, eof);
@@ -337,9 +397,26 @@ impl Scanner {
         base: u64,
         eof: bool,
     ) -> Result<Option<usize>, XmlError> {
-        // quick-xml skips quoted runs in end tags too.
-        let Some(close) = tag_end(buf, i + 2) else {
-            return self.delegate(engine, map, buf, i, base, eof);
+        // `</name>` directly; anything else as quick-xml reads it (it skips quoted runs in
+        // end tags too).
+        // Mostly the name of the open element, which is compared whole.
+        let expected = self.starts.last().map_or(&[][..], |&s| &self.names[s..]);
+        let k = if buf[i + 2..].starts_with(expected) {
+            i + 2 + expected.len()
+        } else {
+            let mut k = i + 2;
+            while k < buf.len() && is_name_byte(buf[k]) {
+                k += 1;
+            }
+            k
+        };
+        let close = if buf.get(k) == Some(&b'>') {
+            k
+        } else {
+            match tag_end(buf, i + 2) {
+                Some(close) => close,
+                None => return self.delegate(engine, map, buf, i, base, eof),
+            }
         };
         let content = &buf[i + 2..close];
         let name = match content
