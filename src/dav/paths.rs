@@ -253,12 +253,26 @@ impl ToLocal {
 
 /// A host-relative path that needs no URL resolution (no dot segments, query or fragment).
 fn plain_path(href: &str) -> bool {
-    href.starts_with('/')
-        && !href.starts_with("//")
-        && !href.bytes().any(|b| matches!(b, b'?' | b'#' | b'\\'))
-        && !href
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+    let b = href.as_bytes();
+    if b.first() != Some(&b'/') || b.get(1) == Some(&b'/') {
+        return false;
+    }
+    let dots = |segment: &[u8]| segment == b"." || segment == b"..";
+    // One pass over the bytes: no query, fragment or backslash, no `.` or `..` segment.
+    let mut segment = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'?' | b'#' | b'\\' => return false,
+            b'/' => {
+                if dots(&b[segment..i]) {
+                    return false;
+                }
+                segment = i + 1;
+            }
+            _ => {}
+        }
+    }
+    !dots(&b[segment..])
 }
 
 impl HrefMap for ToLocal {
@@ -839,5 +853,46 @@ mod tests {
             None
         );
         assert_eq!(m.body_text("Zoë ünïcode http"), None);
+    }
+
+    #[test]
+    fn plain_paths_are_recognised_in_one_pass() {
+        let old = |href: &str| {
+            href.starts_with('/')
+                && !href.starts_with("//")
+                && !href.contains(['?', '#', '\\'])
+                && !href.contains("/./")
+                && !href.contains("/../")
+                && !href.ends_with("/.")
+                && !href.ends_with("/..")
+        };
+        for href in [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a/b.ics",
+            "/./",
+            "/.",
+            "/..",
+            "/../x",
+            "/a/./b",
+            "/a/../b",
+            "/a/.",
+            "/a/..",
+            "/a/.b",
+            "/a/..b/",
+            "/a/b..",
+            "a/b",
+            "",
+            "/a?x",
+            "/a#x",
+            "/a\\b",
+            "/.../",
+            "/a//b",
+            "/a/%2e%2e/",
+        ] {
+            assert_eq!(plain_path(href), old(href), "{href:?}");
+        }
     }
 }
