@@ -332,7 +332,7 @@ impl Engine {
         }
         let name_start = self.write_start_name(&prefix, local, depth, pos)?;
         if !attrs.is_empty() {
-            self.attributes(&attrs, depth, pos)?;
+            self.attributes(attrs, depth, pos)?;
         }
         if empty {
             self.close_empty(name_start, depth);

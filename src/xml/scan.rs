@@ -10,6 +10,7 @@ use quick_xml::Reader;
 
 use super::engine::{AttrRange, Engine};
 use super::error::XmlError;
+use super::guard;
 use super::rewrite::HrefMap;
 
 /// A markup token that quick-xml cannot finish within this many bytes after its start is
@@ -76,6 +77,9 @@ enum Plain {
     Incomplete,
     /// Written some other way: quick-xml's reader and attribute parser decide.
     Irregular,
+    /// More attributes than any element may have, seen by the time the tag reached `at`
+    /// (refused without waiting for the end of a tag built to be endless).
+    TooMany { at: usize },
 }
 
 /// Byte classes for the scanner's loops: one table load per byte instead of a chain of
@@ -176,6 +180,9 @@ fn plain_tag(buf: &[u8], from: usize, out: &mut Vec<AttrRange>) -> Plain {
             value: q + 1..q + 1 + len,
         });
         k = q + 1 + len + 1;
+        if out.len() > guard::MAX_ATTRIBUTES {
+            return Plain::TooMany { at: k };
+        }
     }
 }
 
@@ -353,6 +360,13 @@ impl Scanner {
                 let at = base + close as u64 + 1;
                 engine.start_parsed(name, buf, &self.ranges, empty, at)?;
                 return Ok(Some(close + 1));
+            }
+            Plain::TooMany { at } => {
+                return Err(guard::too_much(
+                    base + at as u64,
+                    "too many attributes on one element",
+                    guard::MAX_ATTRIBUTES as u64,
+                ))
             }
             Plain::Incomplete if !eof && buf.len() - i <= DELEGATE_LIMIT => return Ok(None),
             Plain::Incomplete | Plain::Irregular => {}
