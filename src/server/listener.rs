@@ -583,6 +583,18 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHan
         });
     }
     app.accounts.watch_vault(token.clone());
+    if let Some(push) = &app.push {
+        let app2 = app.clone();
+        let observe: crate::push::worker::Observe = Arc::new(move |coll| {
+            let app = app2.clone();
+            Box::pin(async move {
+                let account = app.accounts.get(&coll.account).ok_or(())?;
+                let origin = app.config.public_base();
+                crate::push::worker::observe(&app.dav, &account, &coll, &origin).await
+            })
+        });
+        crate::push::worker::spawn(push.clone(), observe, token.clone());
+    }
     notifier
 }
 
