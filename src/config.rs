@@ -853,9 +853,10 @@ fn push_config(p: RawPush) -> Result<PushConfig, ConfigError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let subject = p.subject.unwrap_or_else(|| DEFAULT_PUSH_SUBJECT.to_string());
-    if !(subject.starts_with("mailto:") || subject.starts_with("https://")) || subject.len() < 9
-    {
+    let subject = p
+        .subject
+        .unwrap_or_else(|| DEFAULT_PUSH_SUBJECT.to_string());
+    if !(subject.starts_with("mailto:") || subject.starts_with("https://")) || subject.len() < 9 {
         return Err(invalid(
             "push.subject",
             "must be a mailto: or https: URI (the push services' contact for this bridge)",

@@ -235,7 +235,9 @@ fn register_read(reg: &mut Registry, now: &Scrape<'_>) {
     if let Some(push) = &now.push {
         let deliveries = Family::<ResultLabels, Counter>::default();
         for (result, n) in &push.deliveries {
-            deliveries.get_or_create(&ResultLabels { result }).inc_by(*n);
+            deliveries
+                .get_or_create(&ResultLabels { result })
+                .inc_by(*n);
         }
         reg.register(
             "push_deliveries",

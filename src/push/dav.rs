@@ -164,7 +164,10 @@ impl Target {
 /// `/dav/<account>/_push/<id>` → `id`.
 fn registration_id<'a>(path: &'a str, account: &str) -> Option<&'a str> {
     let rest = path.strip_prefix("/dav/")?.strip_prefix(account)?;
-    let id = rest.strip_prefix('/')?.strip_prefix(REG_SEGMENT)?.strip_prefix('/')?;
+    let id = rest
+        .strip_prefix('/')?
+        .strip_prefix(REG_SEGMENT)?
+        .strip_prefix('/')?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
@@ -175,15 +178,29 @@ fn registration_url(public_origin: &str, account: &str, id: &str) -> String {
 
 /// DELETE of a registration URL: only the login that made it may remove it; anyone else
 /// (and an unknown or expired one) gets 404.
-fn registration(push: &Push, account: &Account, login: &str, id: &str, method: &Method) -> Response<Body> {
+fn registration(
+    push: &Push,
+    account: &Account,
+    login: &str,
+    id: &str,
+    method: &Method,
+) -> Response<Body> {
     if method != Method::DELETE {
         let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
-        r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("DELETE"));
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("DELETE"));
         return r;
     }
-    let live = push.store.get(id).is_some_and(|r| r.expires > crate::push::now());
+    let live = push
+        .store
+        .get(id)
+        .is_some_and(|r| r.expires > crate::push::now());
     if live && push.store.remove_own(id, account.name(), login) {
-        tracing::info!(account = account.name(), login, "push registration removed by its device");
+        tracing::info!(
+            account = account.name(),
+            login,
+            "push registration removed by its device"
+        );
         status(StatusCode::NO_CONTENT)
     } else {
         crate::body::text(StatusCode::NOT_FOUND, "no such push registration\n")
@@ -231,7 +248,9 @@ fn dont_notify(push: &Push, account: &str, login: &str, headers: &http::HeaderMa
             let Some(url) = item.strip_prefix('"').and_then(|i| i.strip_suffix('"')) else {
                 continue;
             };
-            let Some(path) = paths::raw_path(url) else { continue };
+            let Some(path) = paths::raw_path(url) else {
+                continue;
+            };
             if let Some(id) = registration_id(path, account) {
                 if push
                     .store
@@ -295,7 +314,10 @@ async fn post(
         return resp;
     }
     let Some(coll) = target.coll else {
-        return precondition("push-not-available", "push is offered on calendars and address books");
+        return precondition(
+            "push-not-available",
+            "push is offered on calendars and address books",
+        );
     };
     if bytes.len() > MAX_REGISTER_BYTES {
         return crate::dav::error::DavError::TooLarge {
@@ -341,12 +363,10 @@ async fn register(
     // CTag or sync-token); its state now is the baseline the poller compares with.
     match crate::push::worker::observe(dav, account, &coll, public_origin).await {
         Ok(Some(seen)) => push.note_baseline(&coll, seen),
-        Ok(None) => {
-            return precondition(
-                "push-not-available",
-                "this collection has no CTag or sync-token, so the bridge cannot tell when it changes",
-            )
-        }
+        Ok(None) => return precondition(
+            "push-not-available",
+            "this collection has no CTag or sync-token, so the bridge cannot tell when it changes",
+        ),
         // iCloud did not answer now: register anyway; the poller sets the baseline.
         Err(()) => {}
     }
@@ -385,7 +405,9 @@ async fn register(
         StatusCode::NO_CONTENT
     });
     let location = registration_url(public_origin, account.name(), &reg.id);
-    let expires = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(reg.expires));
+    let expires = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(reg.expires),
+    );
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(http::header::LOCATION, v);
@@ -473,7 +495,14 @@ pub fn parse_register(body: &[u8]) -> Result<RegisterRequest, RegisterError> {
             }
             Event::Start(e) => {
                 let local = e.local_name().as_ref().to_vec();
-                opened(&path, tag, &local, &mut out, &mut trigger_seen, &mut subscriptions);
+                opened(
+                    &path,
+                    tag,
+                    &local,
+                    &mut out,
+                    &mut trigger_seen,
+                    &mut subscriptions,
+                );
                 if tag == b'P' && local == b"subscription-public-key" {
                     key_type_ok = e
                         .try_get_attribute("type")
@@ -486,15 +515,26 @@ pub fn parse_register(body: &[u8]) -> Result<RegisterRequest, RegisterError> {
             }
             Event::Empty(e) => {
                 let local = e.local_name().as_ref().to_vec();
-                opened(&path, tag, &local, &mut out, &mut trigger_seen, &mut subscriptions);
+                opened(
+                    &path,
+                    tag,
+                    &local,
+                    &mut out,
+                    &mut trigger_seen,
+                    &mut subscriptions,
+                );
             }
             Event::Text(t) => {
-                let s = t.xml_content().map_err(|e| RegisterError::Malformed(e.to_string()))?;
+                let s = t
+                    .xml_content()
+                    .map_err(|e| RegisterError::Malformed(e.to_string()))?;
                 text.push_str(&s);
             }
             Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
             Event::GeneralRef(r) => {
-                let name = r.decode().map_err(|e| RegisterError::Malformed(e.to_string()))?;
+                let name = r
+                    .decode()
+                    .map_err(|e| RegisterError::Malformed(e.to_string()))?;
                 let entity = format!("&{name};");
                 let s = quick_xml::escape::unescape(&entity)
                     .map_err(|e| RegisterError::Malformed(e.to_string()))?;
@@ -614,7 +654,9 @@ async fn with_properties(push: &Push, account: &str, resp: Response<Body>) -> Re
         }
     }
     let bytes = Bytes::from(buf);
-    let out = match add_properties(&bytes, account, |coll, local| property_value(push, coll, local)) {
+    let out = match add_properties(&bytes, account, |coll, local| {
+        property_value(push, coll, local)
+    }) {
         Some(v) => Bytes::from(v),
         None => bytes,
     };
@@ -646,7 +688,8 @@ pub fn add_properties(
     let mut changed = false;
     loop {
         let (ns, event) = reader.read_resolved_event().ok()?;
-        let is = |want: &str| matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == want.as_bytes());
+        let is =
+            |want: &str| matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == want.as_bytes());
         let local: Option<Vec<u8>> = match &event {
             Event::Start(e) | Event::Empty(e) => Some(e.local_name().as_ref().to_vec()),
             Event::End(e) => Some(e.local_name().as_ref().to_vec()),
@@ -798,7 +841,9 @@ fn write_response<W: std::io::Write>(
                 if prop_level {
                     *kept += 1;
                 }
-                quick_xml::Writer::new(&mut *buf).write_event(it.event).ok()?;
+                quick_xml::Writer::new(&mut *buf)
+                    .write_event(it.event)
+                    .ok()?;
             }
             None => writer.write_event(it.event).ok()?,
         }
@@ -816,11 +861,13 @@ fn write_response<W: std::io::Write>(
     Some(true)
 }
 
-
 /// `/dav/<account>/<home>/<name>/` (an href, absolute or a path) → the collection.
 fn collection_of(href: &str, account: &str) -> Option<Coll> {
     let path = paths::raw_path(href).unwrap_or(href);
-    let rest = path.strip_prefix("/dav/")?.strip_prefix(account)?.strip_prefix('/')?;
+    let rest = path
+        .strip_prefix("/dav/")?
+        .strip_prefix(account)?
+        .strip_prefix('/')?;
     let (home, rest) = rest.split_once('/')?;
     if !matches!(home, "calendars" | "contacts") {
         return None;
@@ -867,20 +914,40 @@ mod tests {
         let r = parse_register(draft.as_bytes()).unwrap();
         assert!(r.content_update && !r.property_update);
         let no_keys = draft.replace("<auth-secret>BTBZMqHH6r4Tts7J_aSIgg</auth-secret>", "");
-        assert!(matches!(parse_register(no_keys.as_bytes()), Err(RegisterError::Invalid(_))));
+        assert!(matches!(
+            parse_register(no_keys.as_bytes()),
+            Err(RegisterError::Invalid(_))
+        ));
         let other_enc = draft.replace(">aes128gcm<", ">aesgcm<");
-        assert!(matches!(parse_register(other_enc.as_bytes()), Err(RegisterError::Invalid(_))));
+        assert!(matches!(
+            parse_register(other_enc.as_bytes()),
+            Err(RegisterError::Invalid(_))
+        ));
         let no_trigger = draft.replace(
             "<content-update><D:depth>infinity</D:depth></content-update>",
             "<something-else/>",
         );
-        assert_eq!(parse_register(no_trigger.as_bytes()), Err(RegisterError::NoTrigger));
+        assert_eq!(
+            parse_register(no_trigger.as_bytes()),
+            Err(RegisterError::NoTrigger)
+        );
         let two = draft.replace("</subscription>", "<web-push-subscription><push-resource>https://x/</push-resource></web-push-subscription></subscription>");
-        assert!(matches!(parse_register(two.as_bytes()), Err(RegisterError::Invalid(_))));
-        assert!(matches!(parse_register(b"<push-register xmlns='https://bitfire.at/webdav-push'><subscription>"), Err(RegisterError::Malformed(_))));
+        assert!(matches!(
+            parse_register(two.as_bytes()),
+            Err(RegisterError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_register(b"<push-register xmlns='https://bitfire.at/webdav-push'><subscription>"),
+            Err(RegisterError::Malformed(_))
+        ));
         let deep = format!("<push-register xmlns='{NS}'>{}", "<a>".repeat(40));
-        assert!(matches!(parse_register(deep.as_bytes()), Err(RegisterError::Malformed(_))));
-        assert!(!is_push_register(b"<C:schedule xmlns:C='urn:ietf:params:xml:ns:caldav'/>"));
+        assert!(matches!(
+            parse_register(deep.as_bytes()),
+            Err(RegisterError::Malformed(_))
+        ));
+        assert!(!is_push_register(
+            b"<C:schedule xmlns:C='urn:ietf:params:xml:ns:caldav'/>"
+        ));
         assert!(!is_push_register(b"BEGIN:VCALENDAR"));
     }
 
@@ -888,9 +955,17 @@ mod tests {
     fn expiry_is_at_least_three_days_and_at_most_thirty() {
         let now = 1_700_000_000;
         assert_eq!(granted_expiry(None, now), now + 7 * 86400);
-        assert_eq!(granted_expiry(Some("Wed, 20 Dec 2000 10:03:31 GMT"), now), now + 3 * 86400);
-        assert_eq!(granted_expiry(Some("Wed, 20 Dec 2090 10:03:31 GMT"), now), now + 30 * 86400);
-        let in10 = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now + 10 * 86400));
+        assert_eq!(
+            granted_expiry(Some("Wed, 20 Dec 2000 10:03:31 GMT"), now),
+            now + 3 * 86400
+        );
+        assert_eq!(
+            granted_expiry(Some("Wed, 20 Dec 2090 10:03:31 GMT"), now),
+            now + 30 * 86400
+        );
+        let in10 = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(now + 10 * 86400),
+        );
         assert_eq!(granted_expiry(Some(&in10), now), now + 10 * 86400);
     }
 
@@ -899,25 +974,46 @@ mod tests {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?>
 <d:multistatus xmlns:d="DAV:" xmlns:cal="urn:ietf:params:xml:ns:caldav" xmlns:x1="https://bitfire.at/webdav-push"><d:response><d:href>/dav/alice/calendars/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat><d:propstat><d:prop><x1:transports/><x1:topic/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response><d:response><d:href>/dav/alice/calendars/home/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><cal:calendar/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat><d:propstat><d:prop><x1:transports/><x1:topic/><x1:other/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response><d:response><d:href>/dav/alice/calendars/work/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><cal:calendar/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat><d:propstat><d:prop><x1:transports/><x1:topic/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response><d:response><d:href>/dav/alice/calendars/inbox/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><cal:schedule-inbox/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat><d:propstat><d:prop><x1:topic/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response></d:multistatus>"#;
         let out = add_properties(xml.as_bytes(), "alice", |c, l| {
-            (l != b"other").then(|| format!("<P:{}>{}</P:{}>", String::from_utf8_lossy(l), c.name, String::from_utf8_lossy(l)))
+            (l != b"other").then(|| {
+                format!(
+                    "<P:{}>{}</P:{}>",
+                    String::from_utf8_lossy(l),
+                    c.name,
+                    String::from_utf8_lossy(l)
+                )
+            })
         })
         .unwrap();
         let out = String::from_utf8(out).unwrap();
         // The home and the inbox keep their 404s; calendars get a 200 propstat.
         let parts: Vec<&str> = out.split("<d:response>").collect();
         assert!(parts[1].contains("<x1:transports/>") && !parts[1].contains("<P:"));
-        assert!(parts[2].contains("<P:topic>home</P:topic>") && parts[2].contains("<P:transports>home"));
-        assert!(parts[2].contains("<x1:other/>"), "unknown push properties stay 404: {}", parts[2]);
+        assert!(
+            parts[2].contains("<P:topic>home</P:topic>") && parts[2].contains("<P:transports>home")
+        );
+        assert!(
+            parts[2].contains("<x1:other/>"),
+            "unknown push properties stay 404: {}",
+            parts[2]
+        );
         assert!(!parts[2].contains("<x1:topic/>"));
         assert!(parts[3].contains("<P:topic>work</P:topic>"));
-        assert!(!parts[3].contains("404"), "the emptied 404 propstat is gone: {}", parts[3]);
+        assert!(
+            !parts[3].contains("404"),
+            "the emptied 404 propstat is gone: {}",
+            parts[3]
+        );
         assert!(parts[4].contains("<x1:topic/>") && !parts[4].contains("<P:topic>"));
         // Still well-formed, and the 200 propstat's names resolve.
         let mut r = NsReader::from_reader(out.as_bytes());
         let mut topics = 0;
         loop {
             match r.read_resolved_event().unwrap() {
-                (ResolveResult::Bound(n), Event::Start(e)) if n.as_ref() == NS.as_bytes() && e.local_name().as_ref() == b"topic" => topics += 1,
+                (ResolveResult::Bound(n), Event::Start(e))
+                    if n.as_ref() == NS.as_bytes() && e.local_name().as_ref() == b"topic" =>
+                {
+                    topics += 1
+                }
                 (_, Event::Eof) => break,
                 _ => {}
             }
@@ -929,12 +1025,25 @@ mod tests {
 
     #[test]
     fn registration_urls_and_collections() {
-        assert_eq!(registration_id("/dav/alice/_push/abc", "alice"), Some("abc"));
+        assert_eq!(
+            registration_id("/dav/alice/_push/abc", "alice"),
+            Some("abc")
+        );
         assert_eq!(registration_id("/dav/alice/_push/abc", "bob"), None);
         assert_eq!(registration_id("/dav/alice/_push/", "alice"), None);
         assert_eq!(registration_id("/dav/alicex/_push/a", "alice"), None);
-        assert_eq!(collection_of("/dav/alice/calendars/home/", "alice").unwrap().name, "home");
-        assert_eq!(collection_of("http://h:1/dav/alice/contacts/card/", "alice").unwrap().home, "contacts");
+        assert_eq!(
+            collection_of("/dav/alice/calendars/home/", "alice")
+                .unwrap()
+                .name,
+            "home"
+        );
+        assert_eq!(
+            collection_of("http://h:1/dav/alice/contacts/card/", "alice")
+                .unwrap()
+                .home,
+            "contacts"
+        );
         assert!(collection_of("/dav/alice/calendars/", "alice").is_none());
         assert!(collection_of("/dav/alice/calendars/home/x.ics", "alice").is_none());
         assert!(collection_of("/dav/alice/calendars/_birthdays/", "alice").is_none());

@@ -100,7 +100,9 @@ pub struct Push {
 
 impl std::fmt::Debug for Push {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Push").field("poll", &self.poll).finish_non_exhaustive()
+        f.debug_struct("Push")
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,13 +157,15 @@ impl Push {
 fn load_keys(data_dir: &Path) -> Result<(Vapid, Vec<u8>), StartError> {
     let path = data_dir.join("push-keys.json");
     let b64 = base64::engine::general_purpose::STANDARD;
-    let bad = || StartError::File {
+    let bad = || {
+        StartError::File {
         action: "read the push keys in",
         path: path.clone(),
         source: std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "not a key file the bridge wrote; remove it to make new keys (devices then register again)",
         ),
+    }
     };
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -221,11 +225,17 @@ mod tests {
         d.name = "work".into();
         assert_ne!(a.topic(&c), a.topic(&d));
         assert_eq!(a.poll, Duration::from_secs(60));
-        assert_eq!(Push::open(&cfg, 120, dir.path()).unwrap().poll, Duration::from_secs(120));
+        assert_eq!(
+            Push::open(&cfg, 120, dir.path()).unwrap().poll,
+            Duration::from_secs(120)
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("push-keys.json")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("push-keys.json"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(dir.path().join("push-keys.json"), "junk").unwrap();

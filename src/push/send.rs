@@ -18,7 +18,9 @@ pub enum Refused {
     NotUrl,
     #[error("push services on {0} are not allowed on this bridge ([push] allow)")]
     NotAllowed(String),
-    #[error("plain http:// is allowed only for push services listed by name or address in [push] allow")]
+    #[error(
+        "plain http:// is allowed only for push services listed by name or address in [push] allow"
+    )]
     Plaintext,
 }
 
@@ -27,7 +29,10 @@ pub enum Refused {
 /// as such.
 pub fn check_resource(s: &str, allow: &[PushAllow]) -> Result<Url, Refused> {
     let url = Url::parse(s.trim()).map_err(|_| Refused::NotUrl)?;
-    if !matches!(url.scheme(), "https" | "http") || !url.username().is_empty() || url.password().is_some() {
+    if !matches!(url.scheme(), "https" | "http")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(Refused::NotUrl);
     }
     let host = match url.host() {
@@ -123,7 +128,11 @@ pub fn client(allow: &[PushAllow]) -> Result<reqwest::Client, reqwest::Error> {
         }))
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
-        .user_agent(concat!("icloud-bridge/", env!("CARGO_PKG_VERSION"), " (WebDAV-Push)"))
+        .user_agent(concat!(
+            "icloud-bridge/",
+            env!("CARGO_PKG_VERSION"),
+            " (WebDAV-Push)"
+        ))
         .build()
 }
 
@@ -236,7 +245,10 @@ mod tests {
             check_resource("https://evilpush.example/", &a),
             Err(Refused::NotAllowed("evilpush.example".into()))
         );
-        assert_eq!(check_resource("http://x.push.example/", &a), Err(Refused::Plaintext));
+        assert_eq!(
+            check_resource("http://x.push.example/", &a),
+            Err(Refused::Plaintext)
+        );
         assert!(check_resource("http://ntfy.lan/up1", &a).is_ok());
         assert!(check_resource("http://192.168.1.5:8080/up", &a).is_ok());
         assert!(check_resource("http://192.168.1.5:8081/up", &a).is_err());
@@ -249,7 +261,19 @@ mod tests {
 
     #[test]
     fn private_and_loopback_addresses_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.1.1", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
@@ -259,12 +283,23 @@ mod tests {
 
     #[test]
     fn allow_entries_parse_strictly() {
-        for bad in ["", "https://ntfy.sh", "ntfy.sh/x", "*.com", "*", "a..b", "*.1.2.3.4", "host:99999"] {
+        for bad in [
+            "",
+            "https://ntfy.sh",
+            "ntfy.sh/x",
+            "*.com",
+            "*",
+            "a..b",
+            "*.1.2.3.4",
+            "host:99999",
+        ] {
             assert!(PushAllow::parse(bad).is_none(), "{bad:?}");
         }
         let w = PushAllow::parse("*.Push.Example:443").unwrap();
         assert!(w.wildcard && w.host == "push.example" && w.port == Some(443));
         assert!(w.matches("a.push.example", 443) && !w.matches("a.push.example", 80));
-        assert!(PushAllow::parse("[fd00::1]:8080").unwrap().matches("fd00::1", 8080));
+        assert!(PushAllow::parse("[fd00::1]:8080")
+            .unwrap()
+            .matches("fd00::1", 8080));
     }
 }

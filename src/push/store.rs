@@ -118,13 +118,19 @@ impl Store {
 
     /// Register or update (same collection, login and push resource: same registration,
     /// new keys and expiry). `None` when the login already holds `max_per_login`.
-    pub fn upsert(&self, mut reg: Registration, max_per_login: usize) -> Option<(Registration, Upserted)> {
+    pub fn upsert(
+        &self,
+        mut reg: Registration,
+        max_per_login: usize,
+    ) -> Option<(Registration, Upserted)> {
         let out = {
             let mut regs = self.lock();
             let existing = regs
                 .values()
                 .find(|r| {
-                    r.coll == reg.coll && r.login == reg.login && r.push_resource == reg.push_resource
+                    r.coll == reg.coll
+                        && r.login == reg.login
+                        && r.push_resource == reg.push_resource
                 })
                 .cloned();
             match existing {
@@ -137,7 +143,10 @@ impl Store {
                     (reg, Upserted::Updated)
                 }
                 None => {
-                    let held = regs.values().filter(|r| r.login == reg.login && r.coll.account == reg.coll.account).count();
+                    let held = regs
+                        .values()
+                        .filter(|r| r.login == reg.login && r.coll.account == reg.coll.account)
+                        .count();
                     if held >= max_per_login {
                         return None;
                     }
@@ -207,8 +216,12 @@ impl Store {
     pub fn all(&self) -> Vec<Registration> {
         let mut v: Vec<Registration> = self.lock().values().cloned().collect();
         v.sort_by(|a, b| {
-            (&a.coll.account, &a.login, &a.coll.home, &a.coll.name)
-                .cmp(&(&b.coll.account, &b.login, &b.coll.home, &b.coll.name))
+            (&a.coll.account, &a.login, &a.coll.home, &a.coll.name).cmp(&(
+                &b.coll.account,
+                &b.login,
+                &b.coll.home,
+                &b.coll.name,
+            ))
         });
         v
     }
@@ -266,7 +279,10 @@ mod tests {
     fn registrations_survive_a_restart_and_belong_to_their_login() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path());
-        assert_eq!(s.upsert(reg("a", "phone", "https://p/1"), 10).unwrap().1, Upserted::Created);
+        assert_eq!(
+            s.upsert(reg("a", "phone", "https://p/1"), 10).unwrap().1,
+            Upserted::Created
+        );
         // The same push resource again: the same registration, updated.
         let (r, how) = s.upsert(reg("b", "phone", "https://p/1"), 10).unwrap();
         assert_eq!((r.id.as_str(), how), ("a", Upserted::Updated));
@@ -283,7 +299,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("push.json")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("push.json"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -302,9 +302,11 @@ mod tests {
     #[test]
     fn a_fresh_message_decrypts_with_the_receivers_private_key() {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
-        let secret = p256::SecretKey::from_slice(&d("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
+        let secret =
+            p256::SecretKey::from_slice(&d("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
         let public = secret.public_key().to_encoded_point(false);
-        let receiver = Receiver::from_b64(&b64(public.as_bytes()), "BTBZMqHH6r4Tts7J_aSIgg").unwrap();
+        let receiver =
+            Receiver::from_b64(&b64(public.as_bytes()), "BTBZMqHH6r4Tts7J_aSIgg").unwrap();
         let body = encrypt(b"<push-message/>", &receiver).unwrap();
         let plain = decrypt(&body, &receiver, |sender| {
             let sender = p256::PublicKey::from_sec1_bytes(sender).ok()?;
@@ -314,7 +316,10 @@ mod tests {
         .unwrap();
         assert_eq!(plain, b"<push-message/>");
         // Two messages never share a salt or a key.
-        assert_ne!(body[..86], encrypt(b"<push-message/>", &receiver).unwrap()[..86]);
+        assert_ne!(
+            body[..86],
+            encrypt(b"<push-message/>", &receiver).unwrap()[..86]
+        );
     }
 
     #[test]

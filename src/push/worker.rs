@@ -90,8 +90,12 @@ pub struct Seen {
 }
 
 /// How the worker asks a collection's state (built by the server around the DAV tree).
-pub type Observe =
-    Arc<dyn Fn(Coll) -> Pin<Box<dyn Future<Output = Result<Option<Seen>, ()>> + Send>> + Send + Sync>;
+pub type Observe = Arc<
+    dyn Fn(Coll) -> Pin<Box<dyn Future<Output = Result<Option<Seen>, ()>> + Send>> + Send + Sync,
+>;
+
+/// A message waiting for one registration: its sequence number and XML.
+type Waiting = (u64, Arc<Vec<u8>>);
 
 /// The worker's state inside [`Push`].
 #[derive(Default)]
@@ -100,7 +104,7 @@ pub struct State {
     /// What each watched collection last looked like.
     seen: Mutex<HashMap<Coll, Seen>>,
     /// Per registration: the message waiting (sequence number, XML).
-    pending: Mutex<HashMap<String, (u64, Arc<Vec<u8>>)>>,
+    pending: Mutex<HashMap<String, Waiting>>,
     last_sent: Mutex<HashMap<String, Instant>>,
     seq: AtomicU64,
 }
@@ -147,7 +151,7 @@ pub async fn observe(
         .map_err(|_| ())?;
     match resp.status().as_u16() {
         207 => {}
-        404 | 403 | 405 => return Ok(None),
+        403..=405 => return Ok(None),
         _ => return Err(()),
     }
     let bytes = resp.into_body().collect().await.map_err(|_| ())?.to_bytes();
@@ -273,7 +277,12 @@ async fn flush(push: Arc<Push>, observe: Observe, coll: Coll, b: Batch, cancel: 
         lock(&push.worker.seen).insert(coll.clone(), s.clone());
     }
     let sync_token = seen.as_ref().and_then(|s| s.sync_token.as_deref());
-    let xml = Arc::new(message(&push.topic(&coll), b.content, sync_token, b.property));
+    let xml = Arc::new(message(
+        &push.topic(&coll),
+        b.content,
+        sync_token,
+        b.property,
+    ));
     for reg in push.store.of(&coll, now()) {
         let wants = (b.content && reg.content_update) || (b.property && reg.property_update);
         if wants && !b.exclude.excludes(&reg.id) {
@@ -408,24 +417,25 @@ async fn poll(push: Arc<Push>, observe: Observe, cancel: CancellationToken) {
         push.store.purge_expired(now);
         push.store.save_if_dirty();
         let colls = push.store.collections(now);
-        let round = futures_util::stream::iter(colls).for_each_concurrent(POLL_CONCURRENCY, |coll| {
-            let push = push.clone();
-            let observe = observe.clone();
-            async move {
-                let Ok(Some(seen)) = observe(coll.clone()).await else {
-                    return;
-                };
-                let before = lock(&push.worker.seen).insert(coll.clone(), seen.clone());
-                if before.is_some_and(|b| b.key != seen.key) {
-                    push.changed(Change {
-                        coll,
-                        property: false,
-                        exclude: Exclude::Nobody,
-                        token: Some(seen),
-                    });
+        let round =
+            futures_util::stream::iter(colls).for_each_concurrent(POLL_CONCURRENCY, |coll| {
+                let push = push.clone();
+                let observe = observe.clone();
+                async move {
+                    let Ok(Some(seen)) = observe(coll.clone()).await else {
+                        return;
+                    };
+                    let before = lock(&push.worker.seen).insert(coll.clone(), seen.clone());
+                    if before.is_some_and(|b| b.key != seen.key) {
+                        push.changed(Change {
+                            coll,
+                            property: false,
+                            exclude: Exclude::Nobody,
+                            token: Some(seen),
+                        });
+                    }
                 }
-            }
-        });
+            });
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = round => {}
@@ -449,7 +459,8 @@ mod tests {
 
     #[test]
     fn the_message_is_the_drafts() {
-        let m = String::from_utf8(message("T0p1c", true, Some("http://x/sync/10&"), false)).unwrap();
+        let m =
+            String::from_utf8(message("T0p1c", true, Some("http://x/sync/10&"), false)).unwrap();
         assert!(m.contains("<P:topic>T0p1c</P:topic>"));
         assert!(m.contains("<P:content-update><D:sync-token>http://x/sync/10&amp;</D:sync-token></P:content-update>"));
         assert!(!m.contains("property-update"));

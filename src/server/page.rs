@@ -150,7 +150,11 @@ fn push_table(b: &mut String, rows: &[PushRow], now: SystemTime) {
     b.push_str("<h3>Push (WebDAV-Push)</h3><table><tr><th>Device</th><th>Collection</th><th>Expires</th><th>Last delivery</th></tr>");
     for r in rows {
         let last = match (&r.last_result, r.last_delivery) {
-            (Some(res), Some(_)) => format!("{} <small>({})</small>", when(r.last_delivery, now), esc(res)),
+            (Some(res), Some(_)) => format!(
+                "{} <small>({})</small>",
+                when(r.last_delivery, now),
+                esc(res)
+            ),
             _ => "never".to_string(),
         };
         let _ = write!(
