@@ -999,6 +999,11 @@ mod tests {
         assert!(c.notify.webhook.is_none() && d.notify.webhook.is_none());
         assert_eq!(c.notify.warn_after_days, d.notify.warn_after_days);
         assert!(c.notify.secret.is_none());
+        assert_eq!(c.push.allow, d.push.allow);
+        assert_eq!(
+            (c.push.enabled, c.push.poll_secs, &c.push.subject),
+            (d.push.enabled, d.push.poll_secs, &d.push.subject)
+        );
         // The commented [notify] block documents every key and is itself valid.
         let uncommented: String = text
             .lines()
@@ -1025,6 +1030,28 @@ mod tests {
         assert!(n.notify.webhook.is_some() && n.notify.secret.is_some());
         assert!(n.notify.warn_after_days.is_some());
         assert!(n.notify.calendar && !c.notify.calendar && c.carddav.birthdays);
+    }
+
+    #[test]
+    fn push_keys_are_validated() {
+        let c = Config::from_toml(
+            "[push]\nallow = [\"192.168.1.10:8080\", \"*.push.example\"]\npoll_secs = 5\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.push.allow.len(), 2);
+        assert!(c.push.allow[1].wildcard && c.push.poll_secs == 5 && c.push.enabled);
+        for (toml, key) in [
+            ("[push]\nallow = [\"https://ntfy.sh/\"]\n", "push.allow"),
+            ("[push]\nallow = [\"*\"]\n", "push.allow"),
+            ("[push]\npoll_secs = 0\n", "push.poll_secs"),
+            ("[push]\nsubject = \"me\"\n", "push.subject"),
+        ] {
+            let err = Config::from_toml(toml, None).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        assert!(Config::from_toml("[push]\nallowed = []\n", None).is_err());
+        assert!(!Config::from_toml("[push]\nenabled = false\n", None).unwrap().push.enabled);
     }
 
     #[test]
