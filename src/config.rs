@@ -1051,7 +1051,12 @@ mod tests {
             assert!(err.contains(key), "{toml}: {err}");
         }
         assert!(Config::from_toml("[push]\nallowed = []\n", None).is_err());
-        assert!(!Config::from_toml("[push]\nenabled = false\n", None).unwrap().push.enabled);
+        assert!(
+            !Config::from_toml("[push]\nenabled = false\n", None)
+                .unwrap()
+                .push
+                .enabled
+        );
     }
 
     #[test]

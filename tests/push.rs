@@ -600,6 +600,35 @@ async fn deleted_gone_and_expired_registrations_get_nothing() {
         .await
         .contains("icloud_bridge_push_deliveries_total{result=\"gone\"} 1"));
 
+    // A removed login's registrations go with it (within a poll period).
+    let l = Device::new();
+    let (s, _, _, _) = register(
+        &env,
+        ("laptop", &laptop_pass),
+        cal,
+        &l.register_body(&service.url("/l")),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert!(env.bridge.app.auth.logins.remove("laptop").unwrap());
+    tokio::time::sleep(Duration::from_secs(POLL_SECS + 1)).await;
+    assert_eq!(
+        env.status_json().await["accounts"][0]["push_subscriptions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(env.put_event(&format!("{cal}d-3.ics"), "d-3", "z").await < 300);
+    service
+        .wait("/c", 2, Duration::from_secs(3))
+        .await
+        .expect("the phone is told");
+    assert!(
+        service.to("/l").is_empty(),
+        "a removed login's device was pushed"
+    );
+
     // Registrations survive a restart; an expired one gets nothing.
     let env = env.restart().await;
     let file = env.dir.path().join("push.json");

@@ -240,6 +240,21 @@ impl Store {
         purged
     }
 
+    /// Keep only the registrations `keep` accepts (e.g. of logins that still exist); how
+    /// many went.
+    pub fn retain(&self, keep: impl Fn(&Registration) -> bool) -> usize {
+        let gone = {
+            let mut regs = self.lock();
+            let before = regs.len();
+            regs.retain(|_, r| keep(r));
+            before - regs.len()
+        };
+        if gone > 0 {
+            self.save();
+        }
+        gone
+    }
+
     /// Note a delivery's outcome (kept in memory; saved with the next change).
     pub fn note_delivery(&self, id: &str, at: u64, result: &str) {
         if let Some(r) = self.lock().get_mut(id) {

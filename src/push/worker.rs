@@ -97,6 +97,10 @@ pub type Observe = Arc<
 /// A message waiting for one registration: its sequence number and XML.
 type Waiting = (u64, Arc<Vec<u8>>);
 
+/// The device logins that exist now, as (login, account); `None` when they cannot be read
+/// (then nothing is dropped).
+pub type Logins = Arc<dyn Fn() -> Option<Vec<(String, String)>> + Send + Sync>;
+
 /// The worker's state inside [`Push`].
 #[derive(Default)]
 pub struct State {
@@ -176,13 +180,13 @@ pub async fn observe(
 }
 
 /// Start the coalescer and the poller; both stop on `cancel`.
-pub fn spawn(push: Arc<Push>, observe: Observe, cancel: CancellationToken) {
+pub fn spawn(push: Arc<Push>, observe: Observe, logins: Logins, cancel: CancellationToken) {
     let (tx, rx) = mpsc::unbounded_channel();
     if push.worker.tx.set(tx).is_err() {
         return;
     }
     tokio::spawn(coalesce(push.clone(), observe.clone(), rx, cancel.clone()));
-    tokio::spawn(poll(push, observe, cancel));
+    tokio::spawn(poll(push, observe, logins, cancel));
 }
 
 /// Changes of one collection gathered until their message goes out.
@@ -268,9 +272,12 @@ pub fn message(topic: &str, content: bool, sync_token: Option<&str>, property: b
 async fn flush(push: Arc<Push>, observe: Observe, coll: Coll, b: Batch, cancel: CancellationToken) {
     let seen = match b.token {
         Some(s) => Some(s),
-        None => match tokio::time::timeout(OBSERVE_TIMEOUT, observe(coll.clone())).await {
-            Ok(Ok(s)) => s,
-            _ => None,
+        None => tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(OBSERVE_TIMEOUT, observe(coll.clone())) => match r {
+                Ok(Ok(s)) => s,
+                _ => None,
+            },
         },
     };
     if let Some(s) = &seen {
@@ -405,16 +412,29 @@ async fn deliver(push: Arc<Push>, id: String, cancel: CancellationToken) {
 
 /// Check every collection that has subscribers once per period; a new sync-token or CTag
 /// is a change for everybody.
-async fn poll(push: Arc<Push>, observe: Observe, cancel: CancellationToken) {
+async fn poll(push: Arc<Push>, observe: Observe, logins: Logins, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(push.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                push.store.save_if_dirty();
+                return;
+            }
             _ = tick.tick() => {}
         }
         let now = now();
         push.store.purge_expired(now);
+        // A removed login's device hears nothing more.
+        if let Some(live) = logins() {
+            let gone = push.store.retain(|r| {
+                live.iter()
+                    .any(|(l, a)| *l == r.login && *a == r.coll.account)
+            });
+            if gone > 0 {
+                tracing::info!(gone, "push registrations of removed logins dropped");
+            }
+        }
         push.store.save_if_dirty();
         let colls = push.store.collections(now);
         let round =

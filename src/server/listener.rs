@@ -593,7 +593,12 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHan
                 crate::push::worker::observe(&app.dav, &account, &coll, &origin).await
             })
         });
-        crate::push::worker::spawn(push.clone(), observe, token.clone());
+        let app3 = app.clone();
+        let logins: crate::push::worker::Logins = Arc::new(move || {
+            let list = app3.auth.logins.list().ok()?;
+            Some(list.into_iter().map(|l| (l.name, l.account)).collect())
+        });
+        crate::push::worker::spawn(push.clone(), observe, logins, token.clone());
     }
     notifier
 }
