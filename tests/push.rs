@@ -501,6 +501,21 @@ async fn a_change_made_in_icloud_is_pushed_within_poll_secs() {
         (1..=2).contains(&burst),
         "{burst} messages for a burst of 5 writes"
     );
+    // A property change of the calendar is a property update.
+    let n = service.to("/p").len();
+    let (s, body) = env
+        .xml("PROPPATCH", "/dav/alice/calendars/work/", "0", r#"<d:propertyupdate xmlns:d="DAV:"><d:set><d:prop><d:displayname>Work (renamed)</d:displayname></d:prop></d:set></d:propertyupdate>"#)
+        .await;
+    assert!(s < 300, "{s} {body}");
+    let got = service
+        .wait("/p", n + 1, Duration::from_secs(3))
+        .await
+        .expect("a property update is pushed");
+    let msg = d.read(&got.body);
+    assert!(
+        msg.contains("<P:property-update/>") && !msg.contains("content-update"),
+        "{msg}"
+    );
     env.stop().await;
 }
 

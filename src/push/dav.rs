@@ -654,6 +654,10 @@ async fn with_properties(push: &Push, account: &str, resp: Response<Body>) -> Re
         }
     }
     let bytes = Bytes::from(buf);
+    // Most listings ask for no push property: no XML pass for them.
+    if !bytes.windows(NS.len()).any(|w| w == NS.as_bytes()) {
+        return Response::from_parts(parts, full(bytes));
+    }
     let out = match add_properties(&bytes, account, |coll, local| {
         property_value(push, coll, local)
     }) {
