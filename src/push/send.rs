@@ -204,7 +204,8 @@ pub async fn deliver(
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(error = %e, "push delivery failed");
+            // Without the URL: a push resource is a capability.
+            tracing::debug!(error = %e.without_url(), "push delivery failed");
             return Outcome::Retry(None);
         }
     };

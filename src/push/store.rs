@@ -199,6 +199,13 @@ impl Store {
             .collect()
     }
 
+    /// Whether `coll` has a live registration.
+    pub fn watched(&self, coll: &Coll, now: u64) -> bool {
+        self.lock()
+            .values()
+            .any(|r| &r.coll == coll && r.expires > now)
+    }
+
     /// Every collection with at least one live registration.
     pub fn collections(&self, now: u64) -> Vec<Coll> {
         let mut v: Vec<Coll> = self

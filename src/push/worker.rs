@@ -120,6 +120,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Push {
     /// Note a change for the worker (nothing happens before [`spawn`]).
     pub fn changed(&self, c: Change) {
+        // Most writes are to collections nobody subscribed to: nothing to do, nothing asked.
+        if !self.store.watched(&c.coll, now()) {
+            return;
+        }
         if let Some(tx) = self.worker.tx.get() {
             let _ = tx.send(c);
         }
@@ -270,6 +274,9 @@ pub fn message(topic: &str, content: bool, sync_token: Option<&str>, property: b
 
 /// Send one collection's gathered changes to its subscribers.
 async fn flush(push: Arc<Push>, observe: Observe, coll: Coll, b: Batch, cancel: CancellationToken) {
+    if !push.store.watched(&coll, now()) {
+        return;
+    }
     let seen = match b.token {
         Some(s) => Some(s),
         None => tokio::select! {
