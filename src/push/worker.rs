@@ -34,6 +34,9 @@ const MAX_ATTEMPTS: u32 = 5;
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Collections checked at once by the poller.
 const POLL_CONCURRENCY: usize = 8;
+/// Messages in flight at once, every push service together (no spike of a thousand
+/// connections when a collection with many subscribers changes).
+const SEND_CONCURRENCY: usize = 32;
 
 /// Who must not hear of a change (`Push-Dont-Notify`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +114,16 @@ pub struct State {
     pending: Mutex<HashMap<String, Waiting>>,
     last_sent: Mutex<HashMap<String, Instant>>,
     seq: AtomicU64,
+    sending: Sending,
+}
+
+/// The permits for messages in flight.
+struct Sending(tokio::sync::Semaphore);
+
+impl Default for Sending {
+    fn default() -> Self {
+        Sending(tokio::sync::Semaphore::new(SEND_CONCURRENCY))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -352,7 +365,9 @@ async fn deliver(push: Arc<Push>, id: String, cancel: CancellationToken) {
         };
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            o = crate::push::send::deliver(
+            o = async {
+                let _permit = push.worker.sending.0.acquire().await;
+                crate::push::send::deliver(
                 &push.client,
                 &push.vapid,
                 &push.config.subject,
@@ -364,7 +379,8 @@ async fn deliver(push: Arc<Push>, id: String, cancel: CancellationToken) {
                     urgency: "normal",
                     ttl_secs: 86400,
                 },
-            ) => o,
+            ).await
+            } => o,
         };
         push.stats.count(outcome.label());
         use crate::push::send::Outcome;
