@@ -25,6 +25,8 @@ DEVICES="${BENCH_DEVICES:-10}"
 COLLECTIONS="${BENCH_COLLECTIONS:-100}"
 POLL="${BENCH_PUSH_POLL:-60}"
 FRESH="${BENCH_FRESH:-30}"
+# The bridge checks at most every fresh_secs + 1 (each check must reach iCloud).
+[ "$POLL" -gt "$FRESH" ] || POLL=$((FRESH + 1))
 HOST="$INTEROP_HOST"
 
 trap stop_all EXIT

@@ -215,7 +215,7 @@ pub struct PushConfig {
     /// The push services the bridge may POST to (`push.allow`); nothing else is contacted.
     pub allow: Vec<PushAllow>,
     /// How often collections with subscribers are checked upstream (`push.poll_secs`,
-    /// default 60; never more often than `cache.fresh_secs`).
+    /// default 60; always longer than `cache.fresh_secs`, so that each check reaches iCloud).
     pub poll_secs: u64,
     /// The VAPID `sub` claim: how a push service can reach the operator.
     pub subject: String,

@@ -88,7 +88,7 @@ struct KeyFile {
 /// Everything WebDAV-Push keeps, built once by the composition root.
 pub struct Push {
     pub config: PushConfig,
-    /// `poll_secs`, at least `cache.fresh_secs`.
+    /// `poll_secs`, longer than `cache.fresh_secs` (see [`Push::open`]).
     pub poll: Duration,
     pub vapid: Vapid,
     topic_key: ring::hmac::Key,
@@ -110,11 +110,13 @@ impl Push {
     /// Load (or make, once) the keys and the registrations in `data_dir`.
     pub fn open(config: &PushConfig, fresh_secs: u64, data_dir: &Path) -> Result<Push, StartError> {
         let (vapid, topic_key) = load_keys(data_dir)?;
-        let poll_secs = config.poll_secs.max(fresh_secs);
+        // A check within fresh_secs of the last one is answered by the cache, so a period
+        // no longer than fresh_secs would see iCloud only every other time.
+        let poll_secs = config.poll_secs.max(fresh_secs + 1);
         if poll_secs != config.poll_secs {
             tracing::info!(
                 poll_secs,
-                "push.poll_secs is below cache.fresh_secs; collections are checked every {poll_secs} s"
+                "push.poll_secs is not above cache.fresh_secs; collections are checked every {poll_secs} s"
             );
         }
         let client = send::client(&config.allow).map_err(|e| StartError::Client {
@@ -226,8 +228,8 @@ mod tests {
         assert_ne!(a.topic(&c), a.topic(&d));
         assert_eq!(a.poll, Duration::from_secs(60));
         assert_eq!(
-            Push::open(&cfg, 120, dir.path()).unwrap().poll,
-            Duration::from_secs(120)
+            Push::open(&cfg, 60, dir.path()).unwrap().poll,
+            Duration::from_secs(61)
         );
         #[cfg(unix)]
         {

@@ -32,6 +32,8 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_ATTEMPTS: u32 = 5;
 /// How long a collection check may take after a write.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the poller looks for collections due for a check.
+const POLL_TICK: Duration = Duration::from_secs(1);
 /// Collections checked at once by the poller.
 const POLL_CONCURRENCY: usize = 8;
 /// Messages in flight at once, every push service together (no spike of a thousand
@@ -110,6 +112,8 @@ pub struct State {
     tx: OnceLock<mpsc::UnboundedSender<Change>>,
     /// What each watched collection last looked like.
     seen: Mutex<HashMap<Coll, Seen>>,
+    /// When the bridge last asked each watched collection's state.
+    asked: Mutex<HashMap<Coll, Instant>>,
     /// Per registration: the message waiting (sequence number, XML).
     pending: Mutex<HashMap<String, Waiting>>,
     last_sent: Mutex<HashMap<String, Instant>>,
@@ -144,6 +148,7 @@ impl Push {
 
     /// What `coll` looks like now, when nothing was known of it yet.
     pub fn note_baseline(&self, coll: &Coll, seen: Seen) {
+        lock(&self.worker.asked).insert(coll.clone(), Instant::now());
         lock(&self.worker.seen).entry(coll.clone()).or_insert(seen);
     }
 }
@@ -290,6 +295,10 @@ async fn flush(push: Arc<Push>, observe: Observe, coll: Coll, b: Batch, cancel: 
     if !push.store.watched(&coll, now()) {
         return;
     }
+    if b.token.is_none() {
+        // Asked now: the poller's next check of it is a period away.
+        lock(&push.worker.asked).insert(coll.clone(), Instant::now());
+    }
     let seen = match b.token {
         Some(s) => Some(s),
         None => tokio::select! {
@@ -434,10 +443,13 @@ async fn deliver(push: Arc<Push>, id: String, cancel: CancellationToken) {
 }
 
 /// Check every collection that has subscribers once per period; a new sync-token or CTag
-/// is a change for everybody.
+/// is a change for everybody. A collection is due `poll` after the bridge last asked for it
+/// (by this poller, a registration or a write's push): `poll` is longer than `fresh_secs`,
+/// so the check always reaches iCloud, and a change there is seen within `poll`.
 async fn poll(push: Arc<Push>, observe: Observe, logins: Logins, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(push.poll);
+    let mut tick = tokio::time::interval(POLL_TICK.min(push.poll));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut housekeeping: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -446,44 +458,70 @@ async fn poll(push: Arc<Push>, observe: Observe, logins: Logins, cancel: Cancell
             }
             _ = tick.tick() => {}
         }
-        let now = now();
-        push.store.purge_expired(now);
-        // A removed login's device hears nothing more.
-        if let Some(live) = logins() {
-            let gone = push.store.retain(|r| {
-                live.iter()
-                    .any(|(l, a)| *l == r.login && *a == r.coll.account)
-            });
-            if gone > 0 {
-                tracing::info!(gone, "push registrations of removed logins dropped");
-            }
+        if housekeeping.is_none_or(|t| t.elapsed() >= push.poll) {
+            housekeeping = Some(Instant::now());
+            keep_house(&push, &logins);
         }
-        push.store.save_if_dirty();
-        let colls = push.store.collections(now);
-        let round =
-            futures_util::stream::iter(colls).for_each_concurrent(POLL_CONCURRENCY, |coll| {
-                let push = push.clone();
-                let observe = observe.clone();
-                async move {
-                    let Ok(Some(seen)) = observe(coll.clone()).await else {
-                        return;
-                    };
-                    let before = lock(&push.worker.seen).insert(coll.clone(), seen.clone());
-                    if before.is_some_and(|b| b.key != seen.key) {
-                        push.changed(Change {
-                            coll,
-                            property: false,
-                            exclude: Exclude::Nobody,
-                            token: Some(seen),
-                        });
-                    }
+        let due: Vec<Coll> = {
+            let mut asked = lock(&push.worker.asked);
+            let due: Vec<Coll> = push
+                .store
+                .collections(now())
+                .into_iter()
+                .filter(|c| asked.get(c).is_none_or(|t| t.elapsed() >= push.poll))
+                .collect();
+            for c in &due {
+                asked.insert(c.clone(), Instant::now());
+            }
+            due
+        };
+        if due.is_empty() {
+            continue;
+        }
+        let round = futures_util::stream::iter(due).for_each_concurrent(POLL_CONCURRENCY, |coll| {
+            let push = push.clone();
+            let observe = observe.clone();
+            async move {
+                let Ok(Ok(Some(seen))) =
+                    tokio::time::timeout(push.poll, observe(coll.clone())).await
+                else {
+                    return;
+                };
+                let before = lock(&push.worker.seen).insert(coll.clone(), seen.clone());
+                if before.is_some_and(|b| b.key != seen.key) {
+                    push.changed(Change {
+                        coll,
+                        property: false,
+                        exclude: Exclude::Nobody,
+                        token: Some(seen),
+                    });
                 }
-            });
+            }
+        });
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                push.store.save_if_dirty();
+                return;
+            }
             _ = round => {}
         }
     }
+}
+
+/// Once per period: expired registrations and those of removed logins go; the last
+/// deliveries are saved.
+fn keep_house(push: &Push, logins: &Logins) {
+    push.store.purge_expired(now());
+    if let Some(live) = logins() {
+        let gone = push.store.retain(|r| {
+            live.iter()
+                .any(|(l, a)| *l == r.login && *a == r.coll.account)
+        });
+        if gone > 0 {
+            tracing::info!(gone, "push registrations of removed logins dropped");
+        }
+    }
+    push.store.save_if_dirty();
 }
 
 #[cfg(test)]
