@@ -273,6 +273,18 @@ async fn a_write_through_the_bridge_reaches_other_devices_at_once_and_not_the_wr
         "{own}"
     );
     assert!(own.contains("<P:content-update><depth>1</depth>"), "{own}");
+    // The address book too (its listing also gets its display name from the bridge).
+    let (s, books) = env
+        .propfind("/dav/alice/contacts/", "1", DAVX5_LISTING)
+        .await;
+    assert_eq!(s, 207, "{books}");
+    let card = books
+        .split("<d:response>")
+        .find(|r| r.contains("/dav/alice/contacts/card/"))
+        .expect("the address book listed");
+    let book_topic = text_of(card, "P:topic").expect("a topic for the address book");
+    assert_ne!(book_topic, topic);
+    assert!(card.contains("Contacts"), "{card}");
     // OPTIONS on the calendar advertises webdav-push.
     let r = env
         .req("OPTIONS", "/dav/alice/calendars/home/")

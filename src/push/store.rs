@@ -60,6 +60,8 @@ pub struct Store {
     regs: Mutex<HashMap<String, Registration>>,
     /// Deliveries noted since the last save.
     dirty: std::sync::atomic::AtomicBool,
+    /// One save at a time, so that an older copy never replaces a newer one.
+    saving: Mutex<()>,
 }
 
 /// What `upsert` did.
@@ -89,6 +91,7 @@ impl Store {
             path,
             regs: Mutex::new(regs.into_iter().map(|r| (r.id.clone(), r)).collect()),
             dirty: Default::default(),
+            saving: Mutex::new(()),
         }
     }
 
@@ -105,6 +108,7 @@ impl Store {
 
     /// Write the file (sorted, so that it only changes when something did).
     pub fn save(&self) {
+        let _one = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let mut registrations: Vec<Registration> = self.lock().values().cloned().collect();
         registrations.sort_by(|a, b| a.id.cmp(&b.id));
         let bytes = match serde_json::to_vec_pretty(&File { registrations }) {
