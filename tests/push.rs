@@ -415,6 +415,19 @@ async fn a_write_through_the_bridge_reaches_other_devices_at_once_and_not_the_wr
         .await
         .expect("the laptop is told of the phone's write");
     assert!(dlaptop.read(&got.body).contains(&topic));
+    // `Push-Dont-Notify: *`: nobody is told.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = service.got.lock().unwrap().len();
+    let s = env
+        .req("PUT", "/dav/alice/calendars/home/push-3.ics")
+        .header("content-type", "text/calendar")
+        .header("push-dont-notify", "*")
+        .body(event("push-3", "Quiet", true))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(s.is_success());
     // Both devices are on the status page and in status.json; /metrics counts deliveries.
     let st = env.status_json().await;
     let subs = st["accounts"][0]["push_subscriptions"]
@@ -431,10 +444,11 @@ async fn a_write_through_the_bridge_reaches_other_devices_at_once_and_not_the_wr
     );
     let page = env.page("/status").await;
     assert!(page.contains("WebDAV-Push") && page.contains("/dav/alice/calendars/home/"));
-    // Three messages: the phone's own write (it sent no Push-Dont-Notify) reached it too.
+    // Three messages: the phone's own write (it sent no Push-Dont-Notify) reached it too;
+    // none for the quiet write.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let n = service.got.lock().unwrap().len();
-    assert_eq!(n, 3);
+    assert_eq!((before, n), (3, 3));
     let metrics = env.page("/metrics").await;
     assert!(
         metrics.contains(&format!(

@@ -104,17 +104,25 @@ impl reqwest::dns::Resolve for AllowResolver {
             if hits.is_empty() {
                 return Err(format!("{host} is not in [push] allow").into());
             }
-            let explicit = hits.iter().any(|a| !a.wildcard);
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| explicit || is_public(a.ip()))
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs = usable(&hits, found);
             if addrs.is_empty() {
                 return Err(format!("{host} has no public address").into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// The addresses a host matched by `hits` may be reached at: any when an entry names it
+/// without a wildcard, else the public ones only.
+fn usable(hits: &[&PushAllow], found: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let explicit = hits.iter().any(|a| !a.wildcard);
+    found
+        .into_iter()
+        .filter(|a| explicit || is_public(a.ip()))
+        .collect()
 }
 
 /// The delivery client: no proxy from the environment, no redirects, no cookies, the
@@ -280,6 +288,19 @@ mod tests {
         for ip in ["1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_never_reaches_a_private_address() {
+        let found: Vec<SocketAddr> = ["127.0.0.1:0", "10.0.0.7:0", "93.184.215.14:0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let wild = PushAllow::parse("*.push.example").unwrap();
+        let exact = PushAllow::parse("ntfy.push.example").unwrap();
+        assert_eq!(usable(&[&wild], found.clone()), vec![found[2]]);
+        assert_eq!(usable(&[&wild, &exact], found.clone()), found);
+        assert!(usable(&[&wild], found[..2].to_vec()).is_empty());
     }
 
     #[test]
