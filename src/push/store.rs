@@ -120,8 +120,10 @@ impl Store {
         }
     }
 
-    /// Register or update (same collection, login and push resource: same registration,
-    /// new keys and expiry). `None` when the login already holds `max_per_login`.
+    /// Register or update: a push resource is registered once per collection (the draft's
+    /// rule), so the same one again is the same registration with new keys, expiry and owner
+    /// (whoever knows a push resource is its device). `None` when a new one would take the
+    /// login past `max_per_login`.
     pub fn upsert(
         &self,
         mut reg: Registration,
@@ -131,11 +133,7 @@ impl Store {
             let mut regs = self.lock();
             let existing = regs
                 .values()
-                .find(|r| {
-                    r.coll == reg.coll
-                        && r.login == reg.login
-                        && r.push_resource == reg.push_resource
-                })
+                .find(|r| r.coll == reg.coll && r.push_resource == reg.push_resource)
                 .cloned();
             match existing {
                 Some(old) => {
@@ -313,6 +311,14 @@ mod tests {
         let (r, how) = s.upsert(reg("b", "phone", "https://p/1"), 10).unwrap();
         assert_eq!((r.id.as_str(), how), ("a", Upserted::Updated));
         s.upsert(reg("c", "laptop", "https://p/2"), 10).unwrap();
+        // Another login with the same push resource takes the registration over.
+        let (r, how) = s.upsert(reg("e", "laptop", "https://p/1"), 10).unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.login.as_str(), how),
+            ("a", "laptop", Upserted::Updated)
+        );
+        assert!(!s.remove_own("a", "alice", "phone"));
+        s.upsert(reg("a", "phone", "https://p/1"), 10).unwrap();
         assert!(s.upsert(reg("d", "phone", "https://p/3"), 1).is_none());
         let s = Store::open(dir.path());
         assert_eq!(s.all().len(), 2);
