@@ -372,6 +372,18 @@ async fn a_write_through_the_bridge_reaches_other_devices_at_once_and_not_the_wr
         "{msg} vs {token}"
     );
     assert_eq!(got.headers["content-encoding"], "aes128gcm");
+    // Nothing of the Apple ID's password (or any Basic credential) goes to a push service.
+    let app_password = icloud_bridge::standin::DEMO_APP_PASSWORD;
+    for g in service.got.lock().unwrap().iter() {
+        assert!(!g.headers["authorization"]
+            .to_ascii_lowercase()
+            .starts_with("basic"));
+        assert!(!g.headers.values().any(|v| v.contains(app_password)));
+        assert!(!g
+            .body
+            .windows(app_password.len())
+            .any(|w| w == app_password.as_bytes()));
+    }
     assert!(got.headers.contains_key("ttl") && got.headers.contains_key("urgency"));
     // VAPID: an ES256 JWT for this push service, signed with the advertised key.
     let auth = &got.headers["authorization"];
