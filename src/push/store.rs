@@ -95,6 +95,11 @@ impl Store {
         }
     }
 
+    /// The directory the file is in (`data_dir`).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Registration>> {
         self.regs.lock().unwrap_or_else(|e| e.into_inner())
     }

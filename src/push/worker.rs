@@ -88,7 +88,7 @@ pub struct Change {
 
 /// What a check of a collection saw: the value compared (sync-token and CTag) and the
 /// sync-token for the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Seen {
     pub key: String,
     pub sync_token: Option<String>,
@@ -112,6 +112,8 @@ pub struct State {
     tx: OnceLock<mpsc::UnboundedSender<Change>>,
     /// What each watched collection last looked like.
     seen: Mutex<HashMap<Coll, Seen>>,
+    /// `seen` changed since it was last saved.
+    seen_dirty: std::sync::atomic::AtomicBool,
     /// When the bridge last asked each watched collection's state.
     asked: Mutex<HashMap<Coll, Instant>>,
     /// Per registration: the message waiting (sequence number, XML).
@@ -149,7 +151,63 @@ impl Push {
     /// What `coll` looks like now, when nothing was known of it yet.
     pub fn note_baseline(&self, coll: &Coll, seen: Seen) {
         lock(&self.worker.asked).insert(coll.clone(), Instant::now());
-        lock(&self.worker.seen).entry(coll.clone()).or_insert(seen);
+        if !lock(&self.worker.seen).contains_key(coll) {
+            self.note_seen(coll, seen);
+        }
+    }
+
+    /// What `coll` looks like now; what it looked like before.
+    fn note_seen(&self, coll: &Coll, seen: Seen) -> Option<Seen> {
+        let before = lock(&self.worker.seen).insert(coll.clone(), seen.clone());
+        if before.as_ref() != Some(&seen) {
+            self.worker.seen_dirty.store(true, Ordering::Relaxed);
+        }
+        before
+    }
+}
+
+/// What the watched collections looked like, kept in `data_dir/push-seen.json` so that a
+/// change made while the bridge was stopped is pushed at its first check.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct SeenFile {
+    collections: Vec<(Coll, Seen)>,
+}
+
+fn seen_path(push: &Push) -> std::path::PathBuf {
+    push.store.dir().join("push-seen.json")
+}
+
+fn load_seen(push: &Push) {
+    let Ok(bytes) = std::fs::read(seen_path(push)) else {
+        return;
+    };
+    let Ok(file) = serde_json::from_slice::<SeenFile>(&bytes) else {
+        return;
+    };
+    let now = now();
+    let mut seen = lock(&push.worker.seen);
+    for (c, s) in file.collections {
+        if push.store.watched(&c, now) {
+            seen.entry(c).or_insert(s);
+        }
+    }
+}
+
+fn save_seen(push: &Push) {
+    if !push.worker.seen_dirty.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let now = now();
+    let mut collections: Vec<(Coll, Seen)> = lock(&push.worker.seen)
+        .iter()
+        .filter(|(c, _)| push.store.watched(c, now))
+        .map(|(c, s)| (c.clone(), s.clone()))
+        .collect();
+    collections.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Ok(bytes) = serde_json::to_vec(&SeenFile { collections }) {
+        if let Err(e) = crate::files::write_atomic(&seen_path(push), &bytes) {
+            tracing::warn!(error = %e, "cannot save what the watched collections looked like");
+        }
     }
 }
 
@@ -207,6 +265,7 @@ pub fn spawn(push: Arc<Push>, observe: Observe, logins: Logins, cancel: Cancella
     if push.worker.tx.set(tx).is_err() {
         return;
     }
+    load_seen(&push);
     tokio::spawn(coalesce(push.clone(), observe.clone(), rx, cancel.clone()));
     tokio::spawn(poll(push, observe, logins, cancel));
 }
@@ -310,7 +369,7 @@ async fn flush(push: Arc<Push>, observe: Observe, coll: Coll, b: Batch, cancel: 
         },
     };
     if let Some(s) = &seen {
-        lock(&push.worker.seen).insert(coll.clone(), s.clone());
+        push.note_seen(&coll, s.clone());
     }
     let sync_token = seen.as_ref().and_then(|s| s.sync_token.as_deref());
     let xml = Arc::new(message(
@@ -454,6 +513,7 @@ async fn poll(push: Arc<Push>, observe: Observe, logins: Logins, cancel: Cancell
         tokio::select! {
             _ = cancel.cancelled() => {
                 push.store.save_if_dirty();
+                save_seen(&push);
                 return;
             }
             _ = tick.tick() => {}
@@ -487,7 +547,7 @@ async fn poll(push: Arc<Push>, observe: Observe, logins: Logins, cancel: Cancell
                 else {
                     return;
                 };
-                let before = lock(&push.worker.seen).insert(coll.clone(), seen.clone());
+                let before = push.note_seen(&coll, seen.clone());
                 if before.is_some_and(|b| b.key != seen.key) {
                     push.changed(Change {
                         coll,
@@ -501,6 +561,7 @@ async fn poll(push: Arc<Push>, observe: Observe, logins: Logins, cancel: Cancell
         tokio::select! {
             _ = cancel.cancelled() => {
                 push.store.save_if_dirty();
+                save_seen(&push);
                 return;
             }
             _ = round => {}
@@ -522,6 +583,7 @@ fn keep_house(push: &Push, logins: &Logins) {
         }
     }
     push.store.save_if_dirty();
+    save_seen(push);
 }
 
 #[cfg(test)]
