@@ -281,16 +281,16 @@ else
 fi
 standin_bridge_stop
 
-# (b2) WebDAV-Push the way DAVx5 registers: a local push service, poll every 2 s ------
+# (b2) WebDAV-Push the way DAVx5 registers: a local push service, poll every 3 s ------
 PU_DIR="$RUN_DIR/push"
 PU_PORT="$(free_port)"
 PU_NAME="push: DAVx5's registration; a write and an iCloud change pushed, decrypted, VAPID-checked"
-PU_TOML="$(printf '[cache]\nfresh_secs = 2\n\n[push]\nallow = ["127.0.0.1:%s"]\npoll_secs = 2\n' "$PU_PORT")"
+PU_TOML="$(printf '[cache]\nfresh_secs = 2\n\n[push]\nallow = ["127.0.0.1:%s"]\npoll_secs = 3\n' "$PU_PORT")"
 if standin_bridge "$PU_DIR" "" "$PU_TOML" phone; then
   CONTEXT_LOGS=("$PU_DIR/bridge.log")
   check "$PU_NAME" 60 "$PY" "$HERE/push.py" --bridge "http://$HOST:$SB_PORT/" \
     --user phone --password "${SB_PASS[phone]}" --control "$(sbj control)" \
-    --push-port "$PU_PORT" --poll 2
+    --push-port "$PU_PORT" --poll 3
   CONTEXT_LOGS=()
 else
   fail_check "$PU_NAME" "not run: stand-in or bridge did not start"
