@@ -8,7 +8,8 @@
 //! - [`store`]: registrations in `data_dir/push.json`.
 //! - [`send`]: the allow-list and the delivery client (no Apple credential, ever).
 //! - [`dav`]: the DAV side (OPTIONS, properties, `push-register`, registration URLs).
-//! - [`worker`]: coalescing, the poller, deliveries with rate limit and retries.
+//! - [`worker`]: coalescing, the poller (what each collection last looked like kept in
+//!   `data_dir/push-seen.json`), deliveries with rate limit and retries.
 
 pub mod dav;
 pub mod send;
