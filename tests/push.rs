@@ -851,3 +851,30 @@ async fn bad_registrations_are_refused_with_the_drafts_preconditions() {
         .is_empty());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn with_push_off_nothing_is_offered_or_kept() {
+    let env = start_with(Options {
+        tweak: Box::new(|cfg: &mut Config| cfg.push.enabled = false),
+        ..Options::default()
+    })
+    .await;
+    let (s, listing) = env
+        .propfind("/dav/alice/calendars/", "1", DAVX5_LISTING)
+        .await;
+    assert_eq!(s, 207);
+    assert!(!listing.contains("vapid-public-key"), "{listing}");
+    let r = env
+        .req("OPTIONS", "/dav/alice/calendars/home/")
+        .send()
+        .await
+        .unwrap();
+    let dav = r
+        .headers()
+        .get("dav")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(!dav.unwrap_or_default().contains("webdav-push"));
+    assert!(!env.dir.path().join("push-keys.json").exists());
+    assert!(!env.page("/metrics").await.contains("push_deliveries"));
+    env.stop().await;
+}
