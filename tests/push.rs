@@ -589,10 +589,8 @@ async fn a_change_made_in_icloud_is_pushed_within_poll_secs() {
         .await
         .expect("a property update is pushed");
     let msg = d.read(&got.body);
-    assert!(
-        msg.contains("<P:property-update/>") && !msg.contains("content-update"),
-        "{msg}"
-    );
+    // (A content update the poller saw in the same moment may be merged into it.)
+    assert!(msg.contains("<P:property-update/>"), "{msg}");
     env.stop().await;
 }
 
