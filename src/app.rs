@@ -32,6 +32,8 @@ pub struct App {
     pub started: Instant,
     /// CSRF key and the one-time setup token of the operator's forms.
     pub admin: AdminState,
+    /// WebDAV-Push (`[push] enabled`).
+    pub push: Option<Arc<crate::push::Push>>,
     /// `tls_listen` as bound (set once by the listener).
     tls_addr: std::sync::OnceLock<SocketAddr>,
 }
@@ -52,6 +54,15 @@ impl App {
         })?;
         let links = Arc::new(crate::dav::links::Links::open(&config.server.data_dir)?);
         let admin = AdminState::new(logins.is_empty());
+        let push = if config.push.enabled {
+            Some(Arc::new(crate::push::Push::open(
+                &config.push,
+                config.cache.fresh_secs,
+                &config.server.data_dir,
+            )?))
+        } else {
+            None
+        };
         let mut config = config;
         crate::accounts::stored::merge(&mut config);
         Ok(App {
@@ -76,6 +87,7 @@ impl App {
             own_names: crate::auth::host_check::OwnNames::new(&config.server),
             started: Instant::now(),
             admin,
+            push,
             config,
             tls_addr: std::sync::OnceLock::new(),
         })

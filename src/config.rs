@@ -43,6 +43,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Limits on what clients may send.
     pub limits: LimitsConfig,
+    /// WebDAV-Push (`[push]`).
+    pub push: PushConfig,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -205,6 +207,97 @@ impl fmt::Debug for NotifyConfig {
     }
 }
 
+/// `[push]`: WebDAV-Push for DAVx5 and other clients (see `crate::push`).
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Offer WebDAV-Push on calendars and address books (`push.enabled`, default true).
+    pub enabled: bool,
+    /// The push services the bridge may POST to (`push.allow`); nothing else is contacted.
+    pub allow: Vec<PushAllow>,
+    /// How often collections with subscribers are checked upstream (`push.poll_secs`,
+    /// default 60; always longer than `cache.fresh_secs`, so that each check reaches iCloud).
+    pub poll_secs: u64,
+    /// The VAPID `sub` claim: how a push service can reach the operator.
+    pub subject: String,
+}
+
+/// The push services allowed by default: the browsers' Web Push services and ntfy.sh
+/// (UnifiedPush's usual distributor). A LAN service must be listed by the operator.
+pub const DEFAULT_PUSH_ALLOW: &[&str] = &[
+    "ntfy.sh",
+    "*.push.services.mozilla.com",
+    "fcm.googleapis.com",
+    "*.notify.windows.com",
+    "web.push.apple.com",
+];
+pub const DEFAULT_PUSH_SUBJECT: &str = "mailto:postmaster@localhost";
+
+/// One `push.allow` entry: `host`, `*.domain` (any host below it) or an IP address, with an
+/// optional `:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushAllow {
+    /// Lower case; for a wildcard the domain after `*.`.
+    pub host: String,
+    pub wildcard: bool,
+    pub port: Option<u16>,
+}
+
+impl PushAllow {
+    pub fn parse(s: &str) -> Option<PushAllow> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.is_empty() || s.contains(['/', '@', '?', '#', ' ']) {
+            return None;
+        }
+        let (wildcard, rest) = match s.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, s.as_str()),
+        };
+        // `[v6]:port`, `[v6]`, `host:port`, `host`, or a bare IPv6 address.
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, after) = r.split_once(']')?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse().ok()?),
+            };
+            (h.to_string(), port)
+        } else if rest.parse::<std::net::Ipv6Addr>().is_ok() {
+            (rest.to_string(), None)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.parse().ok()?)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let name_ok = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if (wildcard && (is_ip || !host.contains('.'))) || !(is_ip || name_ok) {
+            return None;
+        }
+        Some(PushAllow {
+            host,
+            wildcard,
+            port,
+        })
+    }
+
+    /// Whether a push resource on `host` (lower case, IPv6 without brackets) and `port`
+    /// matches this entry.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host_ok = if self.wildcard {
+            host.strip_suffix(&self.host)
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        host_ok && self.port.is_none_or(|p| p == port)
+    }
+}
+
 /// `scheme://host[:port]` of a URL: what may be logged of a webhook whose path or query
 /// can carry a token.
 pub fn url_origin(u: &Url) -> String {
@@ -266,6 +359,8 @@ struct RawConfig {
     notify: RawNotify,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    push: RawPush,
 }
 
 #[derive(Deserialize, Default)]
@@ -330,6 +425,15 @@ struct RawNotify {
     warn_after_days: Option<u64>,
     secret: Option<String>,
     calendar: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    enabled: Option<bool>,
+    allow: Option<Vec<String>>,
+    poll_secs: Option<u64>,
+    subject: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -452,6 +556,7 @@ impl Config {
             carddav: carddav_config(raw.carddav)?,
             notify: notify_config(raw.notify)?,
             limits: limits_config(raw.limits)?,
+            push: push_config(raw.push)?,
             source: path.map(Path::to_path_buf),
         })
     }
@@ -728,6 +833,43 @@ fn notify_config(n: RawNotify) -> Result<NotifyConfig, ConfigError> {
     })
 }
 
+/// `[push]`.
+fn push_config(p: RawPush) -> Result<PushConfig, ConfigError> {
+    let allow = match p.allow {
+        None => DEFAULT_PUSH_ALLOW
+            .iter()
+            .map(|a| PushAllow::parse(a))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("push.allow", "the built-in list is invalid"))?,
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                PushAllow::parse(a).ok_or_else(|| {
+                    invalid(
+                        "push.allow",
+                        format!("{a:?} is not a host pattern (a host name, an IP address or `*.domain`, optionally with `:port`; no scheme or path)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let subject = p
+        .subject
+        .unwrap_or_else(|| DEFAULT_PUSH_SUBJECT.to_string());
+    if !(subject.starts_with("mailto:") || subject.starts_with("https://")) || subject.len() < 9 {
+        return Err(invalid(
+            "push.subject",
+            "must be a mailto: or https: URI (the push services' contact for this bridge)",
+        ));
+    }
+    Ok(PushConfig {
+        enabled: p.enabled.unwrap_or(true),
+        allow,
+        poll_secs: positive("push.poll_secs", p.poll_secs.unwrap_or(60))?,
+        subject,
+    })
+}
+
 /// `[limits]`.
 fn limits_config(l: RawLimits) -> Result<LimitsConfig, ConfigError> {
     let max_body_bytes = positive(
@@ -857,6 +999,11 @@ mod tests {
         assert!(c.notify.webhook.is_none() && d.notify.webhook.is_none());
         assert_eq!(c.notify.warn_after_days, d.notify.warn_after_days);
         assert!(c.notify.secret.is_none());
+        assert_eq!(c.push.allow, d.push.allow);
+        assert_eq!(
+            (c.push.enabled, c.push.poll_secs, &c.push.subject),
+            (d.push.enabled, d.push.poll_secs, &d.push.subject)
+        );
         // The commented [notify] block documents every key and is itself valid.
         let uncommented: String = text
             .lines()
@@ -883,6 +1030,33 @@ mod tests {
         assert!(n.notify.webhook.is_some() && n.notify.secret.is_some());
         assert!(n.notify.warn_after_days.is_some());
         assert!(n.notify.calendar && !c.notify.calendar && c.carddav.birthdays);
+    }
+
+    #[test]
+    fn push_keys_are_validated() {
+        let c = Config::from_toml(
+            "[push]\nallow = [\"192.168.1.10:8080\", \"*.push.example\"]\npoll_secs = 5\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.push.allow.len(), 2);
+        assert!(c.push.allow[1].wildcard && c.push.poll_secs == 5 && c.push.enabled);
+        for (toml, key) in [
+            ("[push]\nallow = [\"https://ntfy.sh/\"]\n", "push.allow"),
+            ("[push]\nallow = [\"*\"]\n", "push.allow"),
+            ("[push]\npoll_secs = 0\n", "push.poll_secs"),
+            ("[push]\nsubject = \"me\"\n", "push.subject"),
+        ] {
+            let err = Config::from_toml(toml, None).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        assert!(Config::from_toml("[push]\nallowed = []\n", None).is_err());
+        assert!(
+            !Config::from_toml("[push]\nenabled = false\n", None)
+                .unwrap()
+                .push
+                .enabled
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`upstream`]: the wire to iCloud: HTTP client, discovery walk, failure classification.
 //! - [`cache`]: cached answers and the cache policy.
 //! - [`xml`]: streaming XML rewriting and inspection.
+//! - [`push`]: WebDAV-Push (Web Push to DAVx5 and others when a collection changes).
 //! - [`standin`]: a faithful local iCloud stand-in, used by `demo` and the tests.
 //! - [`tls`]: the local CA and server certificate in `certs_dir`, TLS configurations.
 //! - [`shutdown`]: signal handling and cancellation.
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod mail;
 pub mod metrics;
 pub mod net;
+pub mod push;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

@@ -185,6 +185,18 @@ pub struct Scrape<'a> {
     pub accounts: AccountSnapshot,
     pub cache: &'a crate::cache::Cache,
     pub upstream: &'a crate::upstream::client::UpstreamStats,
+    /// WebDAV-Push, when enabled.
+    pub push: Option<PushScrape>,
+}
+
+/// WebDAV-Push's counts at a scrape.
+pub struct PushScrape {
+    /// (result, count): delivered, gone, retry, failed.
+    pub deliveries: Vec<(&'static str, u64)>,
+    /// Collections with at least one live registration.
+    pub subscriptions: u64,
+    /// Live registrations.
+    pub registrations: u64,
 }
 
 /// The values other parts keep, as they are now: refusals, account state, the cache.
@@ -220,6 +232,29 @@ fn register_read(reg: &mut Registry, now: &Scrape<'_>) {
         "1 for the current state of each account and service",
         state,
     );
+    if let Some(push) = &now.push {
+        let deliveries = Family::<ResultLabels, Counter>::default();
+        for (result, n) in &push.deliveries {
+            deliveries
+                .get_or_create(&ResultLabels { result })
+                .inc_by(*n);
+        }
+        reg.register(
+            "push_deliveries",
+            "WebDAV-Push messages sent to push services, by result (delivered, gone, retry, failed)",
+            deliveries,
+        );
+        reg.register(
+            "push_registrations",
+            "Live WebDAV-Push registrations",
+            ConstGauge::new(push.registrations as i64),
+        );
+        reg.register(
+            "push_collections",
+            "Collections with at least one live WebDAV-Push registration (each checked once per push.poll_secs)",
+            ConstGauge::new(push.subscriptions as i64),
+        );
+    }
     let st = &now.cache.stats;
     for (name, help, v) in [
         ("cache_hits", "Requests answered from the cache", &st.hits),

@@ -583,6 +583,23 @@ fn spawn_background(app: &Arc<App>, token: &CancellationToken) -> Option<JoinHan
         });
     }
     app.accounts.watch_vault(token.clone());
+    if let Some(push) = &app.push {
+        let app2 = app.clone();
+        let observe: crate::push::worker::Observe = Arc::new(move |coll| {
+            let app = app2.clone();
+            Box::pin(async move {
+                let account = app.accounts.get(&coll.account).ok_or(())?;
+                let origin = app.config.public_base();
+                crate::push::worker::observe(&app.dav, &account, &coll, &origin).await
+            })
+        });
+        let app3 = app.clone();
+        let logins: crate::push::worker::Logins = Arc::new(move || {
+            let list = app3.auth.logins.list().ok()?;
+            Some(list.into_iter().map(|l| (l.name, l.account)).collect())
+        });
+        crate::push::worker::spawn(push.clone(), observe, logins, token.clone());
+    }
     notifier
 }
 

@@ -128,6 +128,44 @@ pub struct AccountView {
     /// Paths of calendars that hold only tasks (see [`crate::dav::task_lists`]); not their
     /// display names, which can be personal (this page needs no login).
     pub task_lists: Vec<String>,
+    /// WebDAV-Push registrations: (device login, collection path, expires, last delivery
+    /// and its result).
+    pub push: Vec<PushRow>,
+}
+
+/// One WebDAV-Push registration on the status page.
+pub struct PushRow {
+    pub login: String,
+    pub collection: String,
+    pub expires: SystemTime,
+    pub last_delivery: Option<SystemTime>,
+    pub last_result: Option<String>,
+}
+
+/// The account's WebDAV-Push registrations (nothing when there are none).
+fn push_table(b: &mut String, rows: &[PushRow], now: SystemTime) {
+    if rows.is_empty() {
+        return;
+    }
+    b.push_str("<h3>Push (WebDAV-Push)</h3><table><tr><th>Device</th><th>Collection</th><th>Expires</th><th>Last delivery</th></tr>");
+    for r in rows {
+        let last = match (&r.last_result, r.last_delivery) {
+            (Some(res), Some(_)) => format!(
+                "{} <small>({})</small>",
+                when(r.last_delivery, now),
+                esc(res)
+            ),
+            _ => "never".to_string(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{last}</td></tr>",
+            esc(&r.login),
+            esc(&r.collection),
+            esc(&httpdate::fmt_http_date(r.expires)),
+        );
+    }
+    b.push_str("</table>");
 }
 
 fn when(t: Option<SystemTime>, now: SystemTime) -> String {
@@ -255,6 +293,7 @@ fn account_card(b: &mut String, a: &AccountView, bases: &Bases<'_>, now: SystemT
     contact_table(b, a, now);
     app_addresses(b, &a.name, bases);
     task_lists_note(b, &a.task_lists);
+    push_table(b, &a.push, now);
     b.push_str("<p><small>Log in with a bridge login (<code>icloud-bridge client add NAME</code>), never with the Apple ID.</small></p>");
     if !needs_fix {
         let _ = write!(

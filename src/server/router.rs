@@ -196,6 +196,11 @@ async fn page(
                 accounts: app.accounts.snapshot(),
                 cache: &app.dav.cache,
                 upstream: &app.upstream.stats,
+                push: app.push.as_deref().map(|p| crate::metrics::PushScrape {
+                    deliveries: p.stats.snapshot(),
+                    subscriptions: p.store.collections(crate::push::now()).len() as u64,
+                    registrations: p.subscriptions().values().map(|v| v.len() as u64).sum(),
+                }),
             }),
             _ => status_html(app, &req),
         });
@@ -264,6 +269,9 @@ async fn dav_tree(app: &Arc<App>, remote: SocketAddr, req: Request<RequestBody>)
         );
     };
     let origin = public_origin(app, &req);
+    if let Some(push) = &app.push {
+        return crate::push::dav::serve(push, &app.dav, &account, &login.name, req, &origin).await;
+    }
     dav::handle(&app.dav, &account, req, &origin).await
 }
 

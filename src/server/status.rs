@@ -32,9 +32,22 @@ pub struct AccountStatus {
     /// for: since iOS 13 the Reminders app keeps reminders outside CalDAV, so these are older
     /// lists, not the current reminders.
     pub task_lists: Vec<TaskListStatus>,
+    /// WebDAV-Push registrations of this account's devices (never their push resources,
+    /// which are capabilities).
+    pub push_subscriptions: Vec<PushStatus>,
     /// For the HTML page (not part of `/status.json`).
     #[serde(skip)]
     pub view: AccountView,
+}
+
+/// One WebDAV-Push registration.
+#[derive(Serialize)]
+pub struct PushStatus {
+    pub device: String,
+    pub collection: String,
+    pub expires: String,
+    pub last_delivery: Option<String>,
+    pub last_result: Option<String>,
 }
 
 /// A task list by its URL only: the page is public, and display names can be personal.
@@ -113,6 +126,12 @@ fn fmt_time(t: Option<SystemTime>) -> Option<String> {
 pub fn collect(app: &App) -> Status {
     let base = app.config.public_base();
     let https = app.https_base(None);
+    let mut push = app
+        .push
+        .as_ref()
+        .map(|p| p.subscriptions())
+        .unwrap_or_default();
+    let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let accounts = app
         .accounts
         .snapshot()
@@ -133,6 +152,7 @@ pub fn collect(app: &App) -> Status {
             }
             let last_success = statuses.iter().filter_map(|s| s.last_success).max();
             let task_lists = app.dav.task_lists(acc.name());
+            let regs = push.remove(acc.name()).unwrap_or_default();
             let view = AccountView {
                 name: acc.name().to_string(),
                 apple_id_shown: mask(acc.apple_id()),
@@ -151,6 +171,16 @@ pub fn collect(app: &App) -> Status {
                     })
                     .collect(),
                 task_lists: task_lists.iter().map(|t| t.href.clone()).collect(),
+                push: regs
+                    .iter()
+                    .map(|r| page::PushRow {
+                        login: r.login.clone(),
+                        collection: r.coll.path(),
+                        expires: at(r.expires),
+                        last_delivery: r.last_delivery.map(at),
+                        last_result: r.last_result.clone(),
+                    })
+                    .collect(),
             };
             AccountStatus {
                 name: acc.name().to_string(),
@@ -172,6 +202,16 @@ pub fn collect(app: &App) -> Status {
                     .into_iter()
                     .map(|t| TaskListStatus {
                         url: format!("{base}{}", t.href),
+                    })
+                    .collect(),
+                push_subscriptions: regs
+                    .iter()
+                    .map(|r| PushStatus {
+                        device: r.login.clone(),
+                        collection: format!("{base}{}", r.coll.path()),
+                        expires: httpdate::fmt_http_date(at(r.expires)),
+                        last_delivery: r.last_delivery.map(|t| httpdate::fmt_http_date(at(t))),
+                        last_result: r.last_result.clone(),
                     })
                     .collect(),
                 view,

@@ -14,6 +14,7 @@
 #       through its control port): revocation, then `reconnect --password-stdin`,
 #       and python-caldav syncing again at the first try after it returns (reconnect.py);
 #       then Apple's vCard forms down and back with vdirsyncer (apple-cards.py);
+#       and WebDAV-Push registered the way DAVx5 does, messages decrypted (push.py);
 #   (c) Radicale as a generic upstream behind `icloud-bridge serve`:
 #       the same two clients through the bridge;
 #   (d) mail against the stand-in's IMAP and SMTP roles: mbsync pulls every folder
@@ -51,7 +52,7 @@ mkdir -p "$INTEROP_DIR"
 INTEROP_DIR="$(cd "$INTEROP_DIR" && pwd)"
 VENV="$INTEROP_DIR/venv"
 PY="$VENV/bin/python"
-PIP_PKGS=(caldav==3.6.0 vdirsyncer==0.21.0 radicale==3.9.0 aiosmtpd==1.4.6)
+PIP_PKGS=(caldav==3.6.0 vdirsyncer==0.21.0 radicale==3.9.0 aiosmtpd==1.4.6 cryptography==48.0.0)
 N="${INTEROP_N:-200}"
 CALDAV_N="${INTEROP_CALDAV_N:-20}"
 HOST="$INTEROP_HOST"
@@ -111,7 +112,7 @@ setup_venv() {
   want="${PIP_PKGS[*]}"
   have="$(cat "$VENV/.interop-pins" 2>/dev/null || true)"
   if [ -x "$PY" ] && [ "$want" = "$have" ] \
-      && "$PY" -c 'import caldav, vdirsyncer, radicale, aiosmtpd' 2>/dev/null; then
+      && "$PY" -c 'import caldav, vdirsyncer, radicale, aiosmtpd, cryptography' 2>/dev/null; then
     return 0
   fi
   ilog "setting up venv $VENV (${PIP_PKGS[*]})"
@@ -277,6 +278,22 @@ if standin_bridge "$RC_DIR" "" "" laptop; then
 else
   fail_check "$RC_NAME" "not run: stand-in or bridge did not start"
   fail_check "$AC_NAME" "not run: stand-in or bridge did not start"
+fi
+standin_bridge_stop
+
+# (b2) WebDAV-Push the way DAVx5 registers: a local push service, poll every 3 s ------
+PU_DIR="$RUN_DIR/push"
+PU_PORT="$(free_port)"
+PU_NAME="push: DAVx5's registration; a write and an iCloud change pushed, decrypted, VAPID-checked"
+PU_TOML="$(printf '[cache]\nfresh_secs = 2\n\n[push]\nallow = ["127.0.0.1:%s"]\npoll_secs = 3\n' "$PU_PORT")"
+if standin_bridge "$PU_DIR" "" "$PU_TOML" phone; then
+  CONTEXT_LOGS=("$PU_DIR/bridge.log")
+  check "$PU_NAME" 60 "$PY" "$HERE/push.py" --bridge "http://$HOST:$SB_PORT/" \
+    --user phone --password "${SB_PASS[phone]}" --control "$(sbj control)" \
+    --push-port "$PU_PORT" --poll 3
+  CONTEXT_LOGS=()
+else
+  fail_check "$PU_NAME" "not run: stand-in or bridge did not start"
 fi
 standin_bridge_stop
 
