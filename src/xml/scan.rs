@@ -31,6 +31,14 @@ pub(super) enum Step {
     Done,
 }
 
+/// The input at hand: `buf` starts at input byte `base`; `eof` says nothing follows it.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    buf: &'a [u8],
+    base: u64,
+    eof: bool,
+}
+
 /// Tokenizer state that lives across input chunks.
 #[derive(Default)]
 pub(super) struct Scanner {
@@ -238,6 +246,7 @@ impl Scanner {
             }
             self.started = true;
         }
+        let input = Input { buf, base, eof };
         loop {
             if engine.flushable() >= out_limit {
                 return Ok((i, Step::Output));
@@ -250,9 +259,9 @@ impl Scanner {
                 return Ok((i, Step::Done));
             };
             let next = match first {
-                b'<' => self.markup(engine, map, buf, i, base, eof)?,
-                b'&' => Self::reference(engine, buf, i, base, eof)?,
-                _ => Self::text(engine, buf, i, base, eof)?,
+                b'<' => self.markup(engine, map, input, i)?,
+                b'&' => Self::reference(engine, input, i)?,
+                _ => Self::text(engine, input, i)?,
             };
             match next {
                 Some(n) => i = n,
@@ -262,13 +271,8 @@ impl Scanner {
     }
 
     /// Text from `i` up to the next markup or reference (or a piece of it).
-    fn text(
-        engine: &mut Engine,
-        buf: &[u8],
-        i: usize,
-        base: u64,
-        eof: bool,
-    ) -> Result<Option<usize>, XmlError> {
+    fn text(engine: &mut Engine, input: Input<'_>, i: usize) -> Result<Option<usize>, XmlError> {
+        let Input { buf, base, eof } = input;
         let rest = &buf[i..];
         let end = match memchr::memchr2(b'<', b'&', rest) {
             Some(k) => i + k,
@@ -296,11 +300,10 @@ impl Scanner {
     /// A reference `&name;` at `i`.
     fn reference(
         engine: &mut Engine,
-        buf: &[u8],
+        input: Input<'_>,
         i: usize,
-        base: u64,
-        eof: bool,
     ) -> Result<Option<usize>, XmlError> {
+        let Input { buf, base, eof } = input;
         let unclosed = || {
             XmlError::from_quick(
                 QuickError::IllFormed(IllFormedError::UnclosedReference),
@@ -324,16 +327,15 @@ impl Scanner {
         &mut self,
         engine: &mut Engine,
         map: &dyn HrefMap,
-        buf: &[u8],
+        input: Input<'_>,
         i: usize,
-        base: u64,
-        eof: bool,
     ) -> Result<Option<usize>, XmlError> {
+        let buf = input.buf;
         match buf.get(i + 1) {
-            None => self.delegate(engine, map, buf, i, base, eof),
-            Some(b'/') => self.end_tag(engine, map, buf, i, base, eof),
-            Some(b'!' | b'?') => self.delegate(engine, map, buf, i, base, eof),
-            Some(_) => self.start_tag(engine, map, buf, i, base, eof),
+            None => self.delegate(engine, map, input, i),
+            Some(b'/') => self.end_tag(engine, map, input, i),
+            Some(b'!' | b'?') => self.delegate(engine, map, input, i),
+            Some(_) => self.start_tag(engine, map, input, i),
         }
     }
 
@@ -341,11 +343,10 @@ impl Scanner {
         &mut self,
         engine: &mut Engine,
         map: &dyn HrefMap,
-        buf: &[u8],
+        input: Input<'_>,
         i: usize,
-        base: u64,
-        eof: bool,
     ) -> Result<Option<usize>, XmlError> {
+        let Input { buf, base, eof } = input;
         self.ranges.clear();
         match plain_tag(buf, i + 1, &mut self.ranges) {
             Plain::Tag {
@@ -372,7 +373,7 @@ impl Scanner {
             Plain::Incomplete | Plain::Irregular => {}
         }
         let Some(close) = tag_end(buf, i + 1) else {
-            return self.delegate(engine, map, buf, i, base, eof);
+            return self.delegate(engine, map, input, i);
         };
         let content = &buf[i + 1..close];
         let (content, empty) = match content.strip_suffix(b"/") {
@@ -383,7 +384,7 @@ impl Scanner {
         // quick-xml's own attribute parser decides.
         let Ok(text) = std::str::from_utf8(content) else {
             // quick-xml reads names and attributes as bytes; let it.
-            return self.delegate(engine, map, buf, i, base, eof);
+            return self.delegate(engine, map, input, i);
         };
         if !empty {
             self.open(&content[..n]);
@@ -406,11 +407,10 @@ impl Scanner {
         &mut self,
         engine: &mut Engine,
         map: &dyn HrefMap,
-        buf: &[u8],
+        input: Input<'_>,
         i: usize,
-        base: u64,
-        eof: bool,
     ) -> Result<Option<usize>, XmlError> {
+        let Input { buf, base, .. } = input;
         // `</name>` directly; anything else as quick-xml reads it (it skips quoted runs in
         // end tags too).
         // Mostly the name of the open element, which is compared whole.
@@ -429,7 +429,7 @@ impl Scanner {
         } else {
             match tag_end(buf, i + 2) {
                 Some(close) => close,
-                None => return self.delegate(engine, map, buf, i, base, eof),
+                None => return self.delegate(engine, map, input, i),
             }
         };
         let content = &buf[i + 2..close];
@@ -464,11 +464,10 @@ impl Scanner {
         &mut self,
         engine: &mut Engine,
         map: &dyn HrefMap,
-        buf: &[u8],
+        input: Input<'_>,
         i: usize,
-        base: u64,
-        eof: bool,
     ) -> Result<Option<usize>, XmlError> {
+        let Input { buf, base, eof } = input;
         let slice = &buf[i..];
         let mut reader = Reader::from_reader(slice);
         match reader.read_event() {
