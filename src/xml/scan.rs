@@ -49,6 +49,32 @@ pub(super) struct Scanner {
     started: bool,
     /// Scratch space for a tag's attributes (no allocation per tag).
     ranges: Vec<AttrRange>,
+    /// Plain tags read before, by their bytes (see [`Seen`]).
+    seen: Vec<Seen>,
+}
+
+/// A plain tag already read: its bytes from after `<` to `>` and what [`plain_tag`] made of
+/// them (offsets from the same start). A listing repeats a few tags thousands of times;
+/// comparing the bytes is cheaper than reading them again, and gives the same answer, since
+/// [`plain_tag`] looks at nothing else.
+#[derive(Default)]
+struct Seen {
+    bytes: Vec<u8>,
+    name_end: usize,
+    empty: bool,
+    ranges: Vec<AttrRange>,
+}
+
+/// Slots of [`Scanner::seen`], picked by a tag's first bytes.
+const SEEN_SLOTS: usize = 32;
+/// Tags longer than this are not remembered.
+const SEEN_MAX: usize = 160;
+
+fn seen_slot(buf: &[u8], from: usize) -> usize {
+    let a = buf.get(from).copied().unwrap_or(0) as usize;
+    let b = buf.get(from + 1).copied().unwrap_or(0) as usize;
+    let c = buf.get(from + 3).copied().unwrap_or(0) as usize;
+    (a * 7 + b * 3 + c) % SEEN_SLOTS
 }
 
 /// The `>` ending a tag whose content starts at `from`, skipping quoted values. Tags are
@@ -347,8 +373,48 @@ impl Scanner {
         i: usize,
     ) -> Result<Option<usize>, XmlError> {
         let Input { buf, base, eof } = input;
+        let from = i + 1;
         self.ranges.clear();
-        match plain_tag(buf, i + 1, &mut self.ranges) {
+        if self.seen.is_empty() {
+            self.seen.resize_with(SEEN_SLOTS, Seen::default);
+        }
+        let slot = seen_slot(buf, from);
+        let seen = &mut self.seen[slot];
+        let plain = if !seen.bytes.is_empty() && buf[from..].starts_with(&seen.bytes) {
+            let shift = |r: &std::ops::Range<usize>| r.start + from..r.end + from;
+            self.ranges.extend(seen.ranges.iter().map(|r| AttrRange {
+                key: shift(&r.key),
+                value: shift(&r.value),
+            }));
+            Plain::Tag {
+                name_end: from + seen.name_end,
+                close: from + seen.bytes.len() - 1,
+                empty: seen.empty,
+            }
+        } else {
+            let plain = plain_tag(buf, from, &mut self.ranges);
+            if let Plain::Tag {
+                name_end,
+                close,
+                empty,
+            } = plain
+            {
+                if close + 1 - from <= SEEN_MAX {
+                    seen.bytes.clear();
+                    seen.bytes.extend_from_slice(&buf[from..=close]);
+                    seen.name_end = name_end - from;
+                    seen.empty = empty;
+                    seen.ranges.clear();
+                    let unshift = |r: &std::ops::Range<usize>| r.start - from..r.end - from;
+                    seen.ranges.extend(self.ranges.iter().map(|r| AttrRange {
+                        key: unshift(&r.key),
+                        value: unshift(&r.value),
+                    }));
+                }
+            }
+            plain
+        };
+        match plain {
             Plain::Tag {
                 name_end,
                 close,
