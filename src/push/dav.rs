@@ -489,11 +489,10 @@ pub fn parse_register(body: &[u8]) -> Result<RegisterRequest, RegisterError> {
             _ => b'?',
         };
         match event {
-            Event::Start(e) | Event::Empty(e) if path.len() >= MAX_DEPTH => {
-                let _ = e;
+            Event::Start(_) | Event::Empty(_) if path.len() >= MAX_DEPTH => {
                 return Err(RegisterError::Malformed("nested too deeply".into()));
             }
-            Event::Start(e) => {
+            Event::Start(ref e) | Event::Empty(ref e) => {
                 let local = e.local_name().as_ref().to_vec();
                 opened(
                     &path,
@@ -503,26 +502,18 @@ pub fn parse_register(body: &[u8]) -> Result<RegisterRequest, RegisterError> {
                     &mut trigger_seen,
                     &mut subscriptions,
                 );
-                if tag == b'P' && local == b"subscription-public-key" {
-                    key_type_ok = e
-                        .try_get_attribute("type")
-                        .ok()
-                        .flatten()
-                        .is_none_or(|a| a.value.as_ref() == b"p256dh");
+                // An empty element has no content: nothing stays open.
+                if matches!(event, Event::Start(_)) {
+                    if tag == b'P' && local == b"subscription-public-key" {
+                        key_type_ok = e
+                            .try_get_attribute("type")
+                            .ok()
+                            .flatten()
+                            .is_none_or(|a| a.value.as_ref() == b"p256dh");
+                    }
+                    path.push((tag, local));
+                    text.clear();
                 }
-                path.push((tag, local));
-                text.clear();
-            }
-            Event::Empty(e) => {
-                let local = e.local_name().as_ref().to_vec();
-                opened(
-                    &path,
-                    tag,
-                    &local,
-                    &mut out,
-                    &mut trigger_seen,
-                    &mut subscriptions,
-                );
             }
             Event::Text(t) => {
                 let s = t

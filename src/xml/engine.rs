@@ -284,20 +284,10 @@ impl Engine {
         for (i, range) in attrs.iter().enumerate() {
             let key = QName(&raw[range.key.clone()]);
             let value = &raw[range.value.clone()];
-            guard::check_attribute_count(i + 1, pos)?;
-            self.items.add(1, pos)?;
-            let prefix: &[u8] = match key.as_namespace_binding() {
-                None => {
-                    others.push((key, value));
-                    continue;
-                }
-                Some(PrefixDeclaration::Default) => b"",
-                Some(PrefixDeclaration::Named(p)) => p,
-            };
-            self.scopes
-                .declare(prefix, value, depth)
-                .map_err(|m| malformed(pos, m))?;
-            guard::check_bindings(self.scopes.len(), pos)?;
+            self.count_attribute(i + 1, pos)?;
+            if !self.declare_binding(key, value, depth, pos)? {
+                others.push((key, value));
+            }
         }
         self.element(QName(name), &others, empty, depth, pos)
     }
@@ -384,26 +374,43 @@ impl Engine {
         // Raw-name duplicates are caught by the expanded-name check in `attributes`;
         // duplicate namespace declarations are dropped from the output anyway. quick-xml's
         // own duplicate check compares every pair; ours is linear (see `guard`).
-        let mut count = 0usize;
-        for attr in e.attributes().with_checks(false) {
-            count += 1;
-            guard::check_attribute_count(count, pos)?;
-            self.items.add(1, pos)?;
+        for (i, attr) in e.attributes().with_checks(false).enumerate() {
+            self.count_attribute(i + 1, pos)?;
             let attr = attr.map_err(|err| malformed(pos, err.to_string()))?;
-            let prefix: &[u8] = match attr.key.as_namespace_binding() {
-                None => {
-                    attrs.push(attr);
-                    continue;
-                }
-                Some(PrefixDeclaration::Default) => b"",
-                Some(PrefixDeclaration::Named(p)) => p,
-            };
-            self.scopes
-                .declare(prefix, &attr.value, depth)
-                .map_err(|m| malformed(pos, m))?;
-            guard::check_bindings(self.scopes.len(), pos)?;
+            if !self.declare_binding(attr.key, &attr.value, depth, pos)? {
+                attrs.push(attr);
+            }
         }
         Ok(attrs)
+    }
+
+    /// Counts the `n`th attribute of an element against the per-element and per-document caps.
+    #[inline]
+    fn count_attribute(&mut self, n: usize, pos: u64) -> Result<(), XmlError> {
+        guard::check_attribute_count(n, pos)?;
+        self.items.add(1, pos)
+    }
+
+    /// Puts `key="value"` in scope at `depth` if it is a namespace declaration (`true`);
+    /// `false` for an ordinary attribute.
+    #[inline]
+    fn declare_binding(
+        &mut self,
+        key: QName<'_>,
+        value: &[u8],
+        depth: usize,
+        pos: u64,
+    ) -> Result<bool, XmlError> {
+        let prefix: &[u8] = match key.as_namespace_binding() {
+            None => return Ok(false),
+            Some(PrefixDeclaration::Default) => b"",
+            Some(PrefixDeclaration::Named(p)) => p,
+        };
+        self.scopes
+            .declare(prefix, value, depth)
+            .map_err(|m| malformed(pos, m))?;
+        guard::check_bindings(self.scopes.len(), pos)?;
+        Ok(true)
     }
 
     /// Before the root's start tag: marks the prolog over and writes the output declaration.
