@@ -34,13 +34,10 @@ pub fn empty() -> Body {
 }
 
 /// An upstream body passed through as it arrives (an upstream failure aborts it).
-pub fn stream_body(resp: reqwest::Response) -> Body {
-    use futures_util::StreamExt;
-    let s = resp.bytes_stream().map(|r| {
-        r.map(hyper::body::Frame::data)
-            .map_err(|e| Box::new(e) as BoxError)
-    });
-    BodyExt::boxed(http_body_util::StreamBody::new(s))
+pub fn stream_body(resp: crate::upstream::response::Response) -> Body {
+    resp.into_body()
+        .map_err(|e| Box::new(e) as BoxError)
+        .boxed()
 }
 
 /// A plain response with a status and no body.

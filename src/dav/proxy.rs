@@ -577,13 +577,13 @@ impl Forward<'_> {
     /// streams on with links).
     async fn with_photos(
         &self,
-        mut resp: reqwest::Response,
+        mut resp: crate::upstream::response::Response,
         to_local: &ToLocal,
     ) -> Result<UpstreamBytes, DavError> {
         if !self.inlines_photos() {
             return Ok(Box::pin(resp.bytes_stream().map_err(std::io::Error::other)));
         }
-        let cut = |e: reqwest::Error| {
+        let cut = |e: crate::upstream::response::BodyError| {
             DavError::Upstream(UpstreamError::BadResponse {
                 detail: format!("its answer was cut off ({e})"),
             })
@@ -607,7 +607,7 @@ impl Forward<'_> {
     }
 
     /// Did upstream redirect to an origin the credential may not go to (a partition move)?
-    fn moved_away(&self, resp: &reqwest::Response) -> bool {
+    fn moved_away(&self, resp: &crate::upstream::response::Response) -> bool {
         if !resp.status().is_redirection() {
             return false;
         }
@@ -659,7 +659,7 @@ impl Forward<'_> {
     /// with its links mapped (when small enough to hold), or upstream's bytes as they come.
     async fn response_body(
         &self,
-        resp: reqwest::Response,
+        resp: crate::upstream::response::Response,
         mut head: http::response::Builder,
         to_local: Arc<ToLocal>,
         up_ct: &str,
@@ -730,7 +730,10 @@ impl Forward<'_> {
 /// The answer's status and the headers a client may see: the allow-list, and `Location` /
 /// `Content-Location` mapped to the client's URLs (an absolute URL we cannot map never
 /// leaks). Says whether upstream sent an ETag.
-fn response_head(resp: &reqwest::Response, to_local: &ToLocal) -> (http::response::Builder, bool) {
+fn response_head(
+    resp: &crate::upstream::response::Response,
+    to_local: &ToLocal,
+) -> (http::response::Builder, bool) {
     let mut out = Response::builder().status(resp.status().as_u16());
     let mut etag_seen = false;
     for name in RESPONSE_HEADERS {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,7 +17,47 @@ use crate::config::UpstreamConfig;
 use crate::start::StartError;
 use crate::upstream::error::{parse_retry_after, retry_secs, Unreachable, UpstreamError};
 use crate::upstream::gate::Gate;
+use crate::upstream::response::Response;
 use crate::upstream::service::Service;
+
+/// The pooled HTTP/1.1 and HTTP/2 client (rustls; plain http only where configured).
+type Pool = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// Why no answer came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendError {
+    /// No response headers within `timeout_secs`.
+    Timeout,
+    /// Connecting failed: nothing was sent.
+    Connect,
+    /// The TLS handshake failed (a certificate, a protocol): nothing was sent.
+    Tls,
+    /// The connection broke after the request went out, or the URL is not one hyper takes.
+    Broken,
+}
+
+impl SendError {
+    fn of(e: &hyper_util::client::legacy::Error) -> SendError {
+        if !e.is_connect() {
+            return SendError::Broken;
+        }
+        // The connector's error chain names a certificate or TLS problem; nothing else
+        // tells the two apart.
+        let text = format!("{e:?}").to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") {
+            SendError::Tls
+        } else {
+            SendError::Connect
+        }
+    }
+
+    fn nothing_sent(self) -> bool {
+        matches!(self, SendError::Connect | SendError::Tls)
+    }
+}
 
 /// How many redirects to trusted upstream hosts are followed for one request.
 const MAX_REDIRECTS: usize = 3;
@@ -131,8 +171,11 @@ struct Tries {
 }
 
 /// After one exchange: the answer, or another exchange (at once, or after a short pause).
+// A short-lived local between two steps of `send`; boxing the answer would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Next {
-    Done(Result<reqwest::Response, UpstreamError>),
+    Done(Result<Response, UpstreamError>),
     Again,
     Retry,
 }
@@ -140,7 +183,10 @@ enum Next {
 /// The shared HTTP client towards iCloud (or a generic DAV server).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    http: reqwest::Client,
+    http: Pool,
+    /// How long upstream may take to answer, and to send each piece of a body.
+    timeout: Duration,
+    user_agent: HeaderValue,
     pub stats: std::sync::Arc<UpstreamStats>,
     pub config: std::sync::Arc<UpstreamConfig>,
     /// Partition hosts that failed recently (origin -> when), skipped for `HOST_DOWN_FOR`.
@@ -178,36 +224,42 @@ pub enum Purpose {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, StartError> {
-        let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(config.timeout_secs.min(10)))
-            .read_timeout(Duration::from_secs(config.timeout_secs))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .user_agent(concat!("icloud-bridge/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca).map_err(|source| StartError::File {
+            std::fs::metadata(ca).map_err(|source| StartError::File {
                 action: "read upstream.ca_file",
                 path: ca.clone(),
                 source,
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| StartError::CaFile {
-                    path: ca.clone(),
-                    detail: e.to_string(),
-                })?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
         }
-        let http = b.build().map_err(|e| StartError::Client {
-            what: "upstream HTTP",
-            detail: e.to_string(),
+        let tls = crate::tls::client_config(config.ca_file.as_deref()).map_err(|detail| {
+            StartError::CaFile {
+                path: config.ca_file.clone().unwrap_or_default(),
+                detail,
+            }
         })?;
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(config.timeout_secs.min(10))));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(50))
+                .pool_max_idle_per_host(64)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .build(connector);
         Ok(Upstream {
             http,
+            timeout: Duration::from_secs(config.timeout_secs),
+            user_agent: HeaderValue::from_static(concat!(
+                "icloud-bridge/",
+                env!("CARGO_PKG_VERSION")
+            )),
             stats: Default::default(),
             config: std::sync::Arc::new(config.clone()),
             down: Default::default(),
@@ -265,7 +317,7 @@ impl Upstream {
         account: &G,
         service: Service,
         mut req: UpstreamRequest,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Response, UpstreamError> {
         self.permitted(account, service, &req)?;
         let admitted = account.admit(service).await?;
         let _permit =
@@ -292,14 +344,7 @@ impl Upstream {
         }
         loop {
             let sent = Instant::now();
-            let result = self
-                .http
-                .request(req.method.clone(), req.url.clone())
-                .headers(req.headers.clone())
-                .header(http::header::AUTHORIZATION, admitted.authorization.clone())
-                .body(req.body.clone())
-                .send()
-                .await;
+            let result = self.exchange(&req, &admitted.authorization).await;
             self.stats.record(
                 service,
                 result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
@@ -314,6 +359,40 @@ impl Upstream {
                 Next::Retry => retry_pause().await,
                 Next::Again => {}
             }
+        }
+    }
+
+    /// One request and its answer's head, within `timeout`.
+    async fn exchange(
+        &self,
+        req: &UpstreamRequest,
+        authorization: &HeaderValue,
+    ) -> Result<Response, SendError> {
+        let uri: http::Uri = req.url.as_str().parse().map_err(|_| SendError::Broken)?;
+        let mut out = http::Request::new(http_body_util::Full::new(req.body.clone()));
+        *out.method_mut() = req.method.clone();
+        *out.uri_mut() = uri;
+        let h = out.headers_mut();
+        h.reserve(req.headers.len() + 2);
+        for (name, value) in &req.headers {
+            h.append(name, value.clone());
+        }
+        h.insert(http::header::AUTHORIZATION, authorization.clone());
+        h.entry(http::header::USER_AGENT)
+            .or_insert_with(|| self.user_agent.clone());
+        match tokio::time::timeout(self.timeout, self.http.request(out)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) => {
+                let kind = SendError::of(&e);
+                // The upstream host stays in the log; clients never see it.
+                tracing::debug!(
+                    host = req.url.host_str().unwrap_or("?"),
+                    ?kind,
+                    "upstream transport error"
+                );
+                Err(kind)
+            }
+            Ok(Ok(resp)) => Ok(Response::new(resp, req.url.clone(), self.timeout)),
         }
     }
 
@@ -352,10 +431,11 @@ impl Upstream {
         service: Service,
         req: &mut UpstreamRequest,
         tries: &mut Tries,
-        e: reqwest::Error,
+        e: SendError,
     ) -> Next {
         let asset = req.purpose == Purpose::Asset;
-        if !asset && !tries.tried_front && !e.is_timeout() && (e.is_connect() || tries.safe) {
+        let timeout = e == SendError::Timeout;
+        if !asset && !tries.tried_front && !timeout && (e.nothing_sent() || tries.safe) {
             if let Some(front_url) = self.on_front(service, &req.url) {
                 tracing::warn!(
                     account = account.name(),
@@ -368,11 +448,11 @@ impl Upstream {
                 return Next::Again;
             }
         }
-        if tries.safe && !tries.retried && !e.is_timeout() {
+        if tries.safe && !tries.retried && !timeout {
             tries.retried = true;
             return Next::Retry;
         }
-        let err = classify_error(&e);
+        let err = classify_error(e);
         if !asset {
             account.record_failure(service, &err, None);
         }
@@ -387,7 +467,7 @@ impl Upstream {
         service: Service,
         req: &mut UpstreamRequest,
         tries: &mut Tries,
-        resp: reqwest::Response,
+        resp: Response,
     ) -> Next {
         let status = resp.status();
         let redirect = matches!(
@@ -459,7 +539,7 @@ impl Upstream {
         &self,
         account: &G,
         service: Service,
-        resp: &reqwest::Response,
+        resp: &Response,
     ) -> UpstreamError {
         let status = resp.status().as_u16();
         let ra = resp
@@ -525,26 +605,15 @@ async fn retry_pause() {
 }
 
 /// Map a transport error to the unreachable kinds of the design's table.
-fn classify_error(e: &reqwest::Error) -> UpstreamError {
-    let kind = if e.is_timeout() {
-        Unreachable::Timeout
-    } else if e.is_connect() {
-        let text = format!("{e:?}").to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("tls") {
-            Unreachable::Tls
-        } else {
-            Unreachable::Connect
-        }
-    } else {
-        Unreachable::Protocol
+fn classify_error(e: SendError) -> UpstreamError {
+    let (kind, detail) = match e {
+        SendError::Timeout => (Unreachable::Timeout, "no answer in time"),
+        SendError::Connect => (Unreachable::Connect, "connection failed"),
+        SendError::Tls => (Unreachable::Tls, "TLS handshake failed"),
+        SendError::Broken => (Unreachable::Protocol, "the connection broke"),
     };
-    let detail = match kind {
-        Unreachable::Timeout => "no answer in time".to_string(),
-        Unreachable::Connect => "connection failed".to_string(),
-        Unreachable::Tls => "TLS handshake failed".to_string(),
-        Unreachable::Protocol => "the connection broke".to_string(),
-    };
-    // The upstream host stays in the log; clients never see it.
-    tracing::debug!(host = e.url().and_then(|u| u.host_str()).unwrap_or("?"), %detail, "upstream transport error");
-    UpstreamError::Unreachable { kind, detail }
+    UpstreamError::Unreachable {
+        kind,
+        detail: detail.to_string(),
+    }
 }

@@ -6,5 +6,6 @@ pub mod discover;
 pub mod error;
 pub mod gate;
 pub mod imap;
+pub mod response;
 pub mod service;
 pub mod smtp;

@@ -93,7 +93,7 @@ pub fn rewrite_to_vec(input: &[u8], map: &dyn HrefMap) -> Result<Vec<u8>, XmlErr
 /// handed on yet, so the caller can still answer with a clean error); a stream that ends without `Err` carried
 /// a complete document.
 ///
-/// Feed a `reqwest` body with `resp.bytes_stream().map_err(std::io::Error::other)`.
+/// Feed an upstream body with `resp.bytes_stream().map_err(std::io::Error::other)`.
 pub fn rewrite_stream<S, E>(
     input: S,
     map: Arc<dyn HrefMap>,
