@@ -139,7 +139,15 @@ pub fn home_url(home: &Url, rest: &str, query: Option<&str>) -> Option<Url> {
         None => format!("{home}{rest}"),
     };
     let u = Url::parse(&text).ok()?;
-    (u.origin() == home.origin() && u.path().starts_with(home.path())).then_some(u)
+    (same_origin(&u, home) && u.path().starts_with(home.path())).then_some(u)
+}
+
+/// Do two http(s) URLs have the same origin (scheme, host, port)? [`Url::origin`] without
+/// its copies of the host, for the checks every request makes.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// The raw path of an href or header value that is an absolute http(s) URL or a path
@@ -422,7 +430,7 @@ impl HrefMap for ToUpstream {
             .map(|(_, q)| q.split('#').next().unwrap_or(q).to_string());
         let url = self.url_for_path(path)?;
         let q = query.map(|q| format!("?{q}")).unwrap_or_default();
-        if url.origin() == self.target.origin() {
+        if same_origin(&url, &self.target) {
             Some(format!("{}{q}", url.path()))
         } else {
             Some(format!("{}{q}", url.as_str()))

@@ -18,7 +18,8 @@ use crate::cache::serve::{Ask, OnListing};
 use crate::dav::error::DavError;
 use crate::dav::explain::{explain, Asked};
 use crate::dav::paths::{
-    home_url, raw_path, refuse_rest, to_upstream_text, ToLocal, ToUpstream, UpstreamHosts,
+    home_url, raw_path, refuse_rest, same_origin, to_upstream_text, ToLocal, ToUpstream,
+    UpstreamHosts,
 };
 use crate::dav::Dav;
 use crate::limits::{BodyReservation, ClientAddr};
@@ -754,12 +755,6 @@ fn response_head(
         }
     }
     (out, etag_seen)
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Keep only the last Content-Type (the bridge's own when it set one).

@@ -282,22 +282,17 @@ impl Upstream {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return false;
         }
-        let origin = url.origin();
+        let same = |other: &Url| crate::dav::paths::same_origin(url, other);
         let c = &self.config;
-        if origin == c.caldav.origin()
-            || origin == c.carddav.origin()
-            || c.asset_origins.iter().any(|a| a.origin() == origin)
-        {
+        if same(&c.caldav) || same(&c.carddav) || c.asset_origins.iter().any(same) {
             return true;
         }
         let Some(l) = account.learned() else {
             return false;
         };
         let plain_ok = |front: &Url| url.scheme() == "https" || front.scheme() == "http";
-        (plain_ok(&c.caldav)
-            && (origin == l.cal_home.origin() || origin == l.cal_principal.origin()))
-            || (plain_ok(&c.carddav)
-                && (origin == l.card_home.origin() || origin == l.card_principal.origin()))
+        (plain_ok(&c.caldav) && (same(&l.cal_home) || same(&l.cal_principal)))
+            || (plain_ok(&c.carddav) && (same(&l.card_home) || same(&l.card_principal)))
     }
 
     /// May discovery use a URL an upstream answer named (a principal or home on a partition

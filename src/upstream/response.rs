@@ -145,3 +145,65 @@ impl HttpBody for UpstreamBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A response read from a raw server that writes `wire` and then holds the connection.
+    async fn from_wire(wire: &'static [u8], idle: Duration) -> Response {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            s.write_all(wire).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/x")
+            .header("host", "up")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let url = Url::parse(&format!("http://{addr}/x")).unwrap();
+        Response::new(resp, url, idle)
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_is_read_with_its_length_and_url() {
+        let mut r = from_wire(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"1\"\r\n\r\nhello",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.content_length(), Some(5));
+        assert_eq!(r.headers()["etag"], "\"1\"");
+        assert_eq!(r.url().path(), "/x");
+        assert_eq!(r.chunk().await.unwrap().as_deref(), Some(&b"hello"[..]));
+        assert!(r.chunk().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_fails_after_the_idle_limit() {
+        let r = from_wire(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            Duration::from_secs(1),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let err = r.bytes().await.unwrap_err();
+        assert!(matches!(err, BodyError::Idle(1)), "{err:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(err.to_string(), "upstream sent nothing for 1 s");
+    }
+}
