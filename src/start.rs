@@ -26,8 +26,6 @@ pub enum StartError {
     },
     #[error("{} is not a link key (64 hex digits); remove it to make a new one", path.display())]
     LinkKey { path: PathBuf },
-    #[error("upstream.ca_file {} holds no usable PEM certificates: {detail}", path.display())]
-    CaFile { path: PathBuf, detail: String },
     #[error("the {what} client cannot be built: {detail}")]
     Client { what: &'static str, detail: String },
     #[error("the client logins in data_dir cannot be used: {detail}")]

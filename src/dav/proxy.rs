@@ -26,6 +26,7 @@ use crate::limits::{BodyReservation, ClientAddr};
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::discover::{self, Learned};
 use crate::upstream::error::UpstreamError;
+use crate::upstream::response::{BodyError, Response as UpstreamResponse};
 use crate::upstream::service::Service;
 use crate::xml::inspect::{inspect, RequestInfo};
 use crate::xml::rewrite::{rewrite_stream, rewrite_to_vec, HrefMap};
@@ -578,13 +579,13 @@ impl Forward<'_> {
     /// streams on with links).
     async fn with_photos(
         &self,
-        mut resp: crate::upstream::response::Response,
+        mut resp: UpstreamResponse,
         to_local: &ToLocal,
     ) -> Result<UpstreamBytes, DavError> {
         if !self.inlines_photos() {
             return Ok(Box::pin(resp.bytes_stream().map_err(std::io::Error::other)));
         }
-        let cut = |e: crate::upstream::response::BodyError| {
+        let cut = |e: BodyError| {
             DavError::Upstream(UpstreamError::BadResponse {
                 detail: format!("its answer was cut off ({e})"),
             })
@@ -608,7 +609,7 @@ impl Forward<'_> {
     }
 
     /// Did upstream redirect to an origin the credential may not go to (a partition move)?
-    fn moved_away(&self, resp: &crate::upstream::response::Response) -> bool {
+    fn moved_away(&self, resp: &UpstreamResponse) -> bool {
         if !resp.status().is_redirection() {
             return false;
         }
@@ -660,7 +661,7 @@ impl Forward<'_> {
     /// with its links mapped (when small enough to hold), or upstream's bytes as they come.
     async fn response_body(
         &self,
-        resp: crate::upstream::response::Response,
+        resp: UpstreamResponse,
         mut head: http::response::Builder,
         to_local: Arc<ToLocal>,
         up_ct: &str,
@@ -731,10 +732,7 @@ impl Forward<'_> {
 /// The answer's status and the headers a client may see: the allow-list, and `Location` /
 /// `Content-Location` mapped to the client's URLs (an absolute URL we cannot map never
 /// leaks). Says whether upstream sent an ETag.
-fn response_head(
-    resp: &crate::upstream::response::Response,
-    to_local: &ToLocal,
-) -> (http::response::Builder, bool) {
+fn response_head(resp: &UpstreamResponse, to_local: &ToLocal) -> (http::response::Builder, bool) {
     let mut out = Response::builder().status(resp.status().as_u16());
     let mut etag_seen = false;
     for name in RESPONSE_HEADERS {

@@ -231,9 +231,10 @@ impl Upstream {
                 source,
             })?;
         }
+        // The detail names upstream.ca_file and the file when the trouble is there.
         let tls = crate::tls::client_config(config.ca_file.as_deref()).map_err(|detail| {
-            StartError::CaFile {
-                path: config.ca_file.clone().unwrap_or_default(),
+            StartError::Client {
+                what: "upstream HTTP",
                 detail,
             }
         })?;
