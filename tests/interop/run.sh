@@ -440,7 +440,7 @@ CONF
         smtp_send "$HOST" "$M_SMTP" mailer "$M_PASS" "interop through the bridge" || return 1
         after="$(curl -fs "${M_CTL}sent-messages" | grep -c . || true)"
         echo "stand-in outbox: $before -> $after"
-        curl -fs "${M_CTL}sent-message?index=$before" | tee "$M_DIR/sent.eml" | grep -q "^Subject: interop through the bridge" \
+        curl -fs "${M_CTL}sent-message?index=$before" | tee "$M_DIR/sent.eml" | grep "^Subject: interop through the bridge" >/dev/null \
           && grep -q "^\.leading dot line" "$M_DIR/sent.eml" && [ "$after" -eq $((before + 1)) ]
       }
       export -f mbsync_pull smtp_send mail_pull_check mail_send_check
@@ -613,7 +613,7 @@ tb_wanted() {
   esac
   command -v thunderbird >/dev/null && return 0
   { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null; } || return 1
-  apt-cache policy thunderbird 2>/dev/null | grep -q 'Candidate: [0-9]'
+  apt-cache policy thunderbird 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null
 }
 if tb_wanted; then
   TB_ARGS=()
