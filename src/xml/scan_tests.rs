@@ -221,3 +221,52 @@ async fn same_answers_on_the_hostile_cases() {
     )
     .await;
 }
+
+/// Repeated names mean what the bindings in scope say at each place: a prefix rebound, a
+/// default namespace changed, a prefix gone out of scope. (A memo of resolved names keyed on
+/// the bytes alone passes the corpus and fails here.)
+#[tokio::test]
+async fn repeated_names_follow_the_bindings_in_scope() {
+    let cases: &[&str] = &[
+        "<d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>/1234567890/calendars/home/a.ics</d:href></d:response>\
+         <d:response><d:x xmlns:d=\"urn:other\"><d:href>/1234567890/calendars/home/y.ics</d:href></d:x>\
+         <d:href>/1234567890/calendars/home/b.ics</d:href></d:response></d:multistatus>",
+        "<multistatus xmlns=\"DAV:\"><response><href>/1234567890/calendars/home/a.ics</href></response>\
+         <response><propstat xmlns=\"urn:other\"><href>/1234567890/calendars/home/y.ics</href></propstat>\
+         <href>/1234567890/calendars/home/c.ics</href></response></multistatus>",
+        "<a xmlns:p=\"DAV:\"><b xmlns:p=\"urn:x\"><p:href>/1234567890/calendars/home/q.ics</p:href></b>\
+         <b xmlns:p=\"DAV:\"><p:href>/1234567890/calendars/home/q.ics</p:href></b><p:href>/1234567890/calendars/home/r.ics</p:href></a>",
+        "<a><p:b xmlns:p=\"DAV:\"/><p:b/></a>",
+    ];
+    for input in cases {
+        agree(
+            input.as_bytes(),
+            Arc::new(TestMap),
+            &[1, 3, 7, usize::MAX],
+            input,
+        )
+        .await;
+    }
+    // The href under the rebound prefix is not DAV's, so it is not mapped; the others are.
+    let out = fast(cases[0].as_bytes(), usize::MAX, Arc::new(TestMap))
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("<x0:href>/1234567890/calendars/home/y.ics</x0:href>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<d:href>/dav/alice/calendars/home/a.ics</d:href>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<d:href>/dav/alice/calendars/home/b.ics</d:href>"),
+        "{out}"
+    );
+    // Out of its element, the prefix is unbound again.
+    let err = fast(cases[3].as_bytes(), usize::MAX, Arc::new(TestMap))
+        .await
+        .unwrap_err();
+    assert!(err.contains("p"), "{err}");
+}
