@@ -1351,3 +1351,76 @@ async fn the_pipeline_runs_in_process_with_any_body_type() {
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("icloud-bridge"), "{challenge}");
 }
+
+/// What iCloud sees of a device's GET: the stored credential (never the device's login), its
+/// own Host, the bridge's User-Agent, `Accept: */*` unless the device asked for something,
+/// and none of the device's other headers.
+#[tokio::test]
+async fn upstream_sees_the_bridges_request_not_the_devices() {
+    use base64::Engine;
+    let env = start().await;
+    let path = "/dav/alice/calendars/tasks/seen-1.ics";
+    let r = env
+        .req("PUT", path)
+        .header("Content-Type", "text/calendar")
+        .body(todo("seen-1", "Look at me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let control = env.control();
+    let last_get = || {
+        control
+            .request_log()
+            .into_iter()
+            .rev()
+            .find(|r| r.method == "GET" && r.path.ends_with("/seen-1.ics"))
+            .expect("the GET reached the stand-in")
+    };
+    let header = |r: &icloud_bridge::standin::LoggedRequest, name: &str| {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let r = env
+        .req("GET", path)
+        .header("Cookie", "session=device-cookie")
+        .header("User-Agent", "DAVx5/4.4.3-ose")
+        .header("X-Device-Secret", "keep-me-local")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = last_get();
+    let stored = base64::engine::general_purpose::STANDARD
+        .encode(format!("{DEMO_APPLE_ID}:{DEMO_APP_PASSWORD}"));
+    assert_eq!(header(&seen, "authorization"), [format!("Basic {stored}")]);
+    let ua = header(&seen, "user-agent");
+    assert!(
+        ua.len() == 1 && ua[0].starts_with("icloud-bridge/"),
+        "{ua:?}"
+    );
+    assert_eq!(header(&seen, "accept"), ["*/*"]);
+    let bridge = env.url("/");
+    let bridge_host = bridge.trim_start_matches("http://").trim_end_matches('/');
+    assert!(
+        !seen.host.is_empty() && seen.host != bridge_host,
+        "{}",
+        seen.host
+    );
+    for name in ["cookie", "x-device-secret"] {
+        assert!(header(&seen, name).is_empty(), "{name} reached upstream");
+    }
+    // A device's own Accept goes through as it asked.
+    let r = env
+        .req("GET", path)
+        .header("Accept", "text/calendar")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&last_get(), "accept"), ["text/calendar"]);
+    env.stop().await;
+}

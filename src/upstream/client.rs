@@ -369,13 +369,16 @@ impl Upstream {
         *out.method_mut() = req.method.clone();
         *out.uri_mut() = uri;
         let h = out.headers_mut();
-        h.reserve(req.headers.len() + 2);
+        h.reserve(req.headers.len() + 3);
         for (name, value) in &req.headers {
             h.append(name, value.clone());
         }
         h.insert(http::header::AUTHORIZATION, authorization.clone());
         h.entry(http::header::USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());
+        // What the bridge sent through reqwest, which adds it to every request.
+        h.entry(http::header::ACCEPT)
+            .or_insert_with(|| HeaderValue::from_static("*/*"));
         match tokio::time::timeout(self.timeout, self.http.request(out)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Err(e)) => {
