@@ -220,8 +220,10 @@ impl ToLocal {
         let a = &self.account;
         // Built with push_str, not format!: this runs for every href of every listing.
         let local = |segment: &str, rest: &str| {
+            // "/dav/" + account + "/" + segment + "/" + rest ["?" + query]: sized exactly, so
+            // the string never grows (it did, one byte short, for every href).
             let mut s = String::with_capacity(
-                6 + a.len() + segment.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+                7 + a.len() + segment.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
             );
             s.push_str("/dav/");
             s.push_str(a);
@@ -732,6 +734,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Listings map thousands of hrefs: each local path is built in a string of exactly its
+    /// size (a string that had to grow shows a larger capacity).
+    #[test]
+    fn local_paths_are_built_without_growing() {
+        let m = to_local(Service::Caldav);
+        for (path, query) in [
+            ("/1234567890/calendars/home/ev-000001.ics", None),
+            ("/1234567890/calendars/", None),
+            ("/1234567890/calendars", None),
+            ("/1234567890/carddavhome/card/x.vcf", None),
+            ("/1234567890/calendars/home/", Some("a=b")),
+        ] {
+            let s = m.map_path(path, query, String::new);
+            assert_eq!(s.capacity(), s.len(), "{s}");
+            assert!(s.starts_with("/dav/alice/"), "{s}");
+        }
     }
 
     #[test]
