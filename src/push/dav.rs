@@ -21,7 +21,7 @@ use crate::push::store::{Coll, Registration, Upserted};
 use crate::push::worker::{Change, Exclude};
 use crate::push::{Push, NS};
 use crate::upstream::service::Service;
-use crate::xml::names::{BRIDGE, CALDAV, CARDDAV, DAV};
+use crate::xml::names::{CALDAV, CARDDAV, DAV};
 
 /// A push-register is a few hundred bytes; more is refused.
 const MAX_REGISTER_BYTES: usize = 16 * 1024;
@@ -269,19 +269,16 @@ fn dont_notify(push: &Push, account: &str, login: &str, headers: &http::HeaderMa
     }
 }
 
-/// A 403 with one of the draft's preconditions and the bridge's sentence.
-fn precondition(condition: &str, message: &str) -> Response<Body> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<d:error xmlns:d=\"DAV:\" xmlns:P=\"{NS}\"><P:{condition}/><ib:message xmlns:ib=\"{BRIDGE}\">{}</ib:message></d:error>",
-        crate::xml::escape_text(message)
-    );
-    let mut r = Response::new(full(body));
-    *r.status_mut() = StatusCode::FORBIDDEN;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml; charset=utf-8"),
-    );
-    r
+/// A 403 with one of the draft's preconditions and the bridge's sentence, written as every
+/// other `DAV:error` of the bridge is ([`crate::dav::error::DavError::into_response`]).
+fn precondition(condition: &'static str, message: &str) -> Response<Body> {
+    crate::dav::error::DavError::Refused {
+        status: StatusCode::FORBIDDEN,
+        condition: Some((NS, condition)),
+        message: message.to_string(),
+        short: "Forbidden",
+    }
+    .into_response()
 }
 
 /// POST on a collection: a `push-register` is the bridge's; anything else goes on to iCloud.
