@@ -50,16 +50,6 @@ fn upstream(c: &icloud_bridge::standin::Control, method: &str) -> Vec<String> {
         .collect()
 }
 
-/// A second device with its own login on the same account.
-fn second_login(env: &Env) -> String {
-    env.bridge
-        .app
-        .auth
-        .logins
-        .add("laptop", "alice", false, None)
-        .unwrap()
-}
-
 async fn as_user(
     env: &Env,
     user: &str,
@@ -112,7 +102,7 @@ async fn a_second_client_syncing_the_same_calendar_causes_no_upstream_requests()
             &event(&format!("e{i}"), "x", true),
         );
     }
-    let laptop = second_login(&env);
+    let laptop = env.second_login();
     let (n, first) = sync(&env, &env.user, &env.pass, "/dav/alice/calendars/work/").await;
     assert!(n >= 20, "{n}");
     c.clear_request_log();
@@ -155,7 +145,7 @@ async fn identical_concurrent_requests_share_one_upstream_request() {
 #[tokio::test]
 async fn a_write_by_one_client_is_seen_by_the_other_at_once() {
     let env = start().await;
-    let laptop = second_login(&env);
+    let laptop = env.second_login();
     let coll = "/dav/alice/calendars/home/";
     let (_, before, _) = as_user(&env, "laptop", &laptop, "PROPFIND", coll, "1", LIST).await;
     assert!(!before.contains("written-by-phone"));

@@ -34,57 +34,27 @@ struct PushService {
 
 impl PushService {
     async fn start() -> PushService {
-        use http_body_util::{BodyExt, Empty};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let g = g.clone();
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let g = g.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await?.to_bytes().to_vec();
-                            let path = parts.uri.path().to_string();
-                            let headers = parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| {
-                                    (
-                                        k.as_str().to_string(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect();
-                            let gone = path.starts_with("/gone/");
-                            g.lock().unwrap().push(Got {
-                                path,
-                                headers,
-                                body,
-                                at: Instant::now(),
-                            });
-                            let mut resp = http::Response::new(Empty::<bytes::Bytes>::new());
-                            *resp.status_mut() = if gone {
-                                http::StatusCode::GONE
-                            } else {
-                                http::StatusCode::CREATED
-                            };
-                            Ok::<_, hyper::Error>(resp)
-                        }
-                    });
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+        let (addr, task) = http_server(move |parts, body| {
+            let g = g.clone();
+            async move {
+                let path = parts.uri.path().to_string();
+                let gone = path.starts_with("/gone/");
+                g.lock().unwrap().push(Got {
+                    path,
+                    headers: headers_by_name(&parts.headers),
+                    body: body.to_vec(),
+                    at: Instant::now(),
                 });
+                if gone {
+                    http::StatusCode::GONE
+                } else {
+                    http::StatusCode::CREATED
+                }
             }
-        });
+        })
+        .await;
         PushService { addr, got, task }
     }
 
@@ -187,16 +157,6 @@ async fn start_push(service: &PushService) -> Env {
     .await
 }
 
-/// A second device with its own login on the same account.
-fn second_login(env: &Env) -> String {
-    env.bridge
-        .app
-        .auth
-        .logins
-        .add("laptop", "alice", false, None)
-        .unwrap()
-}
-
 /// POST a push-register as `user`; (status, Location, Expires, body).
 async fn register(
     env: &Env,
@@ -245,7 +205,7 @@ const DAVX5_LISTING: &str = r#"<?xml version="1.0" encoding="UTF-8"?><d:propfind
 async fn a_write_through_the_bridge_reaches_other_devices_at_once_and_not_the_writer() {
     let service = PushService::start().await;
     let env = start_push(&service).await;
-    let laptop_pass = second_login(&env);
+    let laptop_pass = env.second_login();
     let phone = (env.user.clone(), env.pass.clone());
     let laptop = ("laptop".to_string(), laptop_pass);
 
@@ -598,7 +558,7 @@ async fn a_change_made_in_icloud_is_pushed_within_poll_secs() {
 async fn deleted_gone_and_expired_registrations_get_nothing() {
     let service = PushService::start().await;
     let env = start_push(&service).await;
-    let laptop_pass = second_login(&env);
+    let laptop_pass = env.second_login();
     let phone = (env.user.clone(), env.pass.clone());
     let (a, b, c) = (Device::new(), Device::new(), Device::new());
     let cal = "/dav/alice/calendars/home/";

@@ -132,6 +132,16 @@ impl Env {
         self.standin.control()
     }
 
+    /// A second device, `laptop`, with its own login on the same account; its password.
+    pub fn second_login(&self) -> String {
+        self.bridge
+            .app
+            .auth
+            .logins
+            .add("laptop", "alice", false, None)
+            .unwrap()
+    }
+
     /// The bridge's SMTP submission address (with `Options::smtp`).
     pub fn smtp_addr(&self) -> std::net::SocketAddr {
         self.bridge.smtp_addr.expect("the bridge serves SMTP")
@@ -301,65 +311,33 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start(fail_first: usize) -> Sink {
-        use http_body_util::{BodyExt, Empty};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::{Arc, Mutex};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(AtomicUsize::new(0));
         let recorded = tokio::sync::watch::Sender::new(0usize);
         let (rec, att, count) = (received.clone(), attempts.clone(), recorded.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (rec, att, count) = (rec.clone(), att.clone(), count.clone());
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (rec, att, count) = (rec.clone(), att.clone(), count.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await?.to_bytes();
-                            let status = if att.fetch_add(1, Ordering::SeqCst) < fail_first {
-                                http::StatusCode::INTERNAL_SERVER_ERROR
-                            } else {
-                                let headers = parts
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (
-                                            k.as_str().to_string(),
-                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                        )
-                                    })
-                                    .collect();
-                                rec.lock().unwrap().push(Received {
-                                    method: parts.method.to_string(),
-                                    path: parts
-                                        .uri
-                                        .path_and_query()
-                                        .map(|p| p.to_string())
-                                        .unwrap_or_default(),
-                                    headers,
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                count.send_modify(|n| *n += 1);
-                                http::StatusCode::OK
-                            };
-                            let mut resp = http::Response::new(Empty::<bytes::Bytes>::new());
-                            *resp.status_mut() = status;
-                            Ok::<_, hyper::Error>(resp)
-                        }
-                    });
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+        let (addr, task) = http_server(move |parts, body| {
+            let (rec, att, count) = (rec.clone(), att.clone(), count.clone());
+            async move {
+                if att.fetch_add(1, Ordering::SeqCst) < fail_first {
+                    return http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                rec.lock().unwrap().push(Received {
+                    method: parts.method.to_string(),
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: headers_by_name(&parts.headers),
+                    body: String::from_utf8_lossy(&body).into_owned(),
                 });
+                count.send_modify(|n| *n += 1);
+                http::StatusCode::OK
             }
-        });
+        })
+        .await;
         Sink {
             addr,
             received,
@@ -393,6 +371,57 @@ impl Drop for Sink {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An HTTP/1 server on a fresh loopback port that answers every request with the status
+/// `answer` gives for it (head and whole body) and an empty body, until the returned task is
+/// aborted: the one loop the tests' webhook sink and push service share.
+pub async fn http_server<F, Fut>(answer: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(http::request::Parts, bytes::Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::StatusCode> + Send + 'static,
+{
+    use http_body_util::{BodyExt, Empty};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let mut resp = http::Response::new(Empty::<bytes::Bytes>::new());
+                        *resp.status_mut() = answer(parts, body).await;
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A request's headers by name (of repeated ones, the last), as strings.
+pub fn headers_by_name(headers: &http::HeaderMap) -> std::collections::HashMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// How often [`wait_until`] and [`wait_for`] look.
