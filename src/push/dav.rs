@@ -42,11 +42,17 @@ pub async fn serve(
     req: Request<RequestBody>,
     public_origin: &str,
 ) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    if let Some(id) = registration_id(&path, account.name()) {
+    let path = req.uri().path();
+    if let Some(id) = registration_id(path, account.name()) {
         return registration(push, account, login, id, req.method());
     }
-    let Some(target) = Target::of(dav, account, &path) else {
+    // Reads (GET, HEAD, REPORT) neither change nor list anything push adds to: straight on,
+    // without working out which collection they name.
+    let m = req.method().as_str();
+    if !(m == "OPTIONS" || m == "PROPFIND" || is_write(m)) {
+        return crate::dav::handle(dav, account, req, public_origin).await;
+    }
+    let Some(target) = Target::of(dav, account, path) else {
         return crate::dav::handle(dav, account, req, public_origin).await;
     };
     let method = req.method().clone();
