@@ -59,6 +59,9 @@ impl SendError {
     }
 }
 
+/// What the bridge calls itself upstream.
+const USER_AGENT: &str = concat!("icloud-bridge/", env!("CARGO_PKG_VERSION"));
+
 /// How many redirects to trusted upstream hosts are followed for one request.
 const MAX_REDIRECTS: usize = 3;
 
@@ -186,7 +189,6 @@ pub struct Upstream {
     http: Pool,
     /// How long upstream may take to answer, and to send each piece of a body.
     timeout: Duration,
-    user_agent: HeaderValue,
     pub stats: std::sync::Arc<UpstreamStats>,
     pub config: std::sync::Arc<UpstreamConfig>,
     /// Partition hosts that failed recently (origin -> when), skipped for `HOST_DOWN_FOR`.
@@ -257,10 +259,6 @@ impl Upstream {
         Ok(Upstream {
             http,
             timeout: Duration::from_secs(config.timeout_secs),
-            user_agent: HeaderValue::from_static(concat!(
-                "icloud-bridge/",
-                env!("CARGO_PKG_VERSION")
-            )),
             stats: Default::default(),
             config: std::sync::Arc::new(config.clone()),
             down: Default::default(),
@@ -375,10 +373,10 @@ impl Upstream {
         }
         h.insert(http::header::AUTHORIZATION, authorization.clone());
         h.entry(http::header::USER_AGENT)
-            .or_insert_with(|| self.user_agent.clone());
+            .or_insert(HeaderValue::from_static(USER_AGENT));
         // What the bridge sent through reqwest, which adds it to every request.
         h.entry(http::header::ACCEPT)
-            .or_insert_with(|| HeaderValue::from_static("*/*"));
+            .or_insert(HeaderValue::from_static("*/*"));
         match tokio::time::timeout(self.timeout, self.http.request(out)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Err(e)) => {
