@@ -481,40 +481,18 @@ async fn a_change_made_in_icloud_is_pushed_within_poll_secs() {
         "{checks} upstream checks in 3 periods"
     );
     // A change made while the bridge is stopped is pushed at its first check.
-    let env = {
-        let Env {
-            standin,
-            bridge,
-            user,
-            pass,
-            http,
-            dir,
-            cfg,
-            ..
-        } = env;
-        bridge.stop().await;
-        let seen = std::fs::read_to_string(dir.path().join("push-seen.json")).unwrap();
-        assert!(seen.contains("\"work\""), "{seen}");
-        standin.control().put_object(
-            icloud_bridge::standin::DEMO_APPLE_ID,
-            "calendars/work",
-            "while-stopped.ics",
-            &event("while-stopped", "Made while the bridge was stopped", true),
-        );
-        let bridge = icloud_bridge::server::listener::start(cfg.clone())
-            .await
-            .unwrap();
-        Env {
-            base: format!("http://{}", bridge.addr),
-            standin,
-            bridge,
-            user,
-            pass,
-            http,
-            dir,
-            cfg,
-        }
-    };
+    let env = env
+        .restart_with(|dir, standin| {
+            let seen = std::fs::read_to_string(dir.join("push-seen.json")).unwrap();
+            assert!(seen.contains("\"work\""), "{seen}");
+            standin.control().put_object(
+                icloud_bridge::standin::DEMO_APPLE_ID,
+                "calendars/work",
+                "while-stopped.ics",
+                &event("while-stopped", "Made while the bridge was stopped", true),
+            );
+        })
+        .await;
     service
         .wait("/p", 2, Duration::from_secs(POLL_SECS + 2))
         .await

@@ -256,6 +256,12 @@ impl Env {
 
     /// Stop the bridge and start it again on the same data directory (the stand-in stays).
     pub async fn restart(self) -> Env {
+        self.restart_with(|_, _| {}).await
+    }
+
+    /// [`Env::restart`], calling `while_stopped` with the data directory and the stand-in
+    /// while the bridge is down.
+    pub async fn restart_with(self, while_stopped: impl FnOnce(&std::path::Path, &Standin)) -> Env {
         let Env {
             standin,
             bridge,
@@ -267,6 +273,7 @@ impl Env {
             ..
         } = self;
         bridge.stop().await;
+        while_stopped(dir.path(), &standin);
         let bridge = listener::start(cfg.clone()).await.expect("bridge restarts");
         Env {
             base: format!("http://{}", bridge.addr),
