@@ -65,15 +65,8 @@ if ! has_clients "$VENV"; then
 fi
 PY="$VENV/bin/python"
 
-if [ -n "${BENCH_BIN:-}" ]; then
-  BIN="$BENCH_BIN"
-else
-  blog "cargo build --release --bin icloud-bridge"
-  cargo build --release --quiet --bin icloud-bridge >&2
-  TDIR="$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  BIN="$TDIR/release/icloud-bridge"
-fi
+BIN="${BENCH_BIN:-}"
+[ -n "$BIN" ] || BIN="$(cargo_bridge release)" || bdie "cargo build failed"
 
 rm -rf "$BENCH_DIR"/run.*
 RUN="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"

@@ -67,15 +67,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-if [ -n "${BENCH_BIN:-}" ]; then
-  BIN="$BENCH_BIN"
-else
-  blog "cargo build --release --bin icloud-bridge"
-  cargo build --release --quiet --bin icloud-bridge >&2
-  TDIR="$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  BIN="$TDIR/release/icloud-bridge"
-fi
+BIN="${BENCH_BIN:-}"
+[ -n "$BIN" ] || BIN="$(cargo_bridge release)" || bdie "cargo build failed"
 [ -x "$BIN" ] || bdie "bridge binary $BIN missing"
 
 rm -rf "$BENCH_DIR"/run.*

@@ -34,12 +34,8 @@ blog() { echo "bench-mail: $*" >&2; }
 bdie() { echo "bench-mail: ERROR: $*" >&2; exit 1; }
 command -v mbsync >/dev/null || bdie "mbsync missing (apt-get install isync)"
 
-if [ -n "${BENCH_BIN:-}" ]; then
-  BIN="$BENCH_BIN"
-else
-  cargo build --release --quiet --bin icloud-bridge >&2
-  BIN="$ROOT/target/release/icloud-bridge"
-fi
+BIN="${BENCH_BIN:-}"
+[ -n "$BIN" ] || BIN="$(cargo_bridge release)" || bdie "cargo build failed"
 rm -rf "$BENCH_DIR"/run.*
 RUN="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"
 chmod 755 "$RUN"

@@ -35,15 +35,8 @@ trap 'exit 143' TERM
 blog() { echo "bench-push: $*" >&2; }
 bdie() { echo "bench-push: ERROR: $*" >&2; exit 1; }
 
-if [ -n "${BENCH_BIN:-}" ]; then
-  BIN="$BENCH_BIN"
-else
-  blog "cargo build --release --bin icloud-bridge"
-  cargo build --release --quiet --bin icloud-bridge >&2
-  TDIR="$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  BIN="$TDIR/release/icloud-bridge"
-fi
+BIN="${BENCH_BIN:-}"
+[ -n "$BIN" ] || BIN="$(cargo_bridge release)" || bdie "cargo build failed"
 
 rm -rf "$BENCH_DIR"/run.*
 RUN="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"

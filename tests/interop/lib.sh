@@ -13,6 +13,19 @@ SPAWNED_NAMES=()
 ilog() { echo "interop: $*" >&2; }
 idie() { echo "interop: ERROR: $*" >&2; exit 1; }
 
+# cargo_bridge PROFILE(release|debug): builds the bridge binary with cargo and prints its
+# path (the target directory as cargo reports it, so CARGO_TARGET_DIR is honoured).
+cargo_bridge() {
+  local flag=()
+  [ "$1" = release ] && flag=(--release)
+  echo "interop: cargo build --bin icloud-bridge${flag[*]:+ ${flag[*]}}" >&2
+  cargo build "${flag[@]}" --quiet --bin icloud-bridge >&2 || return 1
+  local tdir
+  tdir="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" || return 1
+  echo "$tdir/$1/icloud-bridge"
+}
+
 # free_port -> a TCP port on $INTEROP_HOST that was free a moment ago.
 free_port() {
   python3 - "$INTEROP_HOST" <<'PY'

@@ -129,12 +129,7 @@ build_bridge() {
   if [ -n "${ICLOUD_BRIDGE_BIN:-}" ]; then
     BIN="$ICLOUD_BRIDGE_BIN"
   else
-    ilog "cargo build --bin icloud-bridge"
-    cargo build --quiet --bin icloud-bridge || idie "cargo build failed"
-    local tdir
-    tdir="$(cargo metadata --format-version 1 --no-deps \
-      | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-    BIN="$tdir/debug/icloud-bridge"
+    BIN="$(cargo_bridge debug)" || idie "cargo build failed"
   fi
   [ -x "$BIN" ] || idie "bridge binary $BIN missing"
 }
