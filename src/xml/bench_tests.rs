@@ -168,7 +168,11 @@ fn xml_rewrite_throughput() {
 #[ignore = "benchmark: run with --release --ignored --nocapture"]
 fn dense_listing_throughput() {
     let doc = Bytes::from(dense_listing(1000));
-    let reps = 200;
+    // XML_BENCH_REPS=…: documents per measurement (200).
+    let reps = std::env::var("XML_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(200);
     let total = doc.len() * reps;
     // XML_BENCH_STREAM_ONLY=1: the streaming path alone (for profiles).
     let stream_only = std::env::var_os("XML_BENCH_STREAM_ONLY").is_some();

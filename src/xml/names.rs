@@ -57,10 +57,13 @@ pub const KNOWN_DECLS: &str = concat!(
 /// Preferred prefix of a well-known namespace (as raw bytes), if it is one of [`KNOWN`].
 #[inline]
 pub fn known_prefix(ns: &[u8]) -> Option<&'static str> {
-    KNOWN
-        .iter()
-        .find(|(uri, _)| uri.as_bytes() == ns)
-        .map(|(_, prefix)| *prefix)
+    known(ns).map(|(_, prefix)| prefix)
+}
+
+/// The [`KNOWN`] entry `(uri, prefix)` of a namespace (as raw bytes), if it is one.
+#[inline]
+pub fn known(ns: &[u8]) -> Option<(&'static str, &'static str)> {
+    KNOWN.iter().find(|(uri, _)| uri.as_bytes() == ns).copied()
 }
 
 #[cfg(test)]

@@ -300,8 +300,17 @@ impl Scanner {
     fn text(engine: &mut Engine, input: Input<'_>, i: usize) -> Result<Option<usize>, XmlError> {
         let Input { buf, base, eof } = input;
         let rest = &buf[i..];
-        let end = match memchr::memchr2(b'<', b'&', rest) {
-            Some(k) => i + k,
+        // Indentation between tags is most of an iCloud listing's text: a run of whitespace
+        // up to a tag is found in one pass and skipped when the engine would drop it anyway.
+        let ws = rest.iter().position(|&b| !is_ws(b)).unwrap_or(rest.len());
+        if let (Some(b'<'), Some(&next)) = (rest.get(ws), rest.get(ws + 1)) {
+            let tag = next != b'!' && next != b'?';
+            if tag && engine.drops_whitespace_before(next == b'/') {
+                return Ok(Some(i + ws));
+            }
+        }
+        let end = match memchr::memchr2(b'<', b'&', &rest[ws..]) {
+            Some(k) => i + ws + k,
             None if eof => buf.len(),
             None if rest.len() >= TEXT_PIECE => i + char_boundary(rest),
             None => return Ok(None),
@@ -310,15 +319,6 @@ impl Scanner {
             return Ok(None);
         }
         let raw = &buf[i..end];
-        // Indentation between tags is most of an iCloud listing's text: skip what the engine
-        // would drop anyway.
-        if let (Some(b'<'), Some(&next)) = (buf.get(end), buf.get(end + 1)) {
-            let tag = next != b'!' && next != b'?';
-            if tag && raw.iter().all(|&b| is_ws(b)) && engine.drops_whitespace_before(next == b'/')
-            {
-                return Ok(Some(end));
-            }
-        }
         engine.text(raw, base + end as u64)?;
         Ok(Some(end))
     }

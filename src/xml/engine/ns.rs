@@ -6,14 +6,15 @@ use crate::xml::names::{self, XML};
 const XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
 
 /// One input binding: `buf[start..start + prefix_len]` is the prefix (empty = default
-/// namespace), the following `ns_len` bytes the namespace; declared on an element at `depth`.
+/// namespace), the following `ns_len` bytes the namespace (none are stored for a
+/// [known](names::KNOWN) namespace, which is `known`'s); declared on an element at `depth`.
 struct Binding {
     start: usize,
     prefix_len: usize,
     ns_len: usize,
     depth: usize,
-    /// The output prefix when the namespace is a [known](names::KNOWN) one.
-    known: Option<&'static str>,
+    /// The namespace and its output prefix when it is a [known](names::KNOWN) one.
+    known: Option<(&'static str, &'static str)>,
 }
 
 /// A resolved namespace: its (raw) URI, and its fixed output prefix if it has one.
@@ -56,15 +57,21 @@ impl Scopes {
                 show(prefix)
             ));
         }
+        // iCloud declares a known namespace on nearly every element: it is not copied.
+        let known = names::known(ns);
         let start = self.buf.len();
-        self.buf.extend_from_slice(prefix);
-        self.buf.extend_from_slice(ns);
+        if !prefix.is_empty() {
+            self.buf.extend_from_slice(prefix);
+        }
+        if known.is_none() {
+            self.buf.extend_from_slice(ns);
+        }
         self.bindings.push(Binding {
             start,
             prefix_len: prefix.len(),
-            ns_len: ns.len(),
+            ns_len: if known.is_none() { ns.len() } else { 0 },
             depth,
-            known: names::known_prefix(ns),
+            known,
         });
         Ok(())
     }
@@ -86,11 +93,14 @@ impl Scopes {
             if b.prefix_len == prefix.len()
                 && (prefix.is_empty() || &self.buf[b.start..b.start + b.prefix_len] == prefix)
             {
+                if let Some((uri, prefix)) = b.known {
+                    return Ok(Some(Ns {
+                        uri: uri.as_bytes(),
+                        known: Some(prefix),
+                    }));
+                }
                 let uri = &self.buf[b.start + b.prefix_len..b.start + b.prefix_len + b.ns_len];
-                return Ok((!uri.is_empty()).then_some(Ns {
-                    uri,
-                    known: b.known,
-                }));
+                return Ok((!uri.is_empty()).then_some(Ns { uri, known: None }));
             }
         }
         if prefix.is_empty() {

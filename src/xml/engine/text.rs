@@ -95,9 +95,13 @@ impl Engine {
             self.pending_ws.extend_from_slice(raw);
             return Ok(());
         }
-        let s = utf8(raw, pos)?;
         if self.capture != Capture::None {
-            return self.capture_text(s, pos);
+            return self.capture_text(utf8(raw, pos)?, pos);
+        }
+        // Checked, not converted: the text is written as it came. Most of it is ASCII, which
+        // is checked a word at a time.
+        if !raw.is_ascii() {
+            utf8(raw, pos)?;
         }
         if !self.significant && is_ws(raw) {
             self.pending_ws.extend_from_slice(raw);
