@@ -698,7 +698,8 @@ impl Forward<'_> {
             .content_length()
             .is_some_and(|l| l as usize <= self.dav.limits.max_body_bytes);
         if is_object(up_ct, self.rest) && small {
-            let bytes = resp.bytes().await.map_err(|_| {
+            let limit = self.dav.limits.max_body_bytes;
+            let bytes = resp.bytes_up_to(limit).await.map_err(|_| {
                 DavError::Upstream(UpstreamError::BadResponse {
                     detail: "the object body was cut off".into(),
                 })

@@ -13,10 +13,13 @@ use url::Url;
 use crate::upstream::client::{Purpose, Upstream, UpstreamRequest};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::gate::Gate;
+use crate::upstream::response::BodyError;
 use crate::upstream::service::Service;
 use crate::xml::guard::{Items, Scope};
 
 const DAV: &[u8] = b"DAV:";
+/// Largest Depth 0 PROPFIND answer read (a principal's or a home's is a few kilobytes).
+const DISCOVERY_MAX_BYTES: usize = 1024 * 1024;
 const CALDAV: &[u8] = b"urn:ietf:params:xml:ns:caldav";
 const CARDDAV: &[u8] = b"urn:ietf:params:xml:ns:carddav";
 
@@ -79,9 +82,15 @@ pub async fn propfind0<G: Gate>(
         .await?;
     let final_url = resp.url().clone();
     let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(|_| UpstreamError::BadResponse {
-        detail: "the discovery answer was cut off".into(),
-    })?;
+    let bytes =
+        resp.bytes_up_to(DISCOVERY_MAX_BYTES)
+            .await
+            .map_err(|e| UpstreamError::BadResponse {
+                detail: match e {
+                    BodyError::TooLarge(_) => format!("the discovery answer was {e}"),
+                    _ => "the discovery answer was cut off".into(),
+                },
+            })?;
     if status != 207 {
         return Err(UpstreamError::BadResponse {
             detail: format!("discovery PROPFIND answered {status}, expected 207"),

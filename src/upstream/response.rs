@@ -21,6 +21,8 @@ pub enum BodyError {
     Idle(u64),
     #[error("the upstream connection broke")]
     Broken(#[source] hyper::Error),
+    #[error("upstream sent more than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// A response from upstream (see [`crate::upstream::client::Upstream::send`]).
@@ -80,9 +82,34 @@ impl Response {
         }
     }
 
-    /// The whole body (callers bound what they ask for by `content_length` or stream).
-    pub async fn bytes(self) -> Result<Bytes, BodyError> {
-        Ok(self.body.collect().await?.to_bytes())
+    /// The whole body, refused as [`BodyError::TooLarge`] once it passes `limit` bytes: a
+    /// broken or lying upstream cannot make the bridge hold more than it asked for.
+    pub async fn bytes_up_to(mut self, limit: usize) -> Result<Bytes, BodyError> {
+        if self.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(BodyError::TooLarge(limit));
+        }
+        let Some(first) = self.chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        let mut all = Vec::new();
+        let mut piece = first;
+        loop {
+            if all.len() + piece.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            match self.chunk().await? {
+                // Mostly the body comes in one piece, which is handed on without a copy.
+                None if all.is_empty() => return Ok(piece),
+                None => {
+                    all.extend_from_slice(&piece);
+                    return Ok(Bytes::from(all));
+                }
+                Some(next) => {
+                    all.extend_from_slice(&piece);
+                    piece = next;
+                }
+            }
+        }
     }
 
     /// The body as an `http_body::Body`.
@@ -190,6 +217,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_is_read_whole_up_to_the_limit_and_refused_past_it() {
+        let chunked: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
+        let r = from_wire(chunked, Duration::from_secs(5)).await;
+        assert_eq!(r.bytes_up_to(6).await.unwrap(), &b"abcdef"[..]);
+        // No length given: refused when the pieces pass the limit.
+        let r = from_wire(chunked, Duration::from_secs(5)).await;
+        let err = r.bytes_up_to(5).await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge(5)), "{err:?}");
+        assert_eq!(err.to_string(), "upstream sent more than 5 bytes");
+        // A declared length past the limit: refused before reading.
+        let r = from_wire(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(matches!(
+            r.bytes_up_to(9).await,
+            Err(BodyError::TooLarge(9))
+        ));
+        let r = from_wire(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(r.bytes_up_to(9).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_body_that_stops_arriving_fails_after_the_idle_limit() {
         let r = from_wire(
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
@@ -197,7 +253,7 @@ mod tests {
         )
         .await;
         let started = std::time::Instant::now();
-        let err = r.bytes().await.unwrap_err();
+        let err = r.bytes_up_to(100).await.unwrap_err();
         assert!(matches!(err, BodyError::Idle(1)), "{err:?}");
         let took = started.elapsed();
         assert!(
