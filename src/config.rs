@@ -784,14 +784,36 @@ fn upstream_config(u: RawUpstream, rel: Rel<'_>) -> Result<UpstreamConfig, Confi
         },
     };
     if let Some(ca) = &upstream.ca_file {
-        if !ca.is_file() {
-            return Err(invalid(
-                "upstream.ca_file",
-                format!("{} is not a readable file", ca.display()),
-            ));
-        }
+        check_ca_file(ca)?;
     }
     Ok(upstream)
+}
+
+/// `upstream.ca_file` must hold at least one PEM certificate: a file without one would add
+/// no trust root, and every TLS upstream would then fail with an unknown-issuer error far from
+/// its cause.
+fn check_ca_file(ca: &Path) -> Result<(), ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    if !ca.is_file() {
+        return Err(invalid(
+            "upstream.ca_file",
+            format!("{} is not a readable file", ca.display()),
+        ));
+    }
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid("upstream.ca_file", format!("{}: {e}", ca.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            "upstream.ca_file",
+            format!(
+                "{} holds no certificate (a PEM block starting -----BEGIN CERTIFICATE-----)",
+                ca.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `[carddav]`.
@@ -960,6 +982,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.data_dir, PathBuf::from("/etc/ib/state"));
+    }
+
+    #[test]
+    fn ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |content: &str| {
+            let path = dir.path().join("ca.pem");
+            std::fs::write(&path, content).unwrap();
+            Config::from_toml(&format!("[upstream]\nca_file = {path:?}\n"), None)
+        };
+        let err = load("not a certificate\n").unwrap_err().to_string();
+        assert!(err.contains("upstream.ca_file"), "{err}");
+        assert!(err.contains("holds no certificate"), "{err}");
+        // A private key alone is no trust root either.
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let err = load(&key).unwrap_err().to_string();
+        assert!(err.contains("holds no certificate"), "{err}");
+        let cert = rcgen::generate_simple_self_signed(vec!["up.test".into()])
+            .unwrap()
+            .cert
+            .pem();
+        let c = load(&format!("{key}{cert}")).unwrap();
+        assert_eq!(c.upstream.ca_file, Some(dir.path().join("ca.pem")));
+        let err = Config::from_toml("[upstream]\nca_file = \"/nonexistent/ca.pem\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a readable file"), "{err}");
     }
 
     #[test]
