@@ -7,11 +7,12 @@
 # Builds the release binary, starts the iCloud stand-in (`icloud-bridge standin`),
 # seeds a 1,000-event calendar and a ~100 MB calendar (48k events of ~1.7 KB)
 # straight into the stand-in, starts nginx as a reverse proxy that injects a fixed
-# Authorization header, starts the bridge (kind = "icloud", the stand-in as upstream),
-# then measures with wrk:
+# Authorization header, and hyper-proxy (examples/ref_proxy.rs: the bridge's own hyper server
+# and pooled client doing the same, to show what that stack costs by itself), starts the
+# bridge (kind = "icloud", the stand-in as upstream), then measures with wrk:
 #   GET of one .ics, and PROPFIND Depth 1 of the 1,000-event and of a 500-event calendar,
-#   each direct / through nginx / through the bridge (as shipped, with its cache) / through
-#   the bridge with the cache off: req/s, p50, p99; in three rounds: 50 connections with all
+#   each direct / through nginx / through hyper-proxy / through the bridge (as shipped, with
+#   its cache) / through the bridge with the cache off: req/s, p50, p99; in three rounds: 50 connections with all
 #   cores shared, 50 connections with wrk pinned to the last core and the servers to the
 #   others, and one connection;
 # and one calendar-query REPORT with calendar-data of the ~100 MB calendar through the
@@ -22,6 +23,7 @@
 #      BENCH_CONNS (50)  BENCH_THREADS (wrk threads; 2)  BENCH_SMALL (1000)  BENCH_HALF (500)
 #      BENCH_BIG_COUNT (48000: ~100 MB of multistatus)  BENCH_BIG_SIZE (bytes per big event; 1700)
 #      BENCH_BIN (use this bridge binary; default: cargo build --release)
+#      BENCH_REF_PROXY (use this hyper-proxy; default: cargo build --release --example ref_proxy)
 #      NGINX_WORKERS (auto)  BENCH_SKIP_BIG=1 (skip the 100 MB part)
 #      BENCH_MAX_CONCURRENT (sets [upstream] max_concurrent in the bridge config)
 #      BENCH_ROUNDS ("shared pinned one")
@@ -70,6 +72,10 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 BIN="${BENCH_BIN:-}"
 [ -n "$BIN" ] || BIN="$(cargo_bridge release)" || bdie "cargo build failed"
 [ -x "$BIN" ] || bdie "bridge binary $BIN missing"
+REF_PROXY="${BENCH_REF_PROXY:-}"
+[ -n "$REF_PROXY" ] || REF_PROXY="$(cargo_built release --example ref_proxy)" \
+  || bdie "cargo build --example ref_proxy failed"
+[ -x "$REF_PROXY" ] || bdie "reference proxy $REF_PROXY missing"
 
 rm -rf "$BENCH_DIR"/run.*
 RUN="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"
@@ -151,6 +157,13 @@ spawn nginx "$NG_DIR/nginx.log" "$NGINX" -p "$NG_DIR" -c "$NG_DIR/nginx.conf"
 NG_PID="$SPAWN_PID"
 wait_http "$NG_PID" "http://$HOST:$NG_PORT/" || bdie "nginx did not start"
 
+# --- hyper-proxy: the bridge's HTTP stack alone (examples/ref_proxy.rs) --------------------
+RP_PORT="$(free_port)"
+spawn hyper-proxy "$RUN/hyper-proxy.log" \
+  env REF_PROXY_AUTH="Basic $TOKEN" "$REF_PROXY" "$HOST:$RP_PORT" "http://$UP_HOSTPORT"
+RP_PID="$SPAWN_PID"
+wait_http "$RP_PID" "http://$HOST:$RP_PORT$HOME_PATH" || { show_log "$RUN/hyper-proxy.log"; bdie "hyper-proxy did not start"; }
+
 # --- the bridge (twice: with its cache, as shipped, and with the cache off) -----------------
 # start_bridge NAME CACHE_MAX_BYTES -> sets BR_PORT_<NAME>, BR_PID_<NAME>, BR_AUTH_<NAME>
 start_bridge() {
@@ -203,6 +216,7 @@ SI_AUTH="Basic $TOKEN"
 TARGETS=(
   "direct|$CAL_HOME|$SI_AUTH"
   "nginx|http://$HOST:$NG_PORT$HOME_PATH|"
+  "hyper-proxy|http://$HOST:$RP_PORT$HOME_PATH|"
   "bridge|http://$HOST:$BR_PORT_cached/dav/alice/calendars/|$BR_AUTH_cached"
   "bridge-nocache|http://$HOST:$BR_PORT_nocache/dav/alice/calendars/|$BR_AUTH_nocache"
 )
@@ -271,7 +285,7 @@ run_wrk() {  # run_wrk KEY CONNS THREADS URL AUTH [lua]
 ROUNDS="${BENCH_ROUNDS:-shared pinned one}"
 NCPU="$(nproc)"
 if [ "$NCPU" -lt 2 ]; then ROUNDS="${ROUNDS//pinned/}"; fi
-SERVER_PIDS=("$SI_PID" "$NG_PID" "$BR_PID_cached" "$BR_PID_nocache")
+SERVER_PIDS=("$SI_PID" "$NG_PID" "$RP_PID" "$BR_PID_cached" "$BR_PID_nocache")
 pin_servers() {  # pin_servers CPULIST: every thread of every server process
   local pid
   for pid in "${SERVER_PIDS[@]}" $(pgrep -P "$NG_PID" || true); do
@@ -323,16 +337,18 @@ for round in $ROUNDS; do
   echo
   echo "bridge: as shipped (cache on, fresh_secs 30: repeated requests are cache hits);"
   echo "bridge-nocache: [cache] max_bytes = 0, every request proxied and rewritten."
+  echo "hyper-proxy: examples/ref_proxy.rs, the bridge's hyper server and pooled client with a fixed"
+  echo "Authorization and nothing else (no login check, no rewriting): the floor of the bridge's stack."
   echo
-  echo "| request | path | req/s | p50 ms | p99 ms | non-2xx/errors | vs nginx req/s | p50 added over direct |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  echo "| request | path | req/s | p50 ms | p99 ms | non-2xx/errors | vs nginx req/s | vs hyper-proxy req/s | p50 added over direct |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
   for test in get propfind propfind-half; do
     label="GET one .ics"
     [ "$test" = propfind ] && label="PROPFIND Depth 1, $SMALL events"
     [ "$test" = propfind-half ] && label="PROPFIND Depth 1, $HALF events"
-    for name in direct nginx bridge bridge-nocache; do
+    for name in direct nginx hyper-proxy bridge bridge-nocache; do
       k="$round/$test/$name"
-      echo "| $label | $name | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${BAD[$k]} | $(ratio "${RPS[$k]}" "${RPS[$round/$test/nginx]}") | $(added "${P50[$k]}" "${P50[$round/$test/direct]}") |"
+      echo "| $label | $name | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${BAD[$k]} | $(ratio "${RPS[$k]}" "${RPS[$round/$test/nginx]}") | $(ratio "${RPS[$k]}" "${RPS[$round/$test/hyper-proxy]}") | $(added "${P50[$k]}" "${P50[$round/$test/direct]}") |"
     done
   done
 done

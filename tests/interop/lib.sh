@@ -16,14 +16,20 @@ idie() { echo "interop: ERROR: $*" >&2; exit 1; }
 # cargo_bridge PROFILE(release|debug): builds the bridge binary with cargo and prints its
 # path (the target directory as cargo reports it, so CARGO_TARGET_DIR is honoured).
 cargo_bridge() {
-  local flag=()
+  cargo_built "$1" --bin icloud-bridge
+}
+
+# cargo_built PROFILE(release|debug) --bin NAME | --example NAME: builds that target with
+# cargo and prints the path of its executable.
+cargo_built() {
+  local flag=() tdir sub=""
   [ "$1" = release ] && flag=(--release)
-  echo "interop: cargo build --bin icloud-bridge${flag[*]:+ ${flag[*]}}" >&2
-  cargo build "${flag[@]}" --quiet --bin icloud-bridge >&2 || return 1
-  local tdir
+  [ "$2" = --example ] && sub="examples/"
+  echo "interop: cargo build $2 $3${flag[*]:+ ${flag[*]}}" >&2
+  cargo build "${flag[@]}" --quiet "$2" "$3" >&2 || return 1
   tdir="$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" || return 1
-  echo "$tdir/$1/icloud-bridge"
+  echo "$tdir/$1/$sub$3"
 }
 
 # free_port -> a TCP port on $INTEROP_HOST that was free a moment ago.
