@@ -134,11 +134,36 @@ pub fn home_url(home: &Url, rest: &str, query: Option<&str>) -> Option<Url> {
     if refuse_rest(rest).is_some() {
         return None;
     }
-    let text = match query {
-        Some(q) => format!("{home}{rest}?{q}"),
-        None => format!("{home}{rest}"),
+    // Parts that read the same alone as inside a whole URL: no `?` or `#` (which would start a
+    // query or a fragment there), no tab or newline (which a URL parser drops) and no space
+    // or control character at the end (which it trims).
+    let plain = |s: &str, stops: &[char]| {
+        !s.contains(stops)
+            && !s.contains(['\t', '\n', '\r'])
+            && s.as_bytes().last().is_none_or(|&b| b > b' ')
     };
-    let u = Url::parse(&text).ok()?;
+    let u = if plain(rest, &['?', '#'])
+        && query.is_none_or(|q| plain(q, &['#']))
+        && plain(home.as_str(), &['?', '#'])
+    {
+        // The usual case (every request's target): the home's scheme, host and port stay as
+        // they were parsed, and only the path and query are read. A whole URL's parse would
+        // read the host again, IDNA mapping included, on every request. Same result
+        // (`home_urls_match_a_whole_parse`).
+        let mut u = home.clone();
+        let mut path = String::with_capacity(home.path().len() + rest.len());
+        path.push_str(home.path());
+        path.push_str(rest);
+        u.set_path(&path);
+        u.set_query(query);
+        u
+    } else {
+        let text = match query {
+            Some(q) => format!("{home}{rest}?{q}"),
+            None => format!("{home}{rest}"),
+        };
+        Url::parse(&text).ok()?
+    };
     (same_origin(&u, home) && u.path().starts_with(home.path())).then_some(u)
 }
 
@@ -688,6 +713,35 @@ mod tests {
         );
         assert_eq!(home_url(&home, "..\\..\\bob\\cal\\x.ics", None), None);
         assert_eq!(home_url(&home, "%2e%2e/bob/", None), None);
+    }
+
+    proptest::proptest! {
+        /// The fast path of [`home_url`] gives what parsing the whole URL gives.
+        #[test]
+        fn home_urls_match_a_whole_parse(
+            rest in "([a-zA-Z0-9._~!$&'()*+,;=:@ %-]|%[0-9a-fA-F]{2}|é|/|\\.\\.|\\?|#|\t|\x01){0,24}",
+            query in proptest::option::of("[a-z0-9=&%/ ?é\t#-]{0,12}"),
+            home in proptest::sample::select(vec![
+                "http://127.0.0.1:5232/alice/",
+                "https://p42-caldav.icloud.com:443/1234567890/calendars/",
+                "https://bücher.example/dav/home%20x/",
+            ]),
+        ) {
+            let home = Url::parse(home).unwrap();
+            let whole = || {
+                if refuse_rest(&rest).is_some() {
+                    return None;
+                }
+                let text = match &query {
+                    Some(q) => format!("{home}{rest}?{q}"),
+                    None => format!("{home}{rest}"),
+                };
+                let u = Url::parse(&text).ok()?;
+                (same_origin(&u, &home) && u.path().starts_with(home.path())).then_some(u)
+            };
+            let fast = home_url(&home, &rest, query.as_deref()).map(String::from);
+            proptest::prop_assert_eq!(fast, whole().map(String::from));
+        }
     }
 
     #[test]
