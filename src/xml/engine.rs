@@ -34,6 +34,60 @@ pub(super) struct AttrRange {
     pub(super) value: std::ops::Range<usize>,
 }
 
+/// A start tag checked once, for the scanner to hand on again whenever the same bytes recur
+/// (a listing repeats a few tags thousands of times): unprefixed, with unprefixed attributes
+/// and at most a default-namespace declaration of a [known](names::KNOWN) namespace.
+/// [`Engine::start_compiled`] gives it the checks and output [`Engine::start_parsed`] would.
+#[derive(Debug, Clone)]
+pub(super) struct Compiled {
+    /// `xmlns="…"` on the tag: the namespace and its output prefix.
+    decl: Option<(&'static str, &'static str)>,
+    /// The ordinary attributes as written out (` name="value"` each).
+    attrs: Vec<u8>,
+    /// How many attributes the tag has (declaration included).
+    count: usize,
+}
+
+impl Compiled {
+    /// The tag named `name` whose attributes are at `ranges` in `raw`, if it is plain enough
+    /// for [`Engine::start_compiled`]; anything else keeps taking the full path.
+    pub(super) fn of(name: &[u8], raw: &[u8], ranges: &[AttrRange]) -> Option<Compiled> {
+        if name.contains(&b':') || !is_ncname(name) || ranges.len() > guard::MAX_ATTRIBUTES {
+            return None;
+        }
+        let mut decl = None;
+        let mut attrs = Vec::new();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for r in ranges {
+            let (key, value) = (&raw[r.key.clone()], &raw[r.value.clone()]);
+            if key == b"xmlns" {
+                if decl.is_some() {
+                    return None;
+                }
+                decl = Some(names::known(value)?);
+                continue;
+            }
+            if key.contains(&b':') || key.starts_with(b"xmlns") || !is_ncname(key) {
+                return None;
+            }
+            if keys.contains(&key) {
+                return None;
+            }
+            keys.push(key);
+            attrs.push(b' ');
+            attrs.extend_from_slice(key);
+            attrs.extend_from_slice(b"=\"");
+            push_raw_attr(&mut attrs, value).ok()?;
+            attrs.push(b'"');
+        }
+        Some(Compiled {
+            decl,
+            attrs,
+            count: ranges.len(),
+        })
+    }
+}
+
 /// Whether the driver should keep reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Flow {
@@ -290,6 +344,56 @@ impl Engine {
             }
         }
         self.element(QName(name), &others, empty, depth, pos)
+    }
+
+    /// A start tag [`Compiled`] before, named `name` (its local name: it has no prefix): the
+    /// checks, scope and output [`Engine::start_parsed`] would give it, in the same order,
+    /// without reading its attributes again. `false`, with nothing done, when its namespace
+    /// is not a known one in scope (or the root is still to come): the full path then decides.
+    pub(super) fn start_compiled(
+        &mut self,
+        c: &Compiled,
+        name: &[u8],
+        empty: bool,
+        pos: u64,
+    ) -> Result<bool, XmlError> {
+        if !self.root_seen {
+            return Ok(false);
+        }
+        let prefix = match c.decl {
+            Some((_, prefix)) => prefix,
+            None => match self.scopes.resolve(None) {
+                Ok(Some(Ns {
+                    known: Some(prefix),
+                    ..
+                })) => prefix,
+                _ => return Ok(false),
+            },
+        };
+        let depth = self.begin_element(pos)?;
+        if c.count > 0 {
+            self.items.add(c.count, pos)?;
+        }
+        if let Some(known) = c.decl {
+            self.scopes.declare_known(known, depth);
+            guard::check_bindings(self.scopes.len(), pos)?;
+        }
+        let ns = Some(Ns {
+            uri: b"",
+            known: Some(prefix),
+        });
+        let mapped = mapped_text(ns, name);
+        if depth == 2 && !empty && prefix == DAV_PREFIX && name == b"response" {
+            self.hold_response();
+        }
+        let name_start = self.write_start_name(&Prefix::Fixed(prefix), name, depth, pos)?;
+        self.out.extend_from_slice(&c.attrs);
+        if empty {
+            self.close_empty(name_start, depth);
+        } else {
+            self.keep_open(name_start, mapped);
+        }
+        Ok(true)
     }
 
     /// The rest of a start tag once its namespace declarations are in scope: its name, its

@@ -8,7 +8,7 @@ use quick_xml::errors::{Error as QuickError, IllFormedError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::engine::{AttrRange, Engine};
+use super::engine::{AttrRange, Compiled, Engine};
 use super::error::XmlError;
 use super::guard;
 use super::rewrite::HrefMap;
@@ -63,6 +63,8 @@ struct Seen {
     name_end: usize,
     empty: bool,
     ranges: Vec<AttrRange>,
+    /// The tag checked once for [`Engine::start_compiled`], when it is plain enough.
+    compiled: Option<Compiled>,
 }
 
 /// Slots of [`Scanner::seen`], picked by a tag's first bytes.
@@ -380,7 +382,23 @@ impl Scanner {
         }
         let slot = seen_slot(buf, from);
         let seen = &mut self.seen[slot];
-        let plain = if !seen.bytes.is_empty() && buf[from..].starts_with(&seen.bytes) {
+        let hit = !seen.bytes.is_empty() && buf[from..].starts_with(&seen.bytes);
+        if let (true, Some(c)) = (hit, &seen.compiled) {
+            let (name_end, close, empty) = (
+                from + seen.name_end,
+                from + seen.bytes.len() - 1,
+                seen.empty,
+            );
+            let name = &buf[from..name_end];
+            if engine.start_compiled(c, name, empty, base + close as u64 + 1)? {
+                if !empty {
+                    self.open(name);
+                }
+                return Ok(Some(close + 1));
+            }
+        }
+        let seen = &mut self.seen[slot];
+        let plain = if hit {
             let shift = |r: &std::ops::Range<usize>| r.start + from..r.end + from;
             self.ranges.extend(seen.ranges.iter().map(|r| AttrRange {
                 key: shift(&r.key),
@@ -410,6 +428,7 @@ impl Scanner {
                         key: unshift(&r.key),
                         value: unshift(&r.value),
                     }));
+                    seen.compiled = Compiled::of(&buf[from..name_end], buf, &self.ranges);
                 }
             }
             plain

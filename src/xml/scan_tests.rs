@@ -270,3 +270,97 @@ async fn repeated_names_follow_the_bindings_in_scope() {
         .unwrap_err();
     assert!(err.contains("p"), "{err}");
 }
+
+/// Drops the responses whose first href says `drop`.
+struct Dropping;
+
+impl HrefMap for Dropping {
+    fn href(&self, href: &str) -> Option<String> {
+        TestMap.href(href)
+    }
+
+    fn keep_response(&self, href: &str) -> bool {
+        !href.contains("drop")
+    }
+}
+
+/// A tag whose bytes recur is handed on from what was made of it the first time
+/// (`Engine::start_compiled`): it must still follow the namespace in scope each time, be held
+/// as a response only where one may be, write its attributes as the full path does, and fail
+/// where the full path fails.
+#[tokio::test]
+async fn tags_seen_again_keep_their_meaning_in_each_place() {
+    let deep_declarations = format!(
+        "<a xmlns=\"DAV:\">{}{}</a>",
+        "<b xmlns=\"DAV:\">".repeat(200),
+        "</b>".repeat(200)
+    );
+    let cases: Vec<String> = vec![
+        // `<response>` and `<href>` again under CalDAV's default namespace, then DAV's.
+        "<multistatus xmlns=\"DAV:\"><response><href>/1234567890/calendars/a.ics</href></response>\
+         <x xmlns=\"urn:ietf:params:xml:ns:caldav\"><response><href>/1234567890/calendars/b.ics</href></response></x>\
+         <response><href>/1234567890/calendars/drop.ics</href></response>\
+         <response><href>/1234567890/calendars/c.ics</href></response></multistatus>"
+            .into(),
+        // The same tag under an unknown default namespace, and under none.
+        "<r xmlns:d=\"DAV:\"><d:p xmlns=\"DAV:\"><href>/1234567890/calendars/d.ics</href></d:p>\
+         <d:p xmlns=\"urn:x\"><href>/1234567890/calendars/e.ics</href></d:p>\
+         <d:p xmlns=\"\"><href>/1234567890/calendars/f.ics</href></d:p>\
+         <d:p xmlns=\"DAV:\"><href>/1234567890/calendars/g.ics</href></d:p></r>"
+            .into(),
+        // Attributes: quotes and references, written the same way twice.
+        "<multistatus xmlns=\"DAV:\"><p><comp name='VEVENT' xmlns='urn:ietf:params:xml:ns:caldav'/>\
+         <comp name='VEVENT' xmlns='urn:ietf:params:xml:ns:caldav'/><e a='x\"y' b=\"&amp;&#65;\"/>\
+         <e a='x\"y' b=\"&amp;&#65;\"/></p><response xmlns=\"DAV:\"><href>/1234567890/calendars/drop/</href>\
+         <e a='x\"y' b=\"&amp;&#65;\"/></response><response xmlns=\"DAV:\"><href>/1234567890/calendars/h/</href>\
+         </response></multistatus>"
+            .into(),
+        // Errors the second time round: a duplicate attribute, a tag after the root.
+        "<m xmlns=\"DAV:\"><e a=\"1\"/><e a=\"1\" a=\"2\"/></m>".into(),
+        "<m xmlns=\"DAV:\"><e/></m><e/>".into(),
+        // More declarations in scope than allowed, each made by the same tag.
+        deep_declarations,
+    ];
+    for input in &cases {
+        for map in [Arc::new(Dropping) as Arc<dyn HrefMap>, Arc::new(Identity)] {
+            agree(input.as_bytes(), map, &[1, 5, 64, usize::MAX], input).await;
+        }
+    }
+    let out = fast(cases[0].as_bytes(), usize::MAX, Arc::new(Dropping))
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(
+            "<cal:response><cal:href>/1234567890/calendars/b.ics</cal:href></cal:response>"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("drop"), "{out}");
+    assert!(
+        out.ends_with(
+            "<d:response><d:href>/dav/alice/calendars/c.ics</d:href></d:response></d:multistatus>"
+        ),
+        "{out}"
+    );
+    let out = fast(cases[1].as_bytes(), usize::MAX, Arc::new(Dropping))
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("<x0:href xmlns:x0=\"urn:x\">/1234567890/calendars/e.ics</x0:href>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<href>/1234567890/calendars/f.ics</href>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<d:href>/dav/alice/calendars/g.ics</d:href>"),
+        "{out}"
+    );
+    let err = fast(cases[5].as_bytes(), usize::MAX, Arc::new(Identity))
+        .await
+        .unwrap_err();
+    assert!(err.contains("too many namespace declarations"), "{err}");
+}

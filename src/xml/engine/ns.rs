@@ -76,6 +76,18 @@ impl Scopes {
         Ok(())
     }
 
+    /// Records `xmlns="ns"` of a [known](names::KNOWN) namespace (which passes every check
+    /// [`Scopes::declare`] makes) on an element at `depth`.
+    pub(super) fn declare_known(&mut self, known: (&'static str, &'static str), depth: usize) {
+        self.bindings.push(Binding {
+            start: self.buf.len(),
+            prefix_len: 0,
+            ns_len: 0,
+            depth,
+            known: Some(known),
+        });
+    }
+
     /// Namespace of an element name with this prefix (`None` prefix: the default namespace).
     /// `Ok(None)` = no namespace; `Err(())` = undeclared prefix.
     #[inline]
