@@ -49,8 +49,10 @@ pub(super) struct Scanner {
     started: bool,
     /// Scratch space for a tag's attributes (no allocation per tag).
     ranges: Vec<AttrRange>,
-    /// Plain tags read before, by their bytes (see [`Seen`]).
+    /// Plain tags read before, by their bytes (see [`Seen`]), [`SEEN_WAYS`] to a set.
     seen: Vec<Seen>,
+    /// The way of each set used last.
+    recent: Vec<u8>,
 }
 
 /// A plain tag already read: its bytes from after `<` to `>` and what [`plain_tag`] made of
@@ -67,16 +69,22 @@ struct Seen {
     compiled: Option<Compiled>,
 }
 
-/// Slots of [`Scanner::seen`], picked by a tag's first bytes.
-const SEEN_SLOTS: usize = 32;
+/// Sets of [`Scanner::seen`], picked by a few of a tag's first bytes; each holds
+/// [`SEEN_WAYS`] tags, so that two tags of one listing that land in the same set (`href` and
+/// `status`, say) do not keep pushing each other out.
+const SEEN_SETS: usize = 32;
+const SEEN_WAYS: usize = 2;
 /// Tags longer than this are not remembered.
 const SEEN_MAX: usize = 160;
 
-fn seen_slot(buf: &[u8], from: usize) -> usize {
-    let a = buf.get(from).copied().unwrap_or(0) as usize;
-    let b = buf.get(from + 1).copied().unwrap_or(0) as usize;
-    let c = buf.get(from + 3).copied().unwrap_or(0) as usize;
-    (a * 7 + b * 3 + c) % SEEN_SLOTS
+/// The set of [`Scanner::seen`] for the tag whose bytes start at `from`: bytes 0, 1, 3, 4
+/// and 9 tell apart the tags of iCloud's answers (`prop`/`propstat`, `calendar-data`/
+/// `calendar-home-set`...) better than the first bytes alone.
+fn seen_set(buf: &[u8], from: usize) -> usize {
+    [0, 1, 3, 4, 9].iter().fold(0usize, |h, &k| {
+        h.wrapping_mul(7)
+            .wrapping_add(buf.get(from + k).copied().unwrap_or(0) as usize)
+    }) % SEEN_SETS
 }
 
 /// The `>` ending a tag whose content starts at `from`, skipping quoted values. Tags are
@@ -378,11 +386,18 @@ impl Scanner {
         let from = i + 1;
         self.ranges.clear();
         if self.seen.is_empty() {
-            self.seen.resize_with(SEEN_SLOTS, Seen::default);
+            self.seen.resize_with(SEEN_SETS * SEEN_WAYS, Seen::default);
+            self.recent.resize(SEEN_SETS, 0);
         }
-        let slot = seen_slot(buf, from);
+        let set = seen_set(buf, from);
+        let known = |seen: &Seen| !seen.bytes.is_empty() && buf[from..].starts_with(&seen.bytes);
+        let way = (0..SEEN_WAYS).find(|&w| known(&self.seen[set * SEEN_WAYS + w]));
+        let hit = way.is_some();
+        // A hit is the set's most recent way; a miss takes the place of the least recent one.
+        let way = way.unwrap_or((self.recent[set] as usize + 1) % SEEN_WAYS);
+        self.recent[set] = way as u8;
+        let slot = set * SEEN_WAYS + way;
         let seen = &mut self.seen[slot];
-        let hit = !seen.bytes.is_empty() && buf[from..].starts_with(&seen.bytes);
         if let (true, Some(c)) = (hit, &seen.compiled) {
             let (name_end, close, empty) = (
                 from + seen.name_end,
@@ -498,8 +513,18 @@ impl Scanner {
         let Input { buf, base, .. } = input;
         // `</name>` directly; anything else as quick-xml reads it (it skips quoted runs in
         // end tags too).
-        // Mostly the name of the open element, which is compared whole.
+        // Mostly the name of the open element, which is compared whole: then it is closed
+        // at once.
         let expected = self.starts.last().map_or(&[][..], |&s| &self.names[s..]);
+        let close = i + 2 + expected.len();
+        if let (Some(&start), Some(b'>')) = (self.starts.last(), buf.get(close)) {
+            if buf[i + 2..].starts_with(expected) {
+                self.starts.pop();
+                self.names.truncate(start);
+                engine.end(map, base + close as u64 + 1)?;
+                return Ok(Some(close + 1));
+            }
+        }
         let k = if buf[i + 2..].starts_with(expected) {
             i + 2 + expected.len()
         } else {
