@@ -46,6 +46,9 @@ pub(super) struct Compiled {
     attrs: Vec<u8>,
     /// How many attributes the tag has (declaration included).
     count: usize,
+    /// The tag as last written: with this output prefix, its qname and its whole start tag
+    /// (`<d:name attrs>`, or `…/>` when empty).
+    written: Option<(&'static str, Vec<u8>, Vec<u8>)>,
 }
 
 impl Compiled {
@@ -84,7 +87,29 @@ impl Compiled {
             decl,
             attrs,
             count: ranges.len(),
+            written: None,
         })
+    }
+
+    /// The qname and the start tag of the element named `local` under output `prefix`
+    /// (kept from the last time; a tag without its own declaration may meet another prefix).
+    fn written(&mut self, prefix: &'static str, local: &[u8], empty: bool) -> (&[u8], &[u8]) {
+        if self.written.as_ref().is_none_or(|w| w.0 != prefix) {
+            let mut qname = Vec::with_capacity(prefix.len() + 1 + local.len());
+            qname.extend_from_slice(prefix.as_bytes());
+            qname.push(b':');
+            qname.extend_from_slice(local);
+            let mut start = Vec::with_capacity(qname.len() + self.attrs.len() + 3);
+            start.push(b'<');
+            start.extend_from_slice(&qname);
+            start.extend_from_slice(&self.attrs);
+            start.extend_from_slice(if empty { b"/>" } else { b">" });
+            self.written = Some((prefix, qname, start));
+        }
+        match &self.written {
+            Some((_, qname, start)) => (qname, start),
+            None => (&[], &[]),
+        }
     }
 }
 
@@ -352,7 +377,7 @@ impl Engine {
     /// is not a known one in scope (or the root is still to come): the full path then decides.
     pub(super) fn start_compiled(
         &mut self,
-        c: &Compiled,
+        c: &mut Compiled,
         name: &[u8],
         empty: bool,
         pos: u64,
@@ -386,12 +411,18 @@ impl Engine {
         if depth == 2 && !empty && prefix == DAV_PREFIX && name == b"response" {
             self.hold_response();
         }
-        let name_start = self.write_start_name(&Prefix::Fixed(prefix), name, depth, pos)?;
-        self.out.extend_from_slice(&c.attrs);
+        // What `write_start_name`, the attributes and `close_empty` / `keep_open` write, in
+        // one piece.
+        let (qname, start) = c.written(prefix, name, empty);
+        self.out.extend_from_slice(start);
         if empty {
-            self.close_empty(name_start, depth);
+            self.pop_scopes(depth);
+            self.leaf = false;
         } else {
-            self.keep_open(name_start, mapped);
+            self.open.push(self.names.len());
+            self.names.extend_from_slice(qname);
+            self.leaf = true;
+            self.capture = mapped;
         }
         Ok(true)
     }

@@ -398,7 +398,7 @@ impl Scanner {
         self.recent[set] = way as u8;
         let slot = set * SEEN_WAYS + way;
         let seen = &mut self.seen[slot];
-        if let (true, Some(c)) = (hit, &seen.compiled) {
+        if let (true, Some(c)) = (hit, &mut seen.compiled) {
             let (name_end, close, empty) = (
                 from + seen.name_end,
                 from + seen.bytes.len() - 1,
