@@ -34,6 +34,28 @@ pub(super) struct AttrRange {
     pub(super) value: std::ops::Range<usize>,
 }
 
+/// The local names whose elements the engine treats apart (in the right namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Href,
+    CalendarData,
+    AddressData,
+    Response,
+    Other,
+}
+
+impl Kind {
+    fn of(local: &[u8]) -> Kind {
+        match local {
+            b"href" => Kind::Href,
+            b"calendar-data" => Kind::CalendarData,
+            b"address-data" => Kind::AddressData,
+            b"response" => Kind::Response,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// A start tag checked once, for the scanner to hand on again whenever the same bytes recur
 /// (a listing repeats a few tags thousands of times): unprefixed, with unprefixed attributes
 /// and at most a default-namespace declaration of a [known](names::KNOWN) namespace.
@@ -46,6 +68,8 @@ pub(super) struct Compiled {
     attrs: Vec<u8>,
     /// How many attributes the tag has (declaration included).
     count: usize,
+    /// Which of the names the engine treats apart it has, namespace aside.
+    kind: Kind,
     /// The tag as last written: with this output prefix, its qname and its whole start tag
     /// (`<d:name attrs>`, or `…/>` when empty).
     written: Option<(&'static str, Vec<u8>, Vec<u8>)>,
@@ -87,6 +111,7 @@ impl Compiled {
             decl,
             attrs,
             count: ranges.len(),
+            kind: Kind::of(name),
             written: None,
         })
     }
@@ -403,12 +428,14 @@ impl Engine {
             self.scopes.declare_known(known, depth);
             guard::check_bindings(self.scopes.len(), pos)?;
         }
-        let ns = Some(Ns {
-            uri: b"",
-            known: Some(prefix),
-        });
-        let mapped = mapped_text(ns, name);
-        if depth == 2 && !empty && prefix == DAV_PREFIX && name == b"response" {
+        // As `mapped_text` and `element` decide, from the name's kind found once.
+        let mapped = match c.kind {
+            Kind::Href if prefix == DAV_PREFIX => Capture::Href,
+            Kind::CalendarData if prefix == CALDAV_PREFIX => Capture::Body,
+            Kind::AddressData if prefix == CARDDAV_PREFIX => Capture::Body,
+            _ => Capture::None,
+        };
+        if c.kind == Kind::Response && depth == 2 && !empty && prefix == DAV_PREFIX {
             self.hold_response();
         }
         // What `write_start_name`, the attributes and `close_empty` / `keep_open` write, in

@@ -81,9 +81,16 @@ const SEEN_MAX: usize = 160;
 /// and 9 tell apart the tags of iCloud's answers (`prop`/`propstat`, `calendar-data`/
 /// `calendar-home-set`...) better than the first bytes alone.
 fn seen_set(buf: &[u8], from: usize) -> usize {
+    let mut key = [0u8; 10];
+    match buf.get(from..from + 10) {
+        Some(head) => key.copy_from_slice(head),
+        None => {
+            let head = buf.get(from..).unwrap_or_default();
+            key[..head.len()].copy_from_slice(head);
+        }
+    }
     [0, 1, 3, 4, 9].iter().fold(0usize, |h, &k| {
-        h.wrapping_mul(7)
-            .wrapping_add(buf.get(from + k).copied().unwrap_or(0) as usize)
+        h.wrapping_mul(7).wrapping_add(key[k] as usize)
     }) % SEEN_SETS
 }
 
@@ -390,7 +397,14 @@ impl Scanner {
             self.recent.resize(SEEN_SETS, 0);
         }
         let set = seen_set(buf, from);
-        let known = |seen: &Seen| !seen.bytes.is_empty() && buf[from..].starts_with(&seen.bytes);
+        // The byte before a remembered tag's `>` rules most other tags of its set out before
+        // the whole comparison.
+        let known = |seen: &Seen| {
+            let n = seen.bytes.len();
+            n >= 2
+                && buf.get(from + n - 2) == seen.bytes.get(n - 2)
+                && buf[from..].starts_with(&seen.bytes)
+        };
         let way = (0..SEEN_WAYS).find(|&w| known(&self.seen[set * SEEN_WAYS + w]));
         let hit = way.is_some();
         // A hit is the set's most recent way; a miss takes the place of the least recent one.
