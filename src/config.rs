@@ -789,31 +789,18 @@ fn upstream_config(u: RawUpstream, rel: Rel<'_>) -> Result<UpstreamConfig, Confi
     Ok(upstream)
 }
 
-/// `upstream.ca_file` must hold at least one PEM certificate: a file without one would add
-/// no trust root, and every TLS upstream would then fail with an unknown-issuer error far from
-/// its cause.
+/// `upstream.ca_file` must be a file holding at least one PEM certificate
+/// ([`crate::tls::ca_certificates`]).
 fn check_ca_file(ca: &Path) -> Result<(), ConfigError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     if !ca.is_file() {
         return Err(invalid(
             "upstream.ca_file",
             format!("{} is not a readable file", ca.display()),
         ));
     }
-    let certs = CertificateDer::pem_file_iter(ca)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| invalid("upstream.ca_file", format!("{}: {e}", ca.display())))?;
-    if certs.is_empty() {
-        return Err(invalid(
-            "upstream.ca_file",
-            format!(
-                "{} holds no certificate (a PEM block starting -----BEGIN CERTIFICATE-----)",
-                ca.display()
-            ),
-        ));
-    }
-    Ok(())
+    crate::tls::ca_certificates(ca)
+        .map(drop)
+        .map_err(|e| invalid("upstream.ca_file", e))
 }
 
 /// `[carddav]`.

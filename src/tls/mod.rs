@@ -519,14 +519,28 @@ fn build_server_config(
     Ok(Arc::new(cfg))
 }
 
+/// The certificates of an `upstream.ca_file`: at least one, or why not (naming the file). A
+/// file without any would add no trust root, and every TLS upstream would then fail with an
+/// unknown issuer far from the cause.
+pub fn ca_certificates(ca: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", ca.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no certificate (a PEM block starting -----BEGIN CERTIFICATE-----)",
+            ca.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// The client configuration for `imaps://` upstreams: the webpki roots, plus `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = ca_file {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("upstream.ca_file {}: {e}", ca.display()))?;
+        let certs = ca_certificates(ca).map_err(|e| format!("upstream.ca_file {e}"))?;
         for c in certs {
             roots
                 .add(c)
@@ -802,6 +816,9 @@ mod tests {
         let err = server_config(&server_cfg(dir.path())).unwrap_err();
         assert!(err.contains(CERT_FILE), "{err}");
         client_config(Some(&dir.path().join("missing.pem"))).unwrap_err();
+        // A file without a certificate adds no root: refused, not taken silently.
+        let err = client_config(Some(&dir.path().join(CERT_FILE))).unwrap_err();
+        assert!(err.contains("holds no certificate"), "{err}");
         client_config(None).unwrap();
     }
 
